@@ -1,0 +1,1 @@
+"""Dataset builders: generate -> rate/filter -> dedupe -> split -> augment -> write."""

@@ -1,0 +1,1 @@
+"""Rules of each puzzle: parse/format, validate, solve exactly, rate difficulty (Numba kernels)."""

@@ -1,0 +1,1 @@
+"""Reasoners (HRM, TRM, Attractor), deep supervision, training and evaluation."""

@@ -1,0 +1,1 @@
+"""Fixed-point numerics: iteration, Anderson acceleration, phantom/implicit gradients."""
