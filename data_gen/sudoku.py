@@ -1,0 +1,361 @@
+"""Build Sudoku-Extreme-style datasets: generate -> rate -> dedupe -> split -> resample -> augment -> write.
+
+    python -m data_gen.sudoku --n 1000                      # 1000 train + 1000 test, 9x9
+    python -m data_gen.sudoku --n 1000 --box 2x3 --num-aug 0  # 6x6 for quick CPU experiments
+    python -m data_gen.sudoku --from-csv path/to/sudoku-extreme --subsample-size 1000 --num-aug 1000
+
+Generated sets are made from scratch (never from public puzzles): a share of random minimal
+puzzles ("easy", 26.5% as in the public set) and hill-climbed ones ("hard", see
+:func:`puzzles.sudoku.generate`). Every puzzle has a unique solution. Each lineage (one random
+solution grid and the puzzles climbed on it) belongs to one split, and a test puzzle whose
+canonical form (Sudoku symmetry) appears in train is dropped, so no test puzzle is a symmetry
+image or a hill-climb neighbour of a training puzzle. The kept puzzles are drawn per rating bucket
+toward the public set's histogram (REFERENCE.md 1.1); where the generated pool has too few hard
+puzzles a bucket's shortfall is filled from the next easier bucket, and ``stats.json`` reports the
+histogram reached next to the target.
+
+Output (atomic): ``<out>/{train,test}/`` in the HRM/TRM array format, ``identifiers.json``,
+``train.csv``/``test.csv`` (``source,question,answer,rating``; ``rating`` on the public scale) and
+``stats.json``. The same arguments give byte-identical output whatever the number of threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from data_gen.format import build_split, read_public_csv, write_dataset
+from puzzles import sudoku as S
+
+# Public Sudoku-Extreme rating histogram (REFERENCE.md 1.1): bucket lower bounds and shares.
+BUCKET_EDGES = (0, 1, 3, 11, 21, 51)
+BUCKET_NAMES = ("0", "1-2", "3-10", "11-20", "21-50", "51+")
+TARGET_SHARES = (0.18, 0.07, 0.14, 0.17, 0.33, 0.11)
+EASY_SHARE = 0.265
+CHUNK = 256  # generation work unit: progress-bar granularity, never affects the output
+
+
+def bucket_of(public_rating: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.asarray(BUCKET_EDGES), np.asarray(public_rating), side="right") - 1
+
+
+def histogram(public_rating: np.ndarray) -> dict[str, float]:
+    b = bucket_of(public_rating)
+    n = max(len(b), 1)
+    return {name: round(float((b == k).sum()) / n, 4) for k, name in enumerate(BUCKET_NAMES)}
+
+
+def resample_to_target(public_rating: np.ndarray, n: int, shares=TARGET_SHARES) -> np.ndarray:
+    """Indices (sorted) of ``n`` items drawn per bucket toward ``shares``.
+
+    Buckets are filled from the hardest down; a shortfall moves to the next easier bucket, so the
+    result is as close to the target as the pool allows and never easier than needed. Within a
+    bucket the lowest indices are taken (the pool is already in random order).
+    """
+    b = bucket_of(public_rating)
+    want = np.floor(np.asarray(shares) * n).astype(int)
+    want[0] += n - want.sum()
+    if len(public_rating) < n:
+        raise ValueError(f"pool of {len(public_rating)} is smaller than the {n} puzzles asked for")
+    chosen: list[np.ndarray] = []
+    carry = 0
+    for k in range(len(shares) - 1, -1, -1):
+        idx = np.flatnonzero(b == k)
+        take = min(len(idx), want[k] + carry)
+        carry = want[k] + carry - take
+        chosen.append(idx[:take])
+    out = np.sort(np.concatenate(chosen))
+    if carry:
+        # Not enough easy ones either (only with tiny pools): top up with any leftovers.
+        rest = np.setdiff1d(np.arange(len(public_rating)), out)[:carry]
+        out = np.sort(np.concatenate([out, rest]))
+    return out
+
+
+def _rows_bytes(a: np.ndarray) -> list[bytes]:
+    return [r.tobytes() for r in np.ascontiguousarray(a, dtype=np.int8)]
+
+
+def to_tokens(grids: np.ndarray) -> np.ndarray:
+    """0 (blank) -> 1, digit d -> d + 1; token 0 stays PAD (REFERENCE.md 1.3)."""
+    return (np.asarray(grids, dtype=np.int16) + 1).astype(np.uint8)
+
+
+def generate_pool(count: int, seed: int, stream: int, hill_steps: int, box: str, easy_share: float,
+                  progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` lineages of one split: puzzles, solutions, info rows and an is-easy flag."""
+    rng = np.random.default_rng(S.item_seeds(seed, 1, stream=1000 + stream)[0])
+    easy = rng.random(count) < easy_share
+    steps = np.where(easy, 0, hill_steps).astype(np.int64)
+    seeds = S.item_seeds(seed, count, stream=stream)
+    geo = S.geometry(box)
+    parts = []
+    with tqdm(total=count, desc=f"generate split {stream}", unit="puzzle", disable=not progress) as bar:
+        for lo in range(0, count, CHUNK):
+            hi = min(count, lo + CHUNK)
+            parts.append(S.generate_seeded(seeds[lo:hi], steps[lo:hi], box))
+            bar.update(hi - lo)
+    if not parts:
+        n2 = geo.ncell
+        return np.zeros((0, n2), np.int8), np.zeros((0, n2), np.int8), np.zeros((0, 3), np.int64), easy
+    p, s, info = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return p, s, info, easy
+
+
+def build_generated(args) -> tuple[dict, dict, dict]:
+    t0 = time.perf_counter()
+    box = args.box
+    pool_factor = args.pool_factor
+    timings = {}
+    pools = {}
+    for stream, (name, n) in enumerate((("train", args.n), ("test", args.test_n))):
+        count = int(math.ceil(n * pool_factor)) + 8
+        pools[name] = generate_pool(count, args.seed, stream, args.hill_steps, box, args.easy_share,
+                                    not args.quiet)
+    timings["generate_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    canon = {}
+    for name, (p, s, _, _) in pools.items():
+        canon[name] = _rows_bytes(S.canonical_form(p, s, box=box)) if len(p) else []
+    timings["canonical_s"] = time.perf_counter() - t1
+
+    # Dedupe within each split, then drop test puzzles whose class is in train.
+    seen_train = set()
+    keep = {}
+    dropped = {"duplicate_in_split": 0, "test_in_train": 0}
+    for name in ("train", "test"):
+        seen = set()
+        k = []
+        for i, c in enumerate(canon[name]):
+            if c in seen:
+                dropped["duplicate_in_split"] += 1
+                continue
+            if name == "test" and c in seen_train:
+                dropped["test_in_train"] += 1
+                continue
+            seen.add(c)
+            k.append(i)
+        if name == "train":
+            seen_train = seen
+        keep[name] = np.asarray(k, dtype=np.int64)
+
+    splits = {}
+    for name, n in (("train", args.n), ("test", args.test_n)):
+        p, s, info, easy = pools[name]
+        idx = keep[name]
+        public = S.to_public_scale(info[idx, 0])
+        sel = idx[resample_to_target(public, n)]
+        splits[name] = (p[sel], s[sel], info[sel], easy[sel])
+    timings["select_s"] = time.perf_counter() - t1 - timings["canonical_s"]
+    return splits, dropped, timings
+
+
+def read_csv_inputs(paths: list[str]) -> dict[str, list[tuple[str, str, str, int, str]]]:
+    """Rows per split from public-format CSVs: a directory with train.csv/test.csv, or files."""
+    files: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(path.glob("*.csv"))
+            if not found:
+                raise ValueError(f"{path} holds no .csv files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    named = {"train": [f for f in files if "train" in f.stem], "test": [f for f in files if "test" in f.stem]}
+    out: dict[str, list] = {}
+    if named["train"] and named["test"]:
+        groups = named
+    else:
+        groups = {"all": files}
+    for split, fs in groups.items():
+        rows = []
+        for f in fs:
+            rows.extend((src, q, a, r, f"{f}:{line}") for src, q, a, r, line in read_public_csv(f))
+        out[split] = rows
+    return out
+
+
+def parse_rows(rows, box) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    puzzles, answers, ratings, sources = [], [], [], []
+    for src, q, a, r, where in rows:
+        try:
+            pz = S.parse(q, box)
+            an = S.parse(a, box, check_rules=False)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if (an == 0).any() or not S.check_solution(pz, an):
+            raise ValueError(f"{where}: answer is not a valid solution of the question")
+        puzzles.append(pz)
+        answers.append(an)
+        ratings.append(r)
+        sources.append(src)
+    if not puzzles:
+        raise ValueError("no rows to build from")
+    return np.stack(puzzles), np.stack(answers), np.asarray(ratings, dtype=np.int64), sources
+
+
+def build_from_csv(args) -> tuple[dict, dict, dict]:
+    t0 = time.perf_counter()
+    groups = read_csv_inputs(args.from_csv)
+    rng = np.random.default_rng(args.seed)
+    splits = {}
+    dropped = {"below_min_difficulty": 0}
+
+    def filt(rows):
+        if args.min_difficulty is None:
+            return rows
+        kept = [r for r in rows if r[3] >= args.min_difficulty]
+        dropped["below_min_difficulty"] += len(rows) - len(kept)
+        return kept
+
+    if "all" in groups:
+        # One pool: split by canonical form so no test puzzle is a symmetry image of a train one.
+        p, a, r, src = parse_rows(filt(groups["all"]), args.box)
+        canon = _rows_bytes(S.canonical_form(p, a))
+        classes: dict[bytes, list[int]] = {}
+        for i, c in enumerate(canon):
+            classes.setdefault(c, []).append(i)
+        order = rng.permutation(len(classes))
+        keys = list(classes)
+        test_idx, train_idx = [], []
+        for j in order:
+            members = classes[keys[j]]
+            (test_idx if len(test_idx) < args.test_n else train_idx).extend(members)
+        parts = {"train": np.sort(np.asarray(train_idx, dtype=np.int64)),
+                 "test": np.sort(np.asarray(test_idx, dtype=np.int64))}
+        data = {k: (p[v], a[v], r[v], [src[i] for i in v]) for k, v in parts.items()}
+    else:
+        data = {k: parse_rows(filt(groups[k]), args.box) for k in ("train", "test")}
+    for name, (p, a, r, src) in data.items():
+        if name == "train" and args.subsample_size is not None and args.subsample_size < len(p):
+            idx = np.sort(rng.choice(len(p), size=args.subsample_size, replace=False))
+            p, a, r, src = p[idx], a[idx], r[idx], [src[i] for i in idx]
+        splits[name] = (p, a, r, src)
+    return splits, dropped, {"read_s": time.perf_counter() - t0}
+
+
+def assemble(splits_grids: dict, num_aug: int, seed: int, box) -> tuple[dict, float]:
+    """Array splits for the format writer; only the training split is augmented."""
+    t0 = time.perf_counter()
+    geo = S.geometry(box)
+    out = {}
+    for name, (p, s) in splits_grids.items():
+        if name == "train" and num_aug > 0 and len(p):
+            ap, as_ = S.augment(p, s, num_aug, seed, box=(geo.br, geo.bc))
+            sizes = np.full(len(p), 1 + num_aug)
+        else:
+            ap, as_, sizes = p, s, None
+        out[name] = build_split(to_tokens(ap), to_tokens(as_), sizes, vocab_size=geo.n + 2)
+    return out, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data_gen.sudoku", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="training puzzles (before augmentation)")
+    ap.add_argument("--test-n", type=int, default=1000, help="test puzzles")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=str, default=None, help="output directory (default data/sudoku-<box>-<n>)")
+    ap.add_argument("--num-aug", type=int, default=1000, help="symmetry augmentations per training puzzle")
+    ap.add_argument("--box", type=str, default="3x3", choices=sorted(S.BOX_SHAPES))
+    ap.add_argument("--hill-steps", type=int, default=20,
+                    help="hill-climbing steps per hard lineage (more = harder puzzles, slower)")
+    ap.add_argument("--easy-share", type=float, default=EASY_SHARE,
+                    help="share of random minimal ('easy') lineages, as in the public set")
+    ap.add_argument("--pool-factor", type=float, default=1.5,
+                    help="lineages generated per kept puzzle, for resampling toward the histogram")
+    ap.add_argument("--from-csv", nargs="+", default=None, metavar="DIR_OR_FILES",
+                    help="build from public-format CSVs instead of generating")
+    ap.add_argument("--subsample-size", type=int, default=None, help="with --from-csv: seeded train subsample")
+    ap.add_argument("--min-difficulty", type=int, default=None, help="with --from-csv: keep rating >= this")
+    ap.add_argument("--threads", type=int, default=None, help="Numba threads (output does not depend on it)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+
+    for k in ("n", "test_n", "num_aug", "hill_steps"):
+        if getattr(args, k) < 0:
+            ap.error(f"--{k.replace('_', '-')} must be >= 0")
+    if args.n == 0 and args.test_n == 0:
+        ap.error("nothing to build: --n and --test-n are both 0")
+    if not 0.0 <= args.easy_share <= 1.0:
+        ap.error("--easy-share must be in [0, 1]")
+    if args.pool_factor < 1.0:
+        ap.error("--pool-factor must be >= 1")
+    if args.from_csv is None and (args.subsample_size is not None or args.min_difficulty is not None):
+        ap.error("--subsample-size and --min-difficulty apply to --from-csv only")
+    if args.threads is not None:
+        import numba
+
+        numba.set_num_threads(args.threads)
+    out = Path(args.out or f"data/sudoku-{args.box}-{'csv' if args.from_csv else args.n}")
+    if out.exists() and not args.overwrite:
+        ap.error(f"{out} already exists; choose another --out or pass --overwrite")
+
+    t0 = time.perf_counter()
+    try:
+        if args.from_csv:
+            splits, dropped, timings = build_from_csv(args)
+            grids = {k: (v[0], v[1]) for k, v in splits.items()}
+            ours = {k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
+                    for k, v in splits.items()}
+            public = {k: v[2].astype(np.float64) for k, v in splits.items()}
+            csv_rows = {k: [(src, S.format_grid(p), S.format_grid(a), int(r))
+                            for p, a, r, src in zip(v[0], v[1], v[2], v[3], strict=True)]
+                        for k, v in splits.items()}
+            easy_share = None
+        else:
+            splits, dropped, timings = build_generated(args)
+            grids = {k: (v[0], v[1]) for k, v in splits.items()}
+            ours = {k: v[2][:, 0] for k, v in splits.items()}
+            public = {k: S.to_public_scale(v[2][:, 0]) for k, v in splits.items()}
+            csv_rows = {k: [("gridloop-easy" if e else "gridloop-hard", S.format_grid(p), S.format_grid(s),
+                             int(round(r))) for p, s, e, r in zip(v[0], v[1], v[3], public[k], strict=True)]
+                        for k, v in splits.items()}
+            easy_share = {k: round(float(v[3].mean()), 4) if len(v[3]) else 0.0 for k, v in splits.items()}
+        arrays, t_aug = assemble(grids, args.num_aug, args.seed, args.box)
+        timings["augment_s"] = t_aug
+        stats = {
+            "generator": "from-csv" if args.from_csv else "gridloop hill-climb",
+            "args": {k: v for k, v in vars(args).items() if k not in ("quiet", "overwrite", "threads")},
+            "box": args.box,
+            "counts": {k: int(len(v[0])) for k, v in grids.items()},
+            "examples": {k: int(v.inputs.shape[0]) for k, v in arrays.items()},
+            "dropped": dropped,
+            "easy_share": easy_share,
+            "rating_ours": {k: {"mean": round(float(np.mean(v)), 3) if len(v) else None,
+                                "median": float(np.median(v)) if len(v) else None} for k, v in ours.items()},
+            "rating_public_scale": {k: {"mean": round(float(np.mean(v)), 3) if len(v) else None,
+                                        "median": float(np.median(v)) if len(v) else None,
+                                        "histogram": histogram(v)} for k, v in public.items()},
+            "target_histogram": dict(zip(BUCKET_NAMES, TARGET_SHARES, strict=True)),
+            "seed": args.seed,
+        }
+        timings["total_s"] = time.perf_counter() - t0
+        stats["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        write_dataset(out, arrays, csv_rows=csv_rows, stats=stats, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        hist = stats["rating_public_scale"]
+        for k in grids:
+            print(f"{k}: {stats['counts'][k]} puzzles, {stats['examples'][k]} examples, "
+                  f"public-scale rating mean {hist[k]['mean']}, histogram {hist[k]['histogram']}")
+        print(f"wrote {out} in {timings['total_s']:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(main())

@@ -1,0 +1,594 @@
+"""Numba kernels for Sudoku: propagation, exact search, generation, canonical form, augmentation.
+
+Pure functions (arrays in, arrays out), ``cache=True``. Grids are flat int8 arrays of N*N cells
+(row-major, 0 = blank, 1..N = digits) for boxes of ``br`` rows x ``bc`` columns, N = br * bc.
+Candidates are bitmasks (bit d-1 set when digit d is possible). The geometry tables come from
+``puzzles.sudoku._geometry`` and are passed in explicitly so one compiled kernel serves every size.
+
+Randomised kernels seed Numba's generator with ``np.random.seed(seed + i)`` at the start of item
+``i`` inside the ``prange`` body; each item then runs on one thread, so results are identical
+whatever the number of threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# ----------------------------------------------------------------------------- propagation
+
+
+@njit(cache=True, inline="always")
+def _lowbit_index(m):
+    i = 0
+    while not (m >> i) & 1:
+        i += 1
+    return i
+
+
+@njit(cache=True, inline="always")
+def _eliminate(c, mask, cand, cell_units, dirty, queue, qn):
+    """Remove ``mask`` from cell c; returns the new queue length, or -1 on a contradiction."""
+    m = cand[c] & ~mask
+    cand[c] = m
+    if m == 0:
+        return -1
+    if (m & (m - 1)) == 0:
+        queue[qn] = c
+        qn += 1
+    for k in range(3):
+        dirty[cell_units[c, k]] = 3  # bit 0: hidden singles due, bit 1: locked candidates due
+    return qn
+
+
+@njit(cache=True)
+def _propagate(cand, placed, geo, full, use_hidden, dirty, lc_due, queue, qn):
+    """Naked singles, hidden singles and locked candidates, until nothing changes.
+
+    Incremental: ``queue[:qn]`` holds cells that became single, ``dirty[u]`` marks units whose
+    candidates changed since they were last examined. Returns False on a contradiction (a cell
+    with no candidate, a digit with no place in a unit). ``placed[c]`` marks cells whose value
+    has already been eliminated from their peers.
+    """
+    units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, ix_units, popc = geo
+    nunit = units.shape[0]
+    n = units.shape[1]
+    npeer = peers.shape[1]
+    nix = ix_inter.shape[0]
+    li = ix_inter.shape[1]
+    lr = ix_boxrest.shape[1]
+    while True:
+        # Naked singles: place each single-candidate cell and remove its digit from its peers.
+        while qn > 0:
+            qn -= 1
+            c = queue[qn]
+            if placed[c]:
+                continue
+            placed[c] = 1
+            m = cand[c]
+            for k in range(npeer):
+                p = peers[c, k]
+                if cand[p] & m:
+                    qn = _eliminate(p, m, cand, cell_units, dirty, queue, qn)
+                    if qn < 0:
+                        return False
+        if not use_hidden:
+            return True
+        # Hidden singles: a digit that fits in exactly one cell of a unit goes there.
+        for u in range(nunit):
+            if not (dirty[u] & 1):
+                continue
+            dirty[u] &= 2
+            once = 0
+            twice = 0
+            for i in range(n):
+                m = cand[units[u, i]]
+                twice |= once & m
+                once |= m
+            if once != full:
+                return False
+            exactly = once & ~twice
+            if exactly:
+                for i in range(n):
+                    c = units[u, i]
+                    m = cand[c] & exactly
+                    if m and cand[c] != m:
+                        if m & (m - 1):
+                            return False  # two digits both need this cell
+                        qn = _eliminate(c, cand[c] & ~m, cand, cell_units, dirty, queue, qn)
+        if qn > 0:
+            continue
+        # Locked candidates: digits of a box-line intersection confined to it on one side
+        # are removed from the other side (pointing and claiming).
+        for u in range(nunit):
+            lc_due[u] = dirty[u] & 2
+            dirty[u] &= 1
+        for k in range(nix):
+            if not (lc_due[ix_units[k, 0]] | lc_due[ix_units[k, 1]]):
+                continue
+            inter = 0
+            for i in range(li):
+                c = ix_inter[k, i]
+                if placed[c] == 0:
+                    inter |= cand[c]
+            if inter == 0:
+                continue
+            box_rest = 0
+            line_rest = 0
+            for i in range(lr):
+                box_rest |= cand[ix_boxrest[k, i]]
+                line_rest |= cand[ix_linerest[k, i]]
+            pointing = inter & ~box_rest & line_rest
+            if pointing:
+                for i in range(lr):
+                    c = ix_linerest[k, i]
+                    if cand[c] & pointing:
+                        qn = _eliminate(c, pointing, cand, cell_units, dirty, queue, qn)
+                        if qn < 0:
+                            return False
+            claiming = inter & ~line_rest & box_rest
+            if claiming:
+                for i in range(lr):
+                    c = ix_boxrest[k, i]
+                    if cand[c] & claiming:
+                        qn = _eliminate(c, claiming, cand, cell_units, dirty, queue, qn)
+                        if qn < 0:
+                            return False
+        if qn == 0:
+            any_dirty = False
+            for u in range(nunit):
+                if dirty[u]:
+                    any_dirty = True
+                    break
+            if not any_dirty:
+                return True
+
+
+# ----------------------------------------------------------------------------- search
+
+
+@njit(cache=True)
+def _search(grid, geo, limit, randomize, propagate, solution, stats):
+    """Depth-first search with propagation; counts solutions up to ``limit``.
+
+    Each branch point assigns one candidate (a **guess**, counted) and keeps the alternative
+    "that candidate is eliminated" on the stack, which is later explored by propagation alone
+    (DPLL style, as tdoku counts guesses). The branch cell has the fewest candidates; among
+    bivalue cells, the one with most bivalue peers sharing a candidate (it starts the longest
+    forcing chains, which cut the tree about in half against first-in-row-major order; ties go
+    to the first in row-major order); the guessed digit is the lowest candidate, or a uniformly random
+    one when ``randomize``. With ``propagate`` false only naked-single elimination runs (plain
+    backtracking with forward checking, used as an independent check).
+
+    Writes the first solution into ``solution`` and ``stats`` = [n_solutions, guesses before the
+    first solution, guesses in the whole search]. Returns the number of solutions found.
+    """
+    units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, ix_units, popc = geo
+    ncell = grid.shape[0]
+    nunit = units.shape[0]
+    n = units.shape[1]
+    full = (1 << n) - 1
+    cand = np.empty(ncell, np.int32)
+    placed = np.zeros(ncell, np.int8)
+    dirty = np.full(nunit, 3, np.int8)
+    lc_due = np.zeros(nunit, np.int8)
+    queue = np.empty(2 * ncell + 2, np.int64)
+    qn = 0
+    for c in range(ncell):
+        d = grid[c]
+        if d == 0:
+            cand[c] = full
+        else:
+            cand[c] = 1 << (d - 1)
+            queue[qn] = c
+            qn += 1
+    st_cand = np.empty((ncell + 1, ncell), np.int32)
+    st_placed = np.empty((ncell + 1, ncell), np.int8)
+    st_cell = np.empty(ncell + 1, np.int64)
+    depth = 0
+    count = 0
+    guesses = 0
+    guesses_first = -1
+    ok = _propagate(cand, placed, geo, full, propagate, dirty, lc_due, queue, qn)
+    while True:
+        if ok:
+            best = -1
+            bestc = n + 1
+            bestdeg = -1
+            for c in range(ncell):
+                if placed[c] == 0:
+                    pc = popc[cand[c]]
+                    if pc <= bestc:
+                        deg = 0
+                        if pc == 2:
+                            for k in range(peers.shape[1]):
+                                mp = cand[peers[c, k]]
+                                if popc[mp] == 2 and (mp & cand[c]) != 0:
+                                    deg += 1
+                        if pc < bestc or deg > bestdeg:
+                            bestc = pc
+                            best = c
+                            bestdeg = deg
+            if best == -1:
+                count += 1
+                if count == 1:
+                    guesses_first = guesses
+                    for c in range(ncell):
+                        solution[c] = _lowbit_index(cand[c]) + 1
+                if count >= limit:
+                    break
+                ok = False
+                continue
+            m = cand[best]
+            if randomize:
+                r = np.random.randint(0, popc[m])
+                bit = 0
+                for d in range(n):
+                    if (m >> d) & 1:
+                        if r == 0:
+                            bit = 1 << d
+                            break
+                        r -= 1
+            else:
+                bit = m & (-m)
+            st_cand[depth, :] = cand
+            st_cand[depth, best] = m & ~bit
+            st_placed[depth, :] = placed
+            st_cell[depth] = best
+            depth += 1
+            cand[best] = bit
+            guesses += 1
+        else:
+            if depth == 0:
+                break
+            depth -= 1
+            cand[:] = st_cand[depth]
+            placed[:] = st_placed[depth]
+            best = st_cell[depth]
+        # Only the branch cell changed since the last fixed point.
+        dirty[:] = 0
+        qn = 0
+        m = cand[best]
+        if (m & (m - 1)) == 0:
+            queue[0] = best
+            qn = 1
+        for k in range(3):
+            dirty[cell_units[best, k]] = 3
+        ok = _propagate(cand, placed, geo, full, propagate, dirty, lc_due, queue, qn)
+    stats[0] = count
+    stats[1] = guesses_first
+    stats[2] = guesses
+    return count
+
+
+@njit(cache=True, parallel=True)
+def solve_batch(grids, geo, limit, propagate):
+    """Solve every row of ``grids`` (B, N*N): first solutions (B, N*N) and stats (B, 3)."""
+    b = grids.shape[0]
+    sols = np.zeros_like(grids)
+    stats = np.zeros((b, 3), np.int64)
+    for i in prange(b):
+        _search(grids[i], geo, limit, False, propagate, sols[i], stats[i])
+    return sols, stats
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@njit(cache=True, parallel=True)
+def check_batch(puzzles, candidates, units):
+    """ok[i] = candidate i is a valid full grid that keeps every given of puzzle i."""
+    b, ncell = candidates.shape
+    n = units.shape[1]
+    full = (1 << n) - 1
+    ok = np.zeros(b, np.bool_)
+    for i in prange(b):
+        good = True
+        for c in range(ncell):
+            v = candidates[i, c]
+            if v < 1 or v > n or (puzzles[i, c] != 0 and puzzles[i, c] != v):
+                good = False
+                break
+        if good:
+            for u in range(units.shape[0]):
+                seen = 0
+                for k in range(n):
+                    seen |= 1 << (candidates[i, units[u, k]] - 1)
+                if seen != full:
+                    good = False
+                    break
+        ok[i] = good
+    return ok
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@njit(cache=True)
+def _count2(p, geo, sol, stats):
+    return _search(p, geo, 2, False, True, sol, stats)
+
+
+@njit(cache=True)
+def _random_solution(ncell, geo):
+    empty = np.zeros(ncell, np.int8)
+    sol = np.zeros(ncell, np.int8)
+    stats = np.zeros(3, np.int64)
+    _search(empty, geo, 1, True, True, sol, stats)
+    return sol
+
+
+@njit(cache=True)
+def _minimise(p, geo, scratch, stats):
+    """Remove givens in random order while the solution stays unique (p is modified in place)."""
+    ncell = p.shape[0]
+    order = np.random.permutation(ncell)
+    for j in range(ncell):
+        c = order[j]
+        if p[c] != 0:
+            v = p[c]
+            p[c] = 0
+            if _count2(p, geo, scratch, stats) != 1:
+                p[c] = v
+
+
+@njit(cache=True)
+def _tree_size(p, geo, scratch, stats):
+    """Guesses made by the full uniqueness search: a difficulty score less noisy than the rating."""
+    _count2(p, geo, scratch, stats)
+    return stats[2]
+
+
+@njit(cache=True, parallel=True)
+def generate_batch(seeds, hill_steps, geo):
+    """Make one uniquely solvable puzzle per entry of ``seeds`` (item i seeded by ``seeds[i]``).
+
+    Every item starts as a random minimal puzzle (random full grid, givens removed in random
+    order while unique). With ``hill_steps[i] > 0`` it is then hill-climbed: drop 1-2 givens, add
+    1-2 cells of the solution, re-complete to uniqueness with random solution cells, minimise,
+    and keep the neighbour when its search-tree size (guesses of the full uniqueness search) is
+    at least the current one, so the lineage ends on the hardest puzzle it met. The solution grid
+    stays fixed along a lineage. Returns puzzles (count, N*N), solutions, and per item
+    [first-solution guesses, tree size, accepted steps].
+    """
+    n = geo[0].shape[1]
+    ncell = n * n
+    count = seeds.shape[0]
+    puzzles = np.zeros((count, ncell), np.int8)
+    solutions = np.zeros((count, ncell), np.int8)
+    info = np.zeros((count, 3), np.int64)
+    for i in prange(count):
+        np.random.seed(seeds[i])
+        sol = _random_solution(ncell, geo)
+        scratch = np.zeros(ncell, np.int8)
+        stats = np.zeros(3, np.int64)
+        p = sol.copy()
+        _minimise(p, geo, scratch, stats)
+        score = _tree_size(p, geo, scratch, stats)
+        accepted = 0
+        q = np.empty(ncell, np.int8)
+        for _ in range(hill_steps[i]):
+            q[:] = p
+            givens = np.nonzero(q)[0]
+            blanks = np.nonzero(q == 0)[0]
+            ndrop = 1 + np.random.randint(0, 2)
+            for k in range(ndrop):
+                j = np.random.randint(k, givens.shape[0])
+                t = givens[k]
+                givens[k] = givens[j]
+                givens[j] = t
+                q[givens[k]] = 0
+            nadd = 1 + np.random.randint(0, 2)
+            for k in range(nadd):
+                j = np.random.randint(k, blanks.shape[0])
+                t = blanks[k]
+                blanks[k] = blanks[j]
+                blanks[j] = t
+                q[blanks[k]] = sol[blanks[k]]
+            # Re-complete to uniqueness with random cells of the lineage's solution.
+            while _count2(q, geo, scratch, stats) != 1:
+                c = np.random.randint(0, ncell)
+                while q[c] != 0:
+                    c = np.random.randint(0, ncell)
+                q[c] = sol[c]
+            _minimise(q, geo, scratch, stats)
+            s = _tree_size(q, geo, scratch, stats)
+            if s >= score:
+                if s > score:
+                    accepted += 1
+                score = s
+                p[:] = q
+        _count2(p, geo, scratch, stats)
+        puzzles[i] = p
+        solutions[i] = sol
+        info[i, 0] = stats[1]
+        info[i, 1] = stats[2]
+        info[i, 2] = accepted
+    return puzzles, solutions, info
+
+
+# ----------------------------------------------------------------------------- symmetry
+
+
+@njit(cache=True)
+def _canon_one(puzzle, solution, n, br, bc, colperms, allow_transpose, out_grid, out_puzzle):
+    """Lexicographically smallest image of ``solution`` under the Sudoku symmetry group.
+
+    The group: band permutations and row permutations within bands, stack and column
+    permutations, transposition (square boxes only), digit relabelling. For each column order,
+    top row and transposition, digits are relabelled in order of the top row, and the remaining
+    rows are chosen greedily (the smallest available row next; within a full grid two rows never
+    tie, so greedy is exact). Among the grid-minimising transforms (several only for grids with
+    automorphisms) the smallest image of ``puzzle`` is the puzzle's canonical form. The puzzle
+    must have ``solution`` as its unique solution for this to be a canonical form of the puzzle.
+    """
+    nbands = n // br
+    best_set = False
+    g = np.empty((n, n), np.int8)
+    q = np.empty((n, n), np.int8)
+    relabel = np.zeros(n + 1, np.int8)
+    used = np.zeros(n, np.bool_)
+    rows = np.empty(n, np.int64)
+    cand_grid = np.empty((n, n), np.int8)
+    cand_puz = np.empty((n, n), np.int8)
+    bg = out_grid.reshape(n, n)
+    bp = out_puzzle.reshape(n, n)
+    ntrans = 2 if allow_transpose else 1
+    for t in range(ntrans):
+        for r in range(n):
+            for c in range(n):
+                if t == 0:
+                    g[r, c] = solution[r * n + c]
+                    q[r, c] = puzzle[r * n + c]
+                else:
+                    g[r, c] = solution[c * n + r]
+                    q[r, c] = puzzle[c * n + r]
+        for ci in range(colperms.shape[0]):
+            cp = colperms[ci]
+            for r0 in range(n):
+                for j in range(n):
+                    relabel[g[r0, cp[j]]] = j + 1
+                used[:] = False
+                state = 0 if best_set else -1  # 0: equal to best so far, -1: already smaller
+                pos = 0
+                dead = False
+                band = r0 // br
+                first = r0
+                while pos < n:
+                    # Rows of the current band, smallest first; the band's first row is given.
+                    for k in range(br):
+                        if k == 0:
+                            r = first
+                        else:
+                            r = -1
+                            for rr in range(band * br, band * br + br):
+                                if not used[rr]:
+                                    if r == -1:
+                                        r = rr
+                                    else:
+                                        for j in range(n):
+                                            a = relabel[g[rr, cp[j]]]
+                                            b = relabel[g[r, cp[j]]]
+                                            if a != b:
+                                                if a < b:
+                                                    r = rr
+                                                break
+                        used[r] = True
+                        rows[pos] = r
+                        if state == 0:
+                            for j in range(n):
+                                a = relabel[g[r, cp[j]]]
+                                b = bg[pos, j]
+                                if a != b:
+                                    state = -1 if a < b else 1
+                                    break
+                            if state == 1:
+                                dead = True
+                                break
+                        pos += 1
+                    if dead or pos >= n:
+                        break
+                    # Next band: the one holding the smallest unused row.
+                    first = -1
+                    for rr in range(n):
+                        if not used[rr]:
+                            if first == -1:
+                                first = rr
+                            else:
+                                for j in range(n):
+                                    a = relabel[g[rr, cp[j]]]
+                                    b = relabel[g[first, cp[j]]]
+                                    if a != b:
+                                        if a < b:
+                                            first = rr
+                                        break
+                    band = first // br
+                if dead:
+                    continue
+                for i in range(n):
+                    for j in range(n):
+                        cand_grid[i, j] = relabel[g[rows[i], cp[j]]]
+                        v = q[rows[i], cp[j]]
+                        cand_puz[i, j] = relabel[v] if v != 0 else 0
+                if state == -1:
+                    bg[:, :] = cand_grid
+                    bp[:, :] = cand_puz
+                    best_set = True
+                else:
+                    # Same grid image: keep the smaller puzzle image.
+                    for i in range(n * n):
+                        a = cand_puz.ravel()[i]
+                        b = bp.ravel()[i]
+                        if a != b:
+                            if a < b:
+                                bp[:, :] = cand_puz
+                            break
+    _ = nbands
+    _ = bc
+
+
+@njit(cache=True, parallel=True)
+def canonical_batch(puzzles, solutions, n, br, bc, colperms, allow_transpose):
+    b = puzzles.shape[0]
+    out_grid = np.zeros_like(solutions)
+    out_puz = np.zeros_like(puzzles)
+    for i in prange(b):
+        _canon_one(puzzles[i], solutions[i], n, br, bc, colperms, allow_transpose, out_grid[i], out_puz[i])
+    return out_puz, out_grid
+
+
+@njit(cache=True)
+def _random_transform(n, br, bc, allow_transpose, rowmap, colmap, digitmap):
+    """Draw a uniform element of the symmetry group as (row order, column order, digits, transpose)."""
+    nb = n // br
+    ns = n // bc
+    bands = np.random.permutation(nb)
+    k = 0
+    for b in bands:
+        within = np.random.permutation(br)
+        for w in within:
+            rowmap[k] = b * br + w
+            k += 1
+    stacks = np.random.permutation(ns)
+    k = 0
+    for s in stacks:
+        within = np.random.permutation(bc)
+        for w in within:
+            colmap[k] = s * bc + w
+            k += 1
+    perm = np.random.permutation(n)
+    digitmap[0] = 0
+    for d in range(n):
+        digitmap[d + 1] = perm[d] + 1
+    return allow_transpose and np.random.random() < 0.5
+
+
+@njit(cache=True, parallel=True)
+def augment_batch(puzzles, solutions, num_aug, seeds, n, br, bc, allow_transpose):
+    """For each puzzle: itself, then ``num_aug`` random symmetry images (puzzle and solution alike).
+
+    Group g is seeded by ``seeds[g]``. The transform order follows the reference builder: digit
+    permutation, transpose with p=0.5, then band/row and stack/column permutations.
+    Returns (G * (1 + num_aug), N*N) arrays.
+    """
+    g_count, ncell = puzzles.shape
+    per = 1 + num_aug
+    out_p = np.empty((g_count * per, ncell), np.int8)
+    out_s = np.empty((g_count * per, ncell), np.int8)
+    for g in prange(g_count):
+        np.random.seed(seeds[g])
+        rowmap = np.empty(n, np.int64)
+        colmap = np.empty(n, np.int64)
+        digitmap = np.empty(n + 1, np.int8)
+        out_p[g * per] = puzzles[g]
+        out_s[g * per] = solutions[g]
+        for a in range(1, per):
+            tr = _random_transform(n, br, bc, allow_transpose, rowmap, colmap, digitmap)
+            for r in range(n):
+                for c in range(n):
+                    sr = rowmap[r]
+                    sc = colmap[c]
+                    src = sc * n + sr if tr else sr * n + sc
+                    out_p[g * per + a, r * n + c] = digitmap[puzzles[g, src]]
+                    out_s[g * per + a, r * n + c] = digitmap[solutions[g, src]]
+    return out_p, out_s

@@ -1,0 +1,404 @@
+"""Sudoku rules: parse/format, validate, solve exactly, rate difficulty, canonical form, augment.
+
+Grids are flat ``int8`` arrays of N*N cells, row-major, ``0`` for a blank and ``1..N`` for digits,
+for boxes of ``br`` rows x ``bc`` columns (N = br * bc): 2x2 (4x4 grids), 2x3 (6x6) and 3x3 (9x9).
+Strings use ``.`` or ``0`` for blanks. The heavy lifting is in Numba kernels
+(:mod:`puzzles._sudoku_kernels`); this module validates input and raises clear ``ValueError``s.
+
+The **rating** of a puzzle is the number of guesses our solver makes before its first solution, on
+the puzzle exactly as written: the definition of the public Sudoku-Extreme ``rating`` column (which
+is tdoku's count). Our solver propagates less than tdoku (no band triads), so it guesses more; use
+:func:`to_public_scale` to quote a rating on the public scale (a monotone map fitted on the shared
+benchmark collections, see ``bench/bench_sudoku.py --calibrate``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from puzzles import _sudoku_kernels as K
+
+BOX_SHAPES = {"2x2": (2, 2), "2x3": (2, 3), "3x3": (3, 3)}
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Index tables of one board shape, passed to every kernel."""
+
+    br: int
+    bc: int
+    n: int
+    units: np.ndarray  # (3N, N) cell indices of each row, column and box
+    peers: np.ndarray  # (N*N, P) the other cells sharing a unit
+    cell_units: np.ndarray  # (N*N, 3) the row, column and box unit of each cell
+    ix_inter: np.ndarray  # (M, L) box-line intersections, for locked candidates
+    ix_boxrest: np.ndarray  # (M, N-L) the rest of the box
+    ix_linerest: np.ndarray  # (M, N-L) the rest of the line
+    ix_units: np.ndarray  # (M, 2) the box unit and the line unit of each intersection
+    popc: np.ndarray  # (2**N,) popcount table
+    colperms: np.ndarray  # (S, N) every column order the symmetry group allows
+
+    @property
+    def ncell(self) -> int:
+        return self.n * self.n
+
+    @property
+    def square_boxes(self) -> bool:
+        return self.br == self.bc
+
+    def tables(self):
+        return (self.units, self.peers, self.cell_units, self.ix_inter, self.ix_boxrest, self.ix_linerest,
+                self.ix_units, self.popc)
+
+
+def parse_box(box: str | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(box, str):
+        if box not in BOX_SHAPES:
+            raise ValueError(f"unknown box shape {box!r}; choose one of {sorted(BOX_SHAPES)}")
+        return BOX_SHAPES[box]
+    br, bc = (int(v) for v in box)
+    if (br, bc) not in BOX_SHAPES.values():
+        raise ValueError(f"unsupported box shape {br}x{bc}; choose one of {sorted(BOX_SHAPES)}")
+    return br, bc
+
+
+@functools.lru_cache(maxsize=None)
+def geometry(box: str | tuple[int, int] = "3x3") -> Geometry:
+    br, bc = parse_box(box)
+    n = br * bc
+    cells = np.arange(n * n).reshape(n, n)
+    rows = [cells[r, :] for r in range(n)]
+    cols = [cells[:, c] for c in range(n)]
+    boxes = [
+        cells[r : r + br, c : c + bc].ravel() for r in range(0, n, br) for c in range(0, n, bc)
+    ]
+    units = np.array(rows + cols + boxes, dtype=np.int64)
+    peers = []
+    for cell in range(n * n):
+        p = set()
+        for u in units:
+            if cell in u:
+                p.update(int(x) for x in u)
+        p.discard(cell)
+        peers.append(sorted(p))
+    peers = np.array(peers, dtype=np.int64)
+    cell_units = np.zeros((n * n, 3), dtype=np.int64)
+    for cell in range(n * n):
+        r, c = divmod(cell, n)
+        cell_units[cell] = (r, n + c, 2 * n + (r // br) * (n // bc) + c // bc)
+    inter, boxrest, linerest, ix_units = [], [], [], []
+    for bi, b in enumerate(boxes):
+        bset = set(b.tolist())
+        for li, line in enumerate(rows + cols):
+            lset = set(line.tolist())
+            common = sorted(bset & lset)
+            if common:
+                inter.append(common)
+                boxrest.append(sorted(bset - lset))
+                linerest.append(sorted(lset - bset))
+                ix_units.append((2 * n + bi, li))
+    # Intersections with rows hold bc cells and with columns br cells; pad to one width by
+    # splitting into two tables would complicate the kernel, so for non-square boxes we repeat
+    # the last index (harmless: OR and removal are idempotent).
+    width = max(len(x) for x in inter)
+    rest = max(len(x) for x in boxrest)
+
+    def pad(rows_, w):
+        return np.array([r + [r[-1]] * (w - len(r)) for r in rows_], dtype=np.int64)
+
+    popc = np.array([bin(i).count("1") for i in range(1 << n)], dtype=np.int64)
+    stacks = [list(range(s * bc, s * bc + bc)) for s in range(n // bc)]
+    colperms = []
+    for sp in itertools.permutations(range(n // bc)):
+        for within in itertools.product(*[list(itertools.permutations(stacks[s])) for s in sp]):
+            colperms.append([c for w in within for c in w])
+    return Geometry(
+        br=br,
+        bc=bc,
+        n=n,
+        units=units,
+        peers=peers,
+        cell_units=cell_units,
+        ix_inter=pad(inter, width),
+        ix_boxrest=pad(boxrest, rest),
+        ix_linerest=pad(linerest, rest),
+        ix_units=np.array(ix_units, dtype=np.int64),
+        popc=popc,
+        colperms=np.array(colperms, dtype=np.int64),
+    )
+
+
+def box_for_cells(ncell: int) -> tuple[int, int]:
+    for shape in BOX_SHAPES.values():
+        if (shape[0] * shape[1]) ** 2 == ncell:
+            return shape
+    raise ValueError(f"a Sudoku has 16, 36 or 81 cells, got {ncell}")
+
+
+# ----------------------------------------------------------------------------- parse / format
+
+
+def parse(puzzle, box: str | tuple[int, int] | None = None, *, check_rules: bool = True) -> np.ndarray:
+    """Parse a puzzle string (``.`` or ``0`` blanks) or an N x N / flat grid into a flat int8 array.
+
+    Raises ``ValueError`` for a wrong length, a bad character or digit, or givens that already
+    break a rule (the message names the unit and digit).
+    """
+    if isinstance(puzzle, str):
+        s = puzzle
+        if box is None:
+            br, bc = box_for_cells(len(s)) if len(s) in (16, 36, 81) else (None, None)
+            if br is None:
+                raise ValueError(f"puzzle string has {len(s)} characters; expected 16, 36 or 81")
+        else:
+            br, bc = parse_box(box)
+        n = br * bc
+        if len(s) != n * n:
+            raise ValueError(f"puzzle string has {len(s)} characters; a {br}x{bc}-box Sudoku needs {n * n}")
+        grid = np.zeros(n * n, np.int8)
+        for i, ch in enumerate(s):
+            if ch in ".0":
+                continue
+            if not ch.isdigit() or not (1 <= int(ch) <= n):
+                raise ValueError(f"bad character {ch!r} at position {i} (row {i // n + 1}, col {i % n + 1}); "
+                                 f"use 1-{n} for givens and '.' or '0' for blanks")
+            grid[i] = int(ch)
+    else:
+        arr = np.asarray(puzzle)
+        if arr.ndim == 2 and arr.shape[0] == arr.shape[1]:
+            arr = arr.reshape(-1)
+        if arr.ndim != 1:
+            raise ValueError(f"expected a flat grid or an N x N grid, got shape {np.shape(puzzle)}")
+        br, bc = parse_box(box) if box is not None else box_for_cells(arr.size)
+        n = br * bc
+        if arr.size != n * n:
+            raise ValueError(f"grid has {arr.size} cells; a {br}x{bc}-box Sudoku needs {n * n}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"grid must hold integers, got dtype {arr.dtype}")
+        if arr.min() < 0 or arr.max() > n:
+            raise ValueError(f"grid values must be 0 (blank) or 1..{n}")
+        grid = arr.astype(np.int8)
+    if check_rules:
+        _check_givens(grid, geometry((br, bc)))
+    return grid
+
+
+def _check_givens(grid: np.ndarray, geo: Geometry) -> None:
+    kinds = ["row"] * geo.n + ["column"] * geo.n + ["box"] * geo.n
+    for ui, unit in enumerate(geo.units):
+        vals = grid[unit]
+        vals = vals[vals != 0]
+        if len(vals) != len(np.unique(vals)):
+            d = int(next(v for v in vals if (vals == v).sum() > 1))
+            raise ValueError(f"the givens repeat digit {d} in {kinds[ui]} {ui % geo.n + 1}")
+
+
+def format_grid(grid, blank: str = ".") -> str:
+    """Flat string of a grid, ``blank`` for empty cells."""
+    return "".join(blank if v == 0 else str(int(v)) for v in np.asarray(grid).reshape(-1))
+
+
+def render(grid, box: str | tuple[int, int] | None = None) -> str:
+    """Multi-line text picture with box borders, for terminals."""
+    g = np.asarray(grid).reshape(-1)
+    br, bc = parse_box(box) if box is not None else box_for_cells(g.size)
+    n = br * bc
+    lines = []
+    sep = "+".join(["-" * (2 * bc + 1)] * (n // bc))
+    for r in range(n):
+        if r and r % br == 0:
+            lines.append(sep)
+        cells = [("." if g[r * n + c] == 0 else str(int(g[r * n + c]))) for c in range(n)]
+        chunks = [" " + " ".join(cells[s : s + bc]) + " " for s in range(0, n, bc)]
+        lines.append("|".join(chunks).rstrip())
+    return "\n".join(lines)
+
+
+def _as_batch(grids, box) -> tuple[np.ndarray, Geometry]:
+    if isinstance(grids, str):
+        grids = [grids]
+    if isinstance(grids, np.ndarray) and grids.ndim == 2 and grids.dtype != object:
+        arr = grids
+        if arr.shape[1] not in (16, 36, 81):
+            raise ValueError(f"batched grids must have 16, 36 or 81 columns, got {arr.shape[1]}")
+        br, bc = parse_box(box) if box is not None else box_for_cells(arr.shape[1])
+        if arr.shape[1] != (br * bc) ** 2:
+            raise ValueError(f"grids have {arr.shape[1]} cells; box {br}x{bc} needs {(br * bc) ** 2}")
+        if arr.size and (arr.min() < 0 or arr.max() > br * bc):
+            raise ValueError(f"grid values must be 0..{br * bc}")
+        return np.ascontiguousarray(arr, dtype=np.int8), geometry((br, bc))
+    rows = [parse(g, box) for g in grids]
+    if not rows:
+        raise ValueError("no puzzles given")
+    sizes = {r.size for r in rows}
+    if len(sizes) != 1:
+        raise ValueError(f"puzzles of different sizes in one batch: {sorted(sizes)}")
+    br, bc = parse_box(box) if box is not None else box_for_cells(rows[0].size)
+    return np.stack(rows), geometry((br, bc))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_solution(puzzle, candidate, box=None) -> bool | np.ndarray:
+    """True when ``candidate`` is a full grid valid by the rules that keeps every given of ``puzzle``.
+
+    Also batched: with (B, N*N) arrays it returns a (B,) bool array.
+    """
+    batched = isinstance(puzzle, np.ndarray) and puzzle.ndim == 2 and puzzle.shape[0] != puzzle.shape[1]
+    if batched or (isinstance(puzzle, np.ndarray) and puzzle.ndim == 2 and np.asarray(candidate).ndim == 2
+                   and puzzle.shape[1] in (16, 36, 81)):
+        p, geo = _as_batch(puzzle, box)
+        c = np.asarray(candidate)
+        if c.shape != p.shape:
+            raise ValueError(f"candidates {c.shape} and puzzles {p.shape} differ in shape")
+        return K.check_batch(p, np.ascontiguousarray(c, dtype=np.int8), geo.units)
+    p = parse(puzzle, box, check_rules=False)
+    c = np.asarray(parse(candidate, box, check_rules=False) if isinstance(candidate, str) else candidate)
+    c = c.reshape(-1)
+    if c.size != p.size:
+        raise ValueError(f"candidate has {c.size} cells, puzzle has {p.size}")
+    geo = geometry(box_for_cells(p.size) if box is None else box)
+    return bool(K.check_batch(p[None], c[None].astype(np.int8), geo.units)[0])
+
+
+# ----------------------------------------------------------------------------- solving
+
+
+@dataclass
+class SolveResult:
+    solutions: np.ndarray  # (B, N*N) first solution (zeros where none)
+    n_solutions: np.ndarray  # (B,) counted up to the limit
+    guesses_first: np.ndarray  # (B,) guesses before the first solution (-1: none)
+    guesses_total: np.ndarray  # (B,) guesses in the whole search
+
+
+def solve_many(grids, *, limit: int = 1, box=None, propagate: bool = True) -> SolveResult:
+    """Solve a batch in parallel (one puzzle per thread), counting solutions up to ``limit``."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    g, geo = _as_batch(grids, box)
+    sols, stats = K.solve_batch(g, geo.tables(), int(limit), bool(propagate))
+    return SolveResult(sols, stats[:, 0], stats[:, 1], stats[:, 2])
+
+
+def solve(puzzle, box=None) -> np.ndarray | None:
+    """The first solution of one puzzle (lowest-digit-first search), or None if it has none."""
+    r = solve_many([puzzle] if not isinstance(puzzle, np.ndarray) else puzzle.reshape(1, -1), box=box)
+    return r.solutions[0] if r.n_solutions[0] > 0 else None
+
+
+def count_solutions(puzzle, limit: int = 2, box=None) -> int:
+    r = solve_many([puzzle] if not isinstance(puzzle, np.ndarray) else puzzle.reshape(1, -1), limit=limit, box=box)
+    return int(r.n_solutions[0])
+
+
+def rate(puzzle, box=None) -> int:
+    """Guesses before the first solution, on the puzzle as written (-1 if it has no solution)."""
+    r = solve_many([puzzle] if not isinstance(puzzle, np.ndarray) else puzzle.reshape(1, -1), box=box)
+    return int(r.guesses_first[0])
+
+
+# ----------------------------------------------------------------------------- calibration
+
+# Monotone map from our rating to tdoku's scale (the public `rating`), fitted by matching
+# quantiles of both ratings over the shared benchmark collections (17-clue, magictour top1465,
+# forum hardest 1905 11+, forum hardest 1106); regenerate with
+# `python -m bench.bench_sudoku --calibrate`. Piecewise linear between knots, linear beyond.
+CALIBRATION_OURS = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+CALIBRATION_PUBLIC = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+
+
+def to_public_scale(rating) -> np.ndarray:
+    """Our rating(s) mapped onto the public (tdoku) scale; monotone, 0 stays 0."""
+    r = np.asarray(rating, dtype=np.float64)
+    x, y = CALIBRATION_OURS, CALIBRATION_PUBLIC
+    out = np.interp(r, x, y)
+    slope = (y[-1] - y[-2]) / (x[-1] - x[-2])
+    out = np.where(r > x[-1], y[-1] + (r - x[-1]) * slope, out)
+    return np.where(r < 0, -1.0, out)
+
+
+# ----------------------------------------------------------------------------- symmetry
+
+
+def canonical_form(puzzles, solutions=None, box=None) -> np.ndarray:
+    """Canonical representative of each puzzle under the Sudoku symmetry group, (B, N*N) int8.
+
+    Two uniquely solvable puzzles are symmetry images of each other (band/row, stack/column
+    permutations, transposition for square boxes, digit relabelling) exactly when their canonical
+    forms are equal. ``solutions`` (their unique solutions) are computed when not given.
+    """
+    p, geo = _as_batch(puzzles, box)
+    if solutions is None:
+        r = solve_many(p, limit=2, box=(geo.br, geo.bc))
+        if (r.n_solutions != 1).any():
+            bad = int(np.flatnonzero(r.n_solutions != 1)[0])
+            raise ValueError(f"puzzle {bad} has {r.n_solutions[bad]} solutions (counted to 2); "
+                             "canonical_form needs uniquely solvable puzzles")
+        s = r.solutions
+    else:
+        s, _ = _as_batch(solutions, (geo.br, geo.bc))
+        if s.shape != p.shape:
+            raise ValueError(f"solutions {s.shape} and puzzles {p.shape} differ in shape")
+    out_p, _ = K.canonical_batch(p, s, geo.n, geo.br, geo.bc, geo.colperms, geo.square_boxes)
+    return out_p
+
+
+def item_seeds(seed: int, count: int, stream: int = 0) -> np.ndarray:
+    """Independent per-item seeds (uint32) for ``count`` items of one stream of a run seed."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(stream),))
+    return ss.generate_state(max(int(count), 1), dtype=np.uint32)[: int(count)].astype(np.int64)
+
+
+def augment(puzzles, solutions, num_aug: int, seed: int, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each puzzle followed by ``num_aug`` random symmetry images, as the reference builder does.
+
+    Returns (G * (1 + num_aug), N*N) puzzles and solutions; index 0 of each group is the original.
+    """
+    if num_aug < 0:
+        raise ValueError(f"num_aug must be >= 0, got {num_aug}")
+    p, geo = _as_batch(puzzles, box)
+    s, _ = _as_batch(solutions, (geo.br, geo.bc))
+    seeds = item_seeds(seed, p.shape[0], stream=7)
+    return K.augment_batch(p, s, int(num_aug), seeds, geo.n, geo.br, geo.bc, geo.square_boxes)
+
+
+def random_symmetry(puzzles, solutions, seed: int, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """One uniformly random symmetry image of each (puzzle, solution)."""
+    ap, as_ = augment(puzzles, solutions, 1, seed, box)
+    return ap[1::2].copy(), as_[1::2].copy()
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def generate(count: int, seed: int, hill_steps=0, box="3x3", stream: int = 0):
+    """Generate ``count`` uniquely solvable puzzles, item i seeded from (seed, stream, i).
+
+    Each item has its own seed, so the output is identical whatever the number of threads.
+    ``hill_steps`` (int or per-item array): 0 gives random minimal puzzles; more steps climb toward
+    larger search trees. Returns puzzles, solutions and per-item [rating, tree size, accepted steps].
+    """
+    return generate_seeded(item_seeds(seed, count, stream), hill_steps, box)
+
+
+def generate_seeded(seeds: np.ndarray, hill_steps=0, box="3x3"):
+    """:func:`generate` with explicit per-item seeds (an array of non-negative ints < 2**32)."""
+    geo = geometry(box)
+    seeds = np.asarray(seeds, dtype=np.int64)
+    if seeds.ndim != 1 or (seeds < 0).any() or (seeds >= 2**32).any():
+        raise ValueError("seeds must be a 1-D array of integers in [0, 2**32)")
+    steps = np.broadcast_to(np.asarray(hill_steps, dtype=np.int64), seeds.shape).copy()
+    if (steps < 0).any():
+        raise ValueError("hill_steps must be >= 0")
+    return K.generate_batch(seeds, steps, geo.tables())
