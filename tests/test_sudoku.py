@@ -1,0 +1,395 @@
+"""Sudoku rules, solver, rater, canonical form and augmentation against independent oracles."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from puzzles import sudoku as S
+
+# ----------------------------------------------------------------------------- oracles
+
+
+@numba.njit(cache=True)
+def _plain_count(grid, n, br, bc, limit):
+    """Independent solution counter: cell-by-cell backtracking with used-digit masks only."""
+    ncell = n * n
+    g = grid.copy()
+    rowm = np.zeros(n, np.int64)
+    colm = np.zeros(n, np.int64)
+    boxm = np.zeros(n, np.int64)
+    for c in range(ncell):
+        if g[c]:
+            r, k = c // n, c % n
+            b = (r // br) * (n // bc) + k // bc
+            bit = 1 << g[c]
+            if (rowm[r] | colm[k] | boxm[b]) & bit:
+                return 0
+            rowm[r] |= bit
+            colm[k] |= bit
+            boxm[b] |= bit
+    empties = np.flatnonzero(g == 0)
+    ne = empties.shape[0]
+    stack = np.zeros(ne + 1, np.int64)  # next digit to try at each depth
+    depth = 0
+    count = 0
+    stack[0] = 1
+    while depth >= 0:
+        if depth == ne:
+            count += 1
+            if count >= limit:
+                return count
+            depth -= 1
+            continue
+        c = empties[depth]
+        r, k = c // n, c % n
+        b = (r // br) * (n // bc) + k // bc
+        if g[c]:  # undo the previous placement at this depth
+            bit = 1 << g[c]
+            rowm[r] &= ~bit
+            colm[k] &= ~bit
+            boxm[b] &= ~bit
+            g[c] = 0
+        d = stack[depth]
+        placed = False
+        while d <= n:
+            bit = 1 << d
+            if not ((rowm[r] | colm[k] | boxm[b]) & bit):
+                g[c] = d
+                rowm[r] |= bit
+                colm[k] |= bit
+                boxm[b] |= bit
+                stack[depth] = d + 1
+                placed = True
+                break
+            d += 1
+        if placed:
+            depth += 1
+            if depth < ne:
+                stack[depth] = 1
+        else:
+            depth -= 1
+    return count
+
+
+def plain_count(grid, box=(3, 3), limit=2):
+    br, bc = box
+    return _plain_count(np.asarray(grid, dtype=np.int64), br * bc, br, bc, limit)
+
+
+def independent_transform(grid: np.ndarray, box, rng: np.random.Generator) -> np.ndarray:
+    """A random element of the Sudoku symmetry group, written without the library's kernels."""
+    br, bc = box
+    n = br * bc
+    g = grid.reshape(n, n)
+    if br == bc and rng.random() < 0.5:
+        g = g.T
+    rows = np.concatenate([b * br + rng.permutation(br) for b in rng.permutation(n // br)])
+    cols = np.concatenate([s * bc + rng.permutation(bc) for s in rng.permutation(n // bc)])
+    g = g[rows][:, cols]
+    relabel = np.concatenate([[0], rng.permutation(n) + 1])
+    return relabel[g].reshape(-1).astype(np.int8)
+
+
+def load(bench_dir, name, k=None):
+    with open(bench_dir / name) as f:
+        rows = list(csv.DictReader(f))
+    return rows[:k] if k else rows
+
+
+SOLVED = "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
+
+# ----------------------------------------------------------------------------- parse / format
+
+
+def test_parse_accepts_dots_zeros_and_grids():
+    p = S.parse("53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79")
+    assert p.dtype == np.int8 and p.shape == (81,) and (p == 0).sum() == 51
+    q = S.parse(S.format_grid(p, blank="0"))
+    assert np.array_equal(p, q)
+    assert np.array_equal(S.parse(p.reshape(9, 9)), p)
+    assert S.format_grid(p) == "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+    assert S.parse("1" + "." * 15, box="2x2").shape == (16,)
+    six = S.parse("1....." * 6, box="2x3", check_rules=False)
+    assert six.shape == (36,)
+
+
+@pytest.mark.parametrize(
+    "text, box, match",
+    [
+        ("1" * 80, None, "80 characters"),
+        ("x" + "." * 80, None, "bad character 'x' at position 0"),
+        ("5" + "." * 15, "2x2", r"bad character '5'"),
+        ("55" + "." * 79, None, "repeat digit 5 in row 1"),
+        ("5" + "." * 8 + "5" + "." * 71, None, "repeat digit 5 in column 1"),
+        ("5" + "." * 9 + "5" + "." * 70, None, "repeat digit 5 in box 1"),
+        ("." * 81, "2x3", "needs 36"),
+        ("." * 81, "4x4", "unknown box shape"),
+    ],
+)
+def test_parse_rejects_bad_input(text, box, match):
+    with pytest.raises(ValueError, match=match):
+        S.parse(text, box)
+
+
+def test_parse_rejects_bad_grids():
+    with pytest.raises(ValueError, match="0 \\(blank\\) or 1..9"):
+        S.parse(np.full(81, 10))
+    with pytest.raises(ValueError, match="16, 36 or 81"):
+        S.parse(np.zeros(50, int))
+    with pytest.raises(ValueError, match="integers"):
+        S.parse(np.zeros(81, float))
+
+
+def test_render_draws_boxes():
+    text = S.render(S.parse(SOLVED))
+    lines = text.splitlines()
+    assert len(lines) == 11 and lines[3].startswith("-") and lines[0].split("|")[0].split() == ["5", "3", "4"]
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_check_solution_accepts_valid_and_rejects_given_mismatch():
+    sol = S.parse(SOLVED)
+    puzzle = sol.copy()
+    puzzle[::3] = 0
+    assert S.check_solution(puzzle, sol) is True
+    other = S.parse(SOLVED)
+    other[[0, 1]] = other[[1, 0]]  # the row stays a permutation, but two columns break
+    assert S.check_solution(np.zeros(81, np.int8), other) is False
+    wrong_given = puzzle.copy()
+    wrong_given[1] = 4  # the solution has 3 there
+    assert S.check_solution(wrong_given, sol) is False
+
+
+@settings(max_examples=150, deadline=None)
+@given(cell=st.integers(0, 80), shift=st.integers(1, 8), seed=st.integers(0, 10_000))
+def test_every_single_cell_corruption_is_rejected(cell, shift, seed):
+    rng = np.random.default_rng(seed)
+    sol = independent_transform(S.parse(SOLVED), (3, 3), rng)
+    assert S.check_solution(np.zeros(81, np.int8), sol)
+    bad = sol.copy()
+    bad[cell] = (bad[cell] - 1 + shift) % 9 + 1
+    assert not S.check_solution(np.zeros(81, np.int8), bad)
+    assert not S.check_solution(sol, bad)  # also inconsistent with the givens
+
+
+def test_check_solution_batched_matches_single():
+    rng = np.random.default_rng(1)
+    sols = np.stack([independent_transform(S.parse(SOLVED), (3, 3), rng) for _ in range(20)])
+    puzzles = sols * (rng.random(sols.shape) < 0.3)
+    cands = sols.copy()
+    cands[::2, 5] = cands[::2, 5] % 9 + 1
+    batched = S.check_solution(puzzles.astype(np.int8), cands)
+    single = np.array([S.check_solution(p, c) for p, c in zip(puzzles, cands, strict=True)])
+    assert batched.dtype == bool and np.array_equal(batched, single)
+    assert batched[1::2].all() and not batched[::2].any()
+
+
+# ----------------------------------------------------------------------------- solver
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["puzzles2_17_clue.csv", "puzzles3_magictour_top1465.csv", "puzzles5_forum_hardest_1905_11+.csv",
+     "puzzles6_forum_hardest_1106.csv"],
+)
+def test_solutions_match_collections(bench_sudoku_dir, name):
+    rows = load(bench_sudoku_dir, name)[:400]
+    r = S.solve_many([x["puzzle"] for x in rows], limit=2)
+    assert all(S.format_grid(s) == x["solution"] for s, x in zip(r.solutions, rows, strict=True))
+    assert (r.n_solutions == 1).all()
+    assert (r.guesses_first >= 0).all() and (r.guesses_total >= r.guesses_first).all()
+
+
+def test_solution_counts_on_multi_solution_collection(bench_sudoku_dir):
+    rows = load(bench_sudoku_dir, "puzzles7_serg_benchmark.csv")[:1000]
+    puzzles = [x["puzzle"] for x in rows]
+    r = S.solve_many(puzzles, limit=2)
+    expected = np.array([int(x["solutions_upto2"]) for x in rows])
+    assert np.array_equal(r.n_solutions, expected)
+    # each returned first solution really solves its puzzle
+    assert S.check_solution(np.stack([S.parse(p) for p in puzzles]), r.solutions).all()
+    # counting further finds more than 2 for some, and never fewer than the count to 2
+    r5 = S.solve_many(puzzles[:200], limit=5)
+    assert (r5.n_solutions >= r.n_solutions[:200]).all() and (r5.n_solutions > 2).any()
+
+
+def test_unsolvable_and_empty_grids():
+    # row 1 needs a 9 in its last cell, where column 9 already has one: no solution
+    bad = S.parse("12345678." + "........9" + "." * 63)
+    assert S.count_solutions(bad) == 0 and S.solve(bad) is None and S.rate(bad) == -1
+    assert S.count_solutions("." * 81, limit=3) == 3
+    assert S.count_solutions("." * 16, limit=1000, box="2x2") == 288  # all 4x4 Sudoku grids
+
+
+def test_solver_agrees_with_plain_backtracking_on_random_puzzles():
+    rng = np.random.default_rng(3)
+    p, s, _ = S.generate(20, seed=5)
+    checked = 0
+    for puzzle in p:
+        # remove a few more givens: many of these have several solutions
+        q = puzzle.copy()
+        q[rng.choice(np.flatnonzero(q), size=3, replace=False)] = 0
+        for limit in (1, 2, 3):
+            assert S.count_solutions(q, limit=limit) == plain_count(q, limit=limit)
+        checked += 1
+    assert checked == 20
+
+
+def test_rating_counts_guesses_before_first_solution(bench_sudoku_dir):
+    rows = load(bench_sudoku_dir, "puzzles2_17_clue.csv")[:2000]
+    r = S.solve_many([x["puzzle"] for x in rows])
+    pub = np.array([int(x["tdoku_guesses_limit1"]) for x in rows])
+    assert S.rate(rows[0]["puzzle"]) == r.guesses_first[0]
+    # Zero guesses exactly when propagation alone solves it; both raters agree on most of the
+    # easy collection (79% zero in the public rating).
+    agree_zero = ((r.guesses_first == 0) == (pub == 0)).mean()
+    assert agree_zero > 0.85
+    # a puzzle solved by singles alone needs no guess
+    assert S.rate(SOLVED[:40] + "." + SOLVED[41:]) == 0
+
+
+def test_public_scale_mapping_is_monotone_and_keeps_zero():
+    x = np.arange(0, 400)
+    y = S.to_public_scale(x)
+    assert y[0] == 0 and (np.diff(y) > 0).all()
+    assert S.to_public_scale(-1) == -1
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("box, steps", [("3x3", 0), ("3x3", 3), ("2x3", 0), ("2x2", 0)])
+def test_generated_puzzles_are_unique_by_independent_count(box, steps):
+    br, bc = S.parse_box(box)
+    p, s, info = S.generate(24, seed=11, hill_steps=steps, box=box)
+    for puzzle, sol in zip(p, s, strict=True):
+        assert plain_count(puzzle, (br, bc), limit=2) == 1
+        assert S.check_solution(puzzle, sol, box=box)
+    assert (info[:, 0] >= 0).all()
+    # minimal: removing any given breaks uniqueness (checked on a few, independently)
+    for puzzle in p[:4]:
+        for c in np.flatnonzero(puzzle):
+            q = puzzle.copy()
+            q[c] = 0
+            assert plain_count(q, (br, bc), limit=2) == 2
+
+
+def test_generation_is_seeded_and_thread_count_proof():
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        a = S.generate(12, seed=7, hill_steps=2)
+        numba.set_num_threads(max(2, before))
+        b = S.generate(12, seed=7, hill_steps=2)
+    finally:
+        numba.set_num_threads(before)
+    c = S.generate(12, seed=8, hill_steps=2)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_hill_climbing_makes_larger_search_trees():
+    _, _, easy = S.generate(40, seed=2, hill_steps=0)
+    _, _, hard = S.generate(40, seed=2, hill_steps=8)
+    assert hard[:, 1].mean() > easy[:, 1].mean() + 1
+
+
+# ----------------------------------------------------------------------------- symmetry
+
+
+def test_canonical_form_is_invariant_and_idempotent():
+    rng = np.random.default_rng(0)
+    p, s, _ = S.generate(12, seed=3)
+    canon = S.canonical_form(p, s)
+    for i in range(len(p)):
+        for _ in range(3):
+            t = independent_transform(np.stack([p[i], s[i]]).reshape(2, 81)[0], (3, 3), np.random.default_rng(
+                rng.integers(1 << 30)))
+            assert np.array_equal(S.canonical_form(t[None])[0], canon[i])
+    assert np.array_equal(S.canonical_form(canon), canon)
+    assert len({c.tobytes() for c in canon}) == len(canon)  # random puzzles are not equivalent
+    assert ((canon != 0).sum(1) == (p != 0).sum(1)).all()
+
+
+def _orbit(puzzle, box):
+    """Every image of a 4x4/6x6 puzzle under the symmetry group, by brute force."""
+    br, bc = box
+    n = br * bc
+    g = puzzle.reshape(n, n)
+    out = set()
+    row_orders = [np.concatenate([np.array(b) * br + np.array(w) for b, w in zip(bands, ws, strict=True)])
+                  for bands in itertools.permutations(range(n // br))
+                  for ws in itertools.product(list(itertools.permutations(range(br))), repeat=n // br)]
+    col_orders = [np.concatenate([np.array(s) * bc + np.array(w) for s, w in zip(stacks, ws, strict=True)])
+                  for stacks in itertools.permutations(range(n // bc))
+                  for ws in itertools.product(list(itertools.permutations(range(bc))), repeat=n // bc)]
+    for t in ([False, True] if br == bc else [False]):
+        h = g.T if t else g
+        for ro in row_orders:
+            for co in col_orders:
+                img = h[ro][:, co].reshape(-1)
+                # relabel digits by first appearance: a canonical choice of the digit permutation
+                relabel = np.zeros(n + 1, np.int64)
+                nxt = 1
+                for v in img:
+                    if v and not relabel[v]:
+                        relabel[v] = nxt
+                        nxt += 1
+                out.add(relabel[img].astype(np.int8).tobytes())
+    return out
+
+
+@pytest.mark.parametrize("box, count", [("2x2", 40), ("2x3", 12)])
+def test_canonical_form_matches_brute_force_orbits(box, count):
+    p, s, _ = S.generate(count, seed=9, box=box)
+    if box == "2x3":  # make some pairs equivalent so both outcomes are exercised
+        q, _ = S.random_symmetry(p[:6], s[:6], seed=1, box=box)
+        p = np.concatenate([p, q])
+    canon = S.canonical_form(p, box=box)
+    orbits = [_orbit(x, S.parse_box(box)) for x in p]
+    for i in range(len(p)):
+        for j in range(i + 1, len(p)):
+            same_orbit = next(iter(orbits[j])) in orbits[i]
+            assert same_orbit == np.array_equal(canon[i], canon[j])
+    assert len({c.tobytes() for c in canon}) > 1
+
+
+def test_augment_keeps_original_first_and_images_valid():
+    p, s, _ = S.generate(5, seed=4)
+    ap, as_ = S.augment(p, s, num_aug=6, seed=1)
+    assert ap.shape == (35, 81)
+    assert np.array_equal(ap[::7], p) and np.array_equal(as_[::7], s)
+    assert S.check_solution(ap, as_).all()
+    assert np.array_equal((ap != 0).sum(1), np.repeat((p != 0).sum(1), 7))
+    canon = S.canonical_form(ap, as_)
+    assert all(np.array_equal(canon[k], canon[(k // 7) * 7]) for k in range(35))
+    again = S.augment(p, s, num_aug=6, seed=1)
+    assert np.array_equal(again[0], ap)
+    assert len({x.tobytes() for x in ap}) > 30  # the images differ from each other
+
+
+def test_augment_6x6_never_transposes():
+    p, s, _ = S.generate(3, seed=4, box="2x3")
+    ap, as_ = S.augment(p, s, num_aug=20, seed=2, box="2x3")
+    assert S.check_solution(ap, as_).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="limit"):
+        S.solve_many(["." * 81], limit=0)
+    with pytest.raises(ValueError, match="num_aug"):
+        S.augment(np.zeros((1, 81), np.int8), np.zeros((1, 81), np.int8), -1, 0)
+    with pytest.raises(ValueError, match="2 solutions"):
+        S.canonical_form(["." * 81])
+    with pytest.raises(ValueError, match="different sizes"):
+        S.solve_many(["." * 81, "." * 16])
