@@ -261,7 +261,9 @@ def read_public_csv(path: str | os.PathLike) -> list[tuple[str, str, str, int, i
         for row in reader:
             line = reader.line_num
             if len(row) != 4:
-                raise ValueError(f"{path}:{line}: expected 4 fields (source,question,answer,rating), got {len(row)}")
+                raise ValueError(
+                    f"{path}:{line}: expected 4 fields (source,question,answer,rating), got {len(row)}"
+                )
             source, q, a, rating = row
             try:
                 r = int(rating)

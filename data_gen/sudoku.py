@@ -88,8 +88,9 @@ def to_tokens(grids: np.ndarray) -> np.ndarray:
     return (np.asarray(grids, dtype=np.int16) + 1).astype(np.uint8)
 
 
-def generate_pool(count: int, seed: int, stream: int, hill_steps: int, box: str, easy_share: float,
-                  progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def generate_pool(
+    count: int, seed: int, stream: int, hill_steps: int, box: str, easy_share: float, progress: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``count`` lineages of one split: puzzles, solutions, info rows and an is-easy flag."""
     rng = np.random.default_rng(S.item_seeds(seed, 1, stream=1000 + stream)[0])
     easy = rng.random(count) < easy_share
@@ -117,8 +118,9 @@ def build_generated(args) -> tuple[dict, dict, dict]:
     pools = {}
     for stream, (name, n) in enumerate((("train", args.n), ("test", args.test_n))):
         count = int(math.ceil(n * pool_factor)) + 8
-        pools[name] = generate_pool(count, args.seed, stream, args.hill_steps, box, args.easy_share,
-                                    not args.quiet)
+        pools[name] = generate_pool(
+            count, args.seed, stream, args.hill_steps, box, args.easy_share, not args.quiet
+        )
     timings["generate_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -232,8 +234,10 @@ def build_from_csv(args) -> tuple[dict, dict, dict]:
         for j in order:
             members = classes[keys[j]]
             (test_idx if len(test_idx) < args.test_n else train_idx).extend(members)
-        parts = {"train": np.sort(np.asarray(train_idx, dtype=np.int64)),
-                 "test": np.sort(np.asarray(test_idx, dtype=np.int64))}
+        parts = {
+            "train": np.sort(np.asarray(train_idx, dtype=np.int64)),
+            "test": np.sort(np.asarray(test_idx, dtype=np.int64)),
+        }
         data = {k: (p[v], a[v], r[v], [src[i] for i in v]) for k, v in parts.items()}
     else:
         data = {k: parse_rows(filt(groups[k]), args.box) for k in ("train", "test")}
@@ -268,15 +272,34 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=str, default=None, help="output directory (default data/sudoku-<box>-<n>)")
     ap.add_argument("--num-aug", type=int, default=1000, help="symmetry augmentations per training puzzle")
     ap.add_argument("--box", type=str, default="3x3", choices=sorted(S.BOX_SHAPES))
-    ap.add_argument("--hill-steps", type=int, default=20,
-                    help="hill-climbing steps per hard lineage (more = harder puzzles, slower)")
-    ap.add_argument("--easy-share", type=float, default=EASY_SHARE,
-                    help="share of random minimal ('easy') lineages, as in the public set")
-    ap.add_argument("--pool-factor", type=float, default=1.5,
-                    help="lineages generated per kept puzzle, for resampling toward the histogram")
-    ap.add_argument("--from-csv", nargs="+", default=None, metavar="DIR_OR_FILES",
-                    help="build from public-format CSVs instead of generating")
-    ap.add_argument("--subsample-size", type=int, default=None, help="with --from-csv: seeded train subsample")
+    ap.add_argument(
+        "--hill-steps",
+        type=int,
+        default=20,
+        help="hill-climbing steps per hard lineage (more = harder puzzles, slower)",
+    )
+    ap.add_argument(
+        "--easy-share",
+        type=float,
+        default=EASY_SHARE,
+        help="share of random minimal ('easy') lineages, as in the public set",
+    )
+    ap.add_argument(
+        "--pool-factor",
+        type=float,
+        default=1.5,
+        help="lineages generated per kept puzzle, for resampling toward the histogram",
+    )
+    ap.add_argument(
+        "--from-csv",
+        nargs="+",
+        default=None,
+        metavar="DIR_OR_FILES",
+        help="build from public-format CSVs instead of generating",
+    )
+    ap.add_argument(
+        "--subsample-size", type=int, default=None, help="with --from-csv: seeded train subsample"
+    )
     ap.add_argument("--min-difficulty", type=int, default=None, help="with --from-csv: keep rating >= this")
     ap.add_argument("--threads", type=int, default=None, help="Numba threads (output does not depend on it)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -307,21 +330,36 @@ def main(argv=None) -> int:
         if args.from_csv:
             splits, dropped, timings = build_from_csv(args)
             grids = {k: (v[0], v[1]) for k, v in splits.items()}
-            ours = {k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
-                    for k, v in splits.items()}
+            ours = {
+                k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
+                for k, v in splits.items()
+            }
             public = {k: v[2].astype(np.float64) for k, v in splits.items()}
-            csv_rows = {k: [(src, S.format_grid(p), S.format_grid(a), int(r))
-                            for p, a, r, src in zip(v[0], v[1], v[2], v[3], strict=True)]
-                        for k, v in splits.items()}
+            csv_rows = {
+                k: [
+                    (src, S.format_grid(p), S.format_grid(a), int(r))
+                    for p, a, r, src in zip(v[0], v[1], v[2], v[3], strict=True)
+                ]
+                for k, v in splits.items()
+            }
             easy_share = None
         else:
             splits, dropped, timings = build_generated(args)
             grids = {k: (v[0], v[1]) for k, v in splits.items()}
             ours = {k: v[2][:, 0] for k, v in splits.items()}
             public = {k: S.to_public_scale(v[2][:, 0]) for k, v in splits.items()}
-            csv_rows = {k: [("gridloop-easy" if e else "gridloop-hard", S.format_grid(p), S.format_grid(s),
-                             int(round(r))) for p, s, e, r in zip(v[0], v[1], v[3], public[k], strict=True)]
-                        for k, v in splits.items()}
+            csv_rows = {
+                k: [
+                    (
+                        "gridloop-easy" if e else "gridloop-hard",
+                        S.format_grid(p),
+                        S.format_grid(s),
+                        int(round(r)),
+                    )
+                    for p, s, e, r in zip(v[0], v[1], v[3], public[k], strict=True)
+                ]
+                for k, v in splits.items()
+            }
             easy_share = {k: round(float(v[3].mean()), 4) if len(v[3]) else 0.0 for k, v in splits.items()}
         arrays, t_aug = assemble(grids, args.num_aug, args.seed, args.box)
         timings["augment_s"] = t_aug
@@ -333,11 +371,21 @@ def main(argv=None) -> int:
             "examples": {k: int(v.inputs.shape[0]) for k, v in arrays.items()},
             "dropped": dropped,
             "easy_share": easy_share,
-            "rating_ours": {k: {"mean": round(float(np.mean(v)), 3) if len(v) else None,
-                                "median": float(np.median(v)) if len(v) else None} for k, v in ours.items()},
-            "rating_public_scale": {k: {"mean": round(float(np.mean(v)), 3) if len(v) else None,
-                                        "median": float(np.median(v)) if len(v) else None,
-                                        "histogram": histogram(v)} for k, v in public.items()},
+            "rating_ours": {
+                k: {
+                    "mean": round(float(np.mean(v)), 3) if len(v) else None,
+                    "median": float(np.median(v)) if len(v) else None,
+                }
+                for k, v in ours.items()
+            },
+            "rating_public_scale": {
+                k: {
+                    "mean": round(float(np.mean(v)), 3) if len(v) else None,
+                    "median": float(np.median(v)) if len(v) else None,
+                    "histogram": histogram(v),
+                }
+                for k, v in public.items()
+            },
             "target_histogram": dict(zip(BUCKET_NAMES, TARGET_SHARES, strict=True)),
             "seed": args.seed,
         }
@@ -350,8 +398,10 @@ def main(argv=None) -> int:
     if not args.quiet:
         hist = stats["rating_public_scale"]
         for k in grids:
-            print(f"{k}: {stats['counts'][k]} puzzles, {stats['examples'][k]} examples, "
-                  f"public-scale rating mean {hist[k]['mean']}, histogram {hist[k]['histogram']}")
+            print(
+                f"{k}: {stats['counts'][k]} puzzles, {stats['examples'][k]} examples, "
+                f"public-scale rating mean {hist[k]['mean']}, histogram {hist[k]['histogram']}"
+            )
         print(f"wrote {out} in {timings['total_s']:.1f}s")
     return 0
 

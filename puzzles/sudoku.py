@@ -54,8 +54,16 @@ class Geometry:
         return self.br == self.bc
 
     def tables(self):
-        return (self.units, self.peers, self.cell_units, self.ix_inter, self.ix_boxrest, self.ix_linerest,
-                self.ix_units, self.popc)
+        return (
+            self.units,
+            self.peers,
+            self.cell_units,
+            self.ix_inter,
+            self.ix_boxrest,
+            self.ix_linerest,
+            self.ix_units,
+            self.popc,
+        )
 
 
 def parse_box(box: str | tuple[int, int]) -> tuple[int, int]:
@@ -69,16 +77,14 @@ def parse_box(box: str | tuple[int, int]) -> tuple[int, int]:
     return br, bc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def geometry(box: str | tuple[int, int] = "3x3") -> Geometry:
     br, bc = parse_box(box)
     n = br * bc
     cells = np.arange(n * n).reshape(n, n)
     rows = [cells[r, :] for r in range(n)]
     cols = [cells[:, c] for c in range(n)]
-    boxes = [
-        cells[r : r + br, c : c + bc].ravel() for r in range(0, n, br) for c in range(0, n, bc)
-    ]
+    boxes = [cells[r : r + br, c : c + bc].ravel() for r in range(0, n, br) for c in range(0, n, bc)]
     units = np.array(rows + cols + boxes, dtype=np.int64)
     peers = []
     for cell in range(n * n):
@@ -167,8 +173,10 @@ def parse(puzzle, box: str | tuple[int, int] | None = None, *, check_rules: bool
             if ch in ".0":
                 continue
             if not ch.isdigit() or not (1 <= int(ch) <= n):
-                raise ValueError(f"bad character {ch!r} at position {i} (row {i // n + 1}, col {i % n + 1}); "
-                                 f"use 1-{n} for givens and '.' or '0' for blanks")
+                raise ValueError(
+                    f"bad character {ch!r} at position {i} (row {i // n + 1}, col {i % n + 1}); "
+                    f"use 1-{n} for givens and '.' or '0' for blanks"
+                )
             grid[i] = int(ch)
     else:
         arr = np.asarray(puzzle)
@@ -253,8 +261,12 @@ def check_solution(puzzle, candidate, box=None) -> bool | np.ndarray:
     Also batched: with (B, N*N) arrays it returns a (B,) bool array.
     """
     batched = isinstance(puzzle, np.ndarray) and puzzle.ndim == 2 and puzzle.shape[0] != puzzle.shape[1]
-    if batched or (isinstance(puzzle, np.ndarray) and puzzle.ndim == 2 and np.asarray(candidate).ndim == 2
-                   and puzzle.shape[1] in (16, 36, 81)):
+    if batched or (
+        isinstance(puzzle, np.ndarray)
+        and puzzle.ndim == 2
+        and np.asarray(candidate).ndim == 2
+        and puzzle.shape[1] in (16, 36, 81)
+    ):
         p, geo = _as_batch(puzzle, box)
         c = np.asarray(candidate)
         if c.shape != p.shape:
@@ -296,7 +308,9 @@ def solve(puzzle, box=None) -> np.ndarray | None:
 
 
 def count_solutions(puzzle, limit: int = 2, box=None) -> int:
-    r = solve_many([puzzle] if not isinstance(puzzle, np.ndarray) else puzzle.reshape(1, -1), limit=limit, box=box)
+    r = solve_many(
+        [puzzle] if not isinstance(puzzle, np.ndarray) else puzzle.reshape(1, -1), limit=limit, box=box
+    )
     return int(r.n_solutions[0])
 
 
@@ -312,8 +326,30 @@ def rate(puzzle, box=None) -> int:
 # quantiles of both ratings over the shared benchmark collections (17-clue, magictour top1465,
 # forum hardest 1905 11+, forum hardest 1106); regenerate with
 # `python -m bench.bench_sudoku --calibrate`. Piecewise linear between knots, linear beyond.
-CALIBRATION_OURS = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
-CALIBRATION_PUBLIC = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+CALIBRATION_OURS = np.array(
+    [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0]
+)
+CALIBRATION_PUBLIC = np.array(
+    [
+        0.0,
+        1.001,
+        2.002,
+        3.003,
+        4.004,
+        6.005,
+        8.006,
+        11.007,
+        14.008,
+        20.009,
+        25.01,
+        37.011,
+        48.012,
+        69.013,
+        87.014,
+        118.015,
+        147.018,
+    ]
+)
 
 
 def to_public_scale(rating) -> np.ndarray:
@@ -341,8 +377,10 @@ def canonical_form(puzzles, solutions=None, box=None) -> np.ndarray:
         r = solve_many(p, limit=2, box=(geo.br, geo.bc))
         if (r.n_solutions != 1).any():
             bad = int(np.flatnonzero(r.n_solutions != 1)[0])
-            raise ValueError(f"puzzle {bad} has {r.n_solutions[bad]} solutions (counted to 2); "
-                             "canonical_form needs uniquely solvable puzzles")
+            raise ValueError(
+                f"puzzle {bad} has {r.n_solutions[bad]} solutions (counted to 2); "
+                "canonical_form needs uniquely solvable puzzles"
+            )
         s = r.solutions
     else:
         s, _ = _as_batch(solutions, (geo.br, geo.bc))

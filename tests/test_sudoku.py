@@ -114,7 +114,10 @@ def test_parse_accepts_dots_zeros_and_grids():
     q = S.parse(S.format_grid(p, blank="0"))
     assert np.array_equal(p, q)
     assert np.array_equal(S.parse(p.reshape(9, 9)), p)
-    assert S.format_grid(p) == "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+    assert (
+        S.format_grid(p)
+        == "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+    )
     assert S.parse("1" + "." * 15, box="2x2").shape == (16,)
     six = S.parse("1....." * 6, box="2x3", check_rules=False)
     assert six.shape == (36,)
@@ -198,8 +201,12 @@ def test_check_solution_batched_matches_single():
 
 @pytest.mark.parametrize(
     "name",
-    ["puzzles2_17_clue.csv", "puzzles3_magictour_top1465.csv", "puzzles5_forum_hardest_1905_11+.csv",
-     "puzzles6_forum_hardest_1106.csv"],
+    [
+        "puzzles2_17_clue.csv",
+        "puzzles3_magictour_top1465.csv",
+        "puzzles5_forum_hardest_1905_11+.csv",
+        "puzzles6_forum_hardest_1106.csv",
+    ],
 )
 def test_solutions_match_collections(bench_sudoku_dir, name):
     rows = load(bench_sudoku_dir, name)[:400]
@@ -313,8 +320,9 @@ def test_canonical_form_is_invariant_and_idempotent():
     canon = S.canonical_form(p, s)
     for i in range(len(p)):
         for _ in range(3):
-            t = independent_transform(np.stack([p[i], s[i]]).reshape(2, 81)[0], (3, 3), np.random.default_rng(
-                rng.integers(1 << 30)))
+            t = independent_transform(
+                np.stack([p[i], s[i]]).reshape(2, 81)[0], (3, 3), np.random.default_rng(rng.integers(1 << 30))
+            )
             assert np.array_equal(S.canonical_form(t[None])[0], canon[i])
     assert np.array_equal(S.canonical_form(canon), canon)
     assert len({c.tobytes() for c in canon}) == len(canon)  # random puzzles are not equivalent
@@ -327,13 +335,17 @@ def _orbit(puzzle, box):
     n = br * bc
     g = puzzle.reshape(n, n)
     out = set()
-    row_orders = [np.concatenate([np.array(b) * br + np.array(w) for b, w in zip(bands, ws, strict=True)])
-                  for bands in itertools.permutations(range(n // br))
-                  for ws in itertools.product(list(itertools.permutations(range(br))), repeat=n // br)]
-    col_orders = [np.concatenate([np.array(s) * bc + np.array(w) for s, w in zip(stacks, ws, strict=True)])
-                  for stacks in itertools.permutations(range(n // bc))
-                  for ws in itertools.product(list(itertools.permutations(range(bc))), repeat=n // bc)]
-    for t in ([False, True] if br == bc else [False]):
+    row_orders = [
+        np.concatenate([np.array(b) * br + np.array(w) for b, w in zip(bands, ws, strict=True)])
+        for bands in itertools.permutations(range(n // br))
+        for ws in itertools.product(list(itertools.permutations(range(br))), repeat=n // br)
+    ]
+    col_orders = [
+        np.concatenate([np.array(s) * bc + np.array(w) for s, w in zip(stacks, ws, strict=True)])
+        for stacks in itertools.permutations(range(n // bc))
+        for ws in itertools.product(list(itertools.permutations(range(bc))), repeat=n // bc)
+    ]
+    for t in [False, True] if br == bc else [False]:
         h = g.T if t else g
         for ro in row_orders:
             for co in col_orders:
