@@ -74,9 +74,9 @@ def _residuals(x: Tensor, fx: Tensor) -> tuple[Tensor, Tensor]:
     """(B,) relative and absolute residuals; non-finite maps count as infinitely far. 0/0 := 0."""
     abs_res = (fx - x).norm(dim=1)
     rel_res = abs_res / (fx.norm(dim=1) + torch.finfo(fx.dtype).tiny)
-    bad = ~torch.isfinite(abs_res) | ~torch.isfinite(rel_res)
-    inf = torch.full_like(abs_res, float("inf"))
-    return torch.where(bad, inf, rel_res), torch.where(bad, inf, abs_res)
+    # A NaN or inf anywhere in f(x) makes both norms inf or NaN: map all of those to +inf.
+    inf = float("inf")
+    return rel_res.nan_to_num(nan=inf, posinf=inf), abs_res.nan_to_num(nan=inf, posinf=inf)
 
 
 # A stepper gets (k, x, fx, active) and returns (x_next, fallback mask or None).
@@ -98,7 +98,7 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
         best_rel = torch.full((B,), float("inf"), dtype=dtype, device=x.device)
         best_abs = best_rel.clone()
         best_step = torch.zeros(B, dtype=torch.long, device=x.device)
-        start_abs = None
+        runaway_abs = None
         diverged = torch.zeros(B, dtype=torch.bool, device=x.device)
         n_fallback = torch.zeros((), dtype=torch.long, device=x.device)
         rel_trace: list[Tensor] = []
@@ -112,16 +112,17 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
                 rel_trace.append(rel)
                 if trace == "iterates":
                     iterates.append(x.clone())
-            if start_abs is None:
-                start_abs = abs_
+            if runaway_abs is None:
+                # (B,) finite even when f(x0) is not, so that an inf residual always counts as runaway
+                runaway_abs = (DIVERGENCE_FACTOR * abs_).clamp(max=torch.finfo(abs_.dtype).max)
             # Frozen samples are re-evaluated at their best iterate, which never beats itself.
             better = rel < best_rel
             best_x = torch.where(better[:, None], x, best_x)
             best_rel = torch.where(better, rel, best_rel)
             best_abs = torch.where(better, abs_, best_abs)
-            best_step = torch.where(better, torch.full_like(best_step, k), best_step)
+            best_step = torch.where(better, k, best_step)
             converged = best_rel <= tol
-            running_away = ~torch.isfinite(abs_) | (abs_ > DIVERGENCE_FACTOR * start_abs)
+            running_away = abs_ > runaway_abs  # includes non-finite f(x)
             diverged = diverged | (running_away & ~converged)
             done = diverged | (converged if k + 1 >= min_iter else torch.zeros_like(converged))
             active = ~done
