@@ -197,6 +197,14 @@ def anderson(
         X = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
         G = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
         GG = torch.zeros(B, m, m, dtype=x.dtype, device=x.device)  # (B, m, m)
+        # The constant parts of the bordered system, built once.
+        f64 = dict(dtype=torch.float64, device=x.device)
+        border = torch.zeros(m + 1, m + 1, **f64)  # (m+1, m+1): [[0, 1^T], [1, 0]]
+        border[0, 1:] = 1.0
+        border[1:, 0] = 1.0
+        eye = torch.eye(m, **f64)  # (m, m)
+        rhs = torch.zeros(B, m + 1, **f64)  # (B, m+1): (1, 0, ..., 0)
+        rhs[:, 0] = 1.0
 
         def step(k: int, x: Tensor, fx: Tensor, active: Tensor):
             slot, n = k % m, min(k + 1, m)
@@ -211,13 +219,11 @@ def anderson(
                 return plain, None
             gram = GG[:, :n, :n].to(torch.float64)  # (B, n, n)
             reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # (B,)
-            H = torch.zeros(B, n + 1, n + 1, dtype=torch.float64, device=x.device)  # (B, n+1, n+1)
-            H[:, 0, 1:] = 1.0
-            H[:, 1:, 0] = 1.0
-            H[:, 1:, 1:] = gram + reg[:, None, None] * torch.eye(n, dtype=torch.float64, device=x.device)
-            rhs = torch.zeros(B, n + 1, dtype=torch.float64, device=x.device)  # (B, n+1)
-            rhs[:, 0] = 1.0
-            sol, info = torch.linalg.solve_ex(H, rhs)  # no host sync: failures are reported per sample
+            H = border[: n + 1, : n + 1].repeat(B, 1, 1)  # (B, n+1, n+1)
+            H[:, 1:, 1:] += gram + reg[:, None, None] * eye[:n, :n]
+            sol, info = torch.linalg.solve_ex(
+                H, rhs[:, : n + 1]
+            )  # no host sync: failures reported per sample
             alpha = sol[:, 1:]  # (B, n)
             ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
             alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha)).to(x.dtype)[
