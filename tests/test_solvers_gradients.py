@@ -57,7 +57,7 @@ def test_implicit_gradient_matches_finite_differences():
 def test_implicit_gradient_matches_backprop_through_200_unrolled_steps(device):
     B, D = 4, 8
     m = TanhMap(B, D, w_norm=0.6, seed=2, device=device)
-    w = torch.randn(B, D, dtype=F64, device=device, generator=None)
+    w = torch.randn(B, D, dtype=F64, generator=torch.Generator().manual_seed(3)).to(device)
     x = torch.zeros(B, D, dtype=F64, device=device)
     for _ in range(200):  # 0.6^200: the unrolled iterate is the fixed point to machine precision
         x = m(x)
