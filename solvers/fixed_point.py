@@ -192,9 +192,10 @@ def anderson(
 
     def factory(x: Tensor) -> Stepper:
         B, D = x.shape
-        # Ring buffers: iterates and residuals of the last m steps, and their Gram matrix kept up to
-        # date one row at a time (O(m D) per step instead of O(m^2 D)).
-        X = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
+        # Ring buffers over the last m steps: the plain steps P_i = (1 - beta) x_i + beta F_i (the new
+        # iterate is their alpha-weighted sum), the residuals G_i, and their Gram matrix, kept up to date
+        # one row at a time (O(m D) per step instead of O(m^2 D)).
+        P = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
         G = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
         GG = torch.zeros(B, m, m, dtype=x.dtype, device=x.device)  # (B, m, m)
         # The constant parts of the bordered system, built once.
@@ -209,12 +210,12 @@ def anderson(
         def step(k: int, x: Tensor, fx: Tensor, active: Tensor):
             slot, n = k % m, min(k + 1, m)
             g = fx - x  # (B, D)
-            X[:, slot] = x
+            plain = (1.0 - beta) * x + beta * fx  # (B, D); beta = 1 gives f(x) exactly
+            P[:, slot] = plain
             G[:, slot] = g
             row = torch.bmm(G[:, :n], g[:, :, None])[:, :, 0]  # (B, n)
             GG[:, slot, :n] = row
             GG[:, :n, slot] = row
-            plain = (1.0 - beta) * x + beta * fx
             if n == 1:
                 return plain, None
             gram = GG[:, :n, :n].to(torch.float64)  # (B, n, n)
@@ -229,7 +230,7 @@ def anderson(
             alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha)).to(x.dtype)[
                 :, None, :
             ]  # (B, 1, n)
-            mixed = (torch.bmm(alpha, X[:, :n]) + beta * torch.bmm(alpha, G[:, :n]))[:, 0]  # (B, D)
+            mixed = torch.bmm(alpha, P[:, :n])[:, 0]  # (B, D)
             return torch.where(ok[:, None], mixed, plain), ~ok
 
         return step
