@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from solvers import anderson, fixed_point_iter
 from tests._solver_maps import DEVICES, Affine, TanhMap, one_thread
@@ -263,3 +265,42 @@ def test_runs_without_grad_and_rejects_a_wrong_structure():
         anderson(lambda s: s[0], (torch.zeros(2, 3), torch.zeros(2, 3)))
     with pytest.raises(ValueError, match="same structure"):
         fixed_point_iter(lambda x: x[:, :2], torch.zeros(2, 3), max_iter=3, tol=1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rho=st.floats(0.05, 0.97),
+    m=st.integers(1, 6),
+    beta=st.sampled_from([1.0, 0.7]),
+    max_iter=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_property_returned_iterate_is_honest_and_no_worse_than_the_start(rho, m, beta, max_iter, seed):
+    """For any contractive affine map and any settings: the reported residuals are those of the returned
+    x, x is finite, the error bound ||x - x*|| <= abs_residual / (1 - rho) holds, and the returned
+    residual is never worse than the starting point's."""
+    f = Affine([rho, rho / 2], 8, seed=seed)
+    x, info = anderson(f, f.x0(), m=m, beta=beta, max_iter=max_iter, tol=1e-10, trace=True)
+    rel, abs_res = fresh_residuals(f, x)
+    assert torch.isfinite(x).all()
+    torch.testing.assert_close(info.rel_residual, rel, rtol=1e-9, atol=0)
+    torch.testing.assert_close(info.abs_residual, abs_res, rtol=1e-9, atol=0)
+    assert (info.rel_residual <= info.trace[0]).all()
+    err = (x - f.x_star).norm(dim=1)
+    assert (
+        err <= info.abs_residual / (1 - torch.tensor([rho, rho / 2], dtype=F64)) * (1 + 1e-9) + 1e-12
+    ).all()
+
+
+def test_bad_arguments_raise_clear_errors():
+    x0 = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="max_iter"):
+        anderson(lambda x: x, x0, max_iter=0)
+    with pytest.raises(ValueError, match="m must be"):
+        anderson(lambda x: x, x0, m=0)
+    with pytest.raises(ValueError, match="trace"):
+        fixed_point_iter(lambda x: x, x0, max_iter=3, tol=1e-3, trace="yes")
+    with pytest.raises(ValueError, match="batch size"):
+        anderson(lambda s: s, (torch.zeros(2, 3), torch.zeros(3, 3)))
+    with pytest.raises(ValueError, match="floating"):
+        anderson(lambda x: x, torch.zeros(2, 3, dtype=torch.long))

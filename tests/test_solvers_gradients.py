@@ -207,8 +207,12 @@ def test_hutchinson_jacobian_regulariser_is_within_two_percent():
     torch.manual_seed(14)
     estimate = torch.stack([jacobian_reg(m, x) for _ in range(2000)]).mean()
     assert abs(estimate.item() / exact.item() - 1) < 0.02
-    # For J = rho I every Rademacher probe gives rho^2 exactly.
+    # For J = rho I every Rademacher probe gives rho^2 exactly, on a tensor or a (y, z) tuple.
     torch.testing.assert_close(jacobian_reg(lambda z: 0.3 * z, x), torch.tensor(0.09, dtype=F64))
+    pair = (x[:, :4], x[:, 4:].reshape(B, 3, 2))
+    torch.testing.assert_close(
+        jacobian_reg(lambda s: (0.3 * s[0], 0.3 * s[1]), pair), torch.tensor(0.09, dtype=F64)
+    )
     # Usable in a loss: its gradient reaches the parameters.
     jacobian_reg(m, x).backward()
     assert m.W.grad is not None and m.W.grad.abs().sum() > 0
