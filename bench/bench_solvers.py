@@ -11,13 +11,12 @@
    of the distinct storages autograd saves for backward (deterministic, any device), and on CUDA also as
    the peak of torch.cuda.max_memory_allocated over the whole step, above what was allocated before.
 
-Timings are medians of a few repeats; on a shared CPU they are noisy, the step counts are not.
+Timings are the best of a few repeats; on a shared CPU they are noisy, the step counts are not.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ def timed(fn, device, repeats):
         out = fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
+    return out, min(times)  # best of N: the least disturbed by other load on a shared machine
 
 
 class AffineMap:
