@@ -333,6 +333,9 @@ class EMA:
             extra = sorted(tracked.keys() - self.shadow.keys())
             raise ValueError(f"model does not match the EMA: missing {missing}, unexpected {extra}")
         for name, p in tracked.items():
+            if self.shadow[name].device != p.device:
+                # The model moved (model.to(device), DataParallel on a GPU host): follow it.
+                self.shadow[name] = self.shadow[name].to(p.device)
             yield self.shadow[name], p
 
     @torch.no_grad()

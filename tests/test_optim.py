@@ -361,7 +361,7 @@ def test_ema_state_dict_round_trip_and_wrappers():
     buf.seek(0)
     other = EMA(_Tiny(), decay=0.5)
     other.load_state_dict(torch.load(buf, weights_only=True))
-    assert other.decay == 0.99 and torch.equal(other.shadow["w"], ema.shadow["w"])
+    assert other.decay == 0.99 and torch.equal(other.shadow["w"].cpu(), ema.shadow["w"].cpu())
     with pytest.raises(ValueError, match="unexpected"):
         ema.update(nn.Linear(2, 2))
     with pytest.raises(ValueError):
@@ -394,3 +394,10 @@ def test_cuda_matches_cpu():
     SparseSignSGD(table, lr=0.1, weight_decay=1.0).step(ids, grads)
     SparseSignSGD(table_gpu, lr=0.1, weight_decay=1.0).step(ids.cuda(), grads.cuda())
     torch.testing.assert_close(table_gpu.cpu(), table, rtol=0, atol=1e-15)
+
+    # An EMA made before the model moves to the GPU follows it there.
+    model = nn.Linear(3, 2)
+    ema = EMA(model, decay=0.5)
+    model.cuda()
+    ema.update(model)
+    assert all(v.is_cuda for v in ema.shadow.values())
