@@ -4,13 +4,14 @@
     python -m data_gen.sudoku --n 1000 --box 2x3 --num-aug 0  # 6x6 for quick CPU experiments
     python -m data_gen.sudoku --from-csv path/to/sudoku-extreme --subsample-size 1000 --num-aug 1000
 
-Generated sets are made from scratch (never from public puzzles): a share of random minimal
-puzzles ("easy", 26.5% as in the public set) and hill-climbed ones ("hard", see
-:func:`puzzles.sudoku.generate`). Every puzzle has a unique solution. Each lineage (one random
-solution grid and the puzzles climbed on it) belongs to one split, and a test puzzle whose
-canonical form (Sudoku symmetry) appears in train is dropped, so no test puzzle is a symmetry
-image or a hill-climb neighbour of a training puzzle. The kept puzzles are drawn per rating bucket
-toward the public set's histogram (REFERENCE.md 1.1); where the generated pool has too few hard
+Generated sets are made from scratch (never from public puzzles): random minimal puzzles
+("easy", 26.5% of the candidates as in the public set) and hill-climbed ones ("hard", from
+islands of neighbourhood search, see :func:`puzzles.sudoku.climb`). Every puzzle has a unique
+solution. Each lineage (a random minimal puzzle, or one island and everything it climbed
+through) belongs to one split, and a test puzzle whose canonical form (Sudoku symmetry) appears
+in train is drawn again, so no test puzzle is a symmetry image or a hill-climb neighbour of a
+training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only. The kept puzzles are
+drawn per rating bucket toward the public set's histogram (REFERENCE.md 1.1); where the generated pool has too few hard
 puzzles a bucket's shortfall is filled from the next easier bucket, and ``stats.json`` reports the
 histogram reached next to the target.
 
@@ -28,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 from tqdm import tqdm
 
@@ -88,76 +90,149 @@ def to_tokens(grids: np.ndarray) -> np.ndarray:
     return (np.asarray(grids, dtype=np.int16) + 1).astype(np.uint8)
 
 
-def generate_pool(
-    count: int, seed: int, stream: int, hill_steps: int, box: str, easy_share: float, progress: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``count`` lineages of one split: puzzles, solutions, info rows and an is-easy flag."""
-    rng = np.random.default_rng(S.item_seeds(seed, 1, stream=1000 + stream)[0])
-    easy = rng.random(count) < easy_share
-    steps = np.where(easy, 0, hill_steps).astype(np.int64)
-    seeds = S.item_seeds(seed, count, stream=stream)
+def _interleave(groups: list[np.ndarray]) -> np.ndarray:
+    """Round-robin merge of index arrays, so that selection in order spreads over the groups."""
+    out = []
+    depth = max((len(g) for g in groups), default=0)
+    for k in range(depth):
+        out.extend(int(g[k]) for g in groups if k < len(g))
+    return np.asarray(out, dtype=np.int64)
+
+
+def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
+    """Candidates for one split: random minimal puzzles and the archives of climbing islands.
+
+    Returns arrays ``puzzles``, ``solutions``, ``rating`` (ours, as stored), ``lineage`` (one id
+    per random minimal puzzle or per island) and ``easy`` (random minimal or not). Hard
+    candidates come newest (hardest) first per island and round-robin across islands.
+    """
+    box, seed, progress = args.box, args.seed, not args.quiet
     geo = S.geometry(box)
+    hard_share = 0.0 if box != "3x3" else 1.0 - args.easy_share
+    n_easy = int(math.ceil(n * (1.0 - hard_share) * args.pool_factor)) + (4 if n else 0)
+    n_islands = args.islands if args.islands is not None else int(math.ceil(n * hard_share / args.per_island))
+    if hard_share == 0.0:
+        n_islands = 0
+    seeds_easy = S.item_seeds(seed, n_easy, stream=10 * stream)
+    seeds_isl = S.item_seeds(seed, n_islands, stream=10 * stream + 1)
     parts = []
-    with tqdm(total=count, desc=f"generate split {stream}", unit="puzzle", disable=not progress) as bar:
-        for lo in range(0, count, CHUNK):
-            hi = min(count, lo + CHUNK)
-            parts.append(S.generate_seeded(seeds[lo:hi], steps[lo:hi], box))
+    with tqdm(
+        total=n_easy + n_islands,
+        desc=f"{['train', 'test'][stream]}: generate",
+        unit="lineage",
+        disable=not progress,
+    ) as bar:
+        for lo in range(0, n_easy, CHUNK):
+            hi = min(n_easy, lo + CHUNK)
+            parts.append(S.random_minimal_seeded(seeds_easy[lo:hi], box))
             bar.update(hi - lo)
-    if not parts:
-        n2 = geo.ncell
-        return np.zeros((0, n2), np.int8), np.zeros((0, n2), np.int8), np.zeros((0, 3), np.int64), easy
-    p, s, info = (np.concatenate(x) for x in zip(*parts, strict=True))
-    return p, s, info, easy
+        islands = []
+        step = max(1, numba.get_num_threads())  # islands run in parallel; seeds fix the output
+        for lo in range(0, n_islands, step):
+            islands.extend(
+                S.climb(
+                    seeds_isl[lo : lo + step], pool_size=args.island_pool, iters=args.climb_iters, box=box
+                )
+            )
+            bar.update(min(step, n_islands - lo))
+    empty = np.zeros((0, geo.ncell), np.int8)
+    p_easy = np.concatenate([x[0] for x in parts]) if parts else empty
+    s_easy = np.concatenate([x[1] for x in parts]) if parts else empty
+    r_easy = np.concatenate([x[2][:, 0] for x in parts]) if parts else np.zeros(0, np.int64)
+    # Hard candidates: newest first within an island, exact duplicates dropped, islands interleaved.
+    hard_rows, lineage_hard, offsets = [], [], []
+    for i, (pz, _) in enumerate(islands):
+        seen, rows = set(), []
+        for row in pz[::-1]:
+            b = row.tobytes()
+            if b not in seen:
+                seen.add(b)
+                rows.append(row)
+        offsets.append(np.arange(len(rows)) + sum(len(r) for r in hard_rows))
+        hard_rows.append(np.asarray(rows, dtype=np.int8).reshape(-1, geo.ncell))
+        lineage_hard.append(np.full(len(rows), n_easy + i))
+    if hard_rows:
+        order = _interleave(offsets)
+        p_hard = np.concatenate(hard_rows)[order]
+        lin_hard = np.concatenate(lineage_hard)[order]
+        solved = S.solve_many(p_hard, box=box) if len(p_hard) else None
+        s_hard = solved.solutions if solved is not None else empty
+        r_hard = solved.guesses_first if solved is not None else np.zeros(0, np.int64)
+    else:
+        p_hard, s_hard, r_hard, lin_hard = empty, empty, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return {
+        "puzzles": np.concatenate([p_easy, p_hard]),
+        "solutions": np.concatenate([s_easy, s_hard]),
+        "rating": np.concatenate([r_easy, r_hard]).astype(np.int64),
+        "lineage": np.concatenate([np.arange(len(p_easy)), lin_hard]).astype(np.int64),
+        "easy": np.concatenate([np.ones(len(p_easy), bool), np.zeros(len(p_hard), bool)]),
+        "n_islands": n_islands,
+    }
+
+
+def select_split(pool: dict, n: int, box: str, forbidden: set[bytes]) -> tuple[np.ndarray, set[bytes], int]:
+    """Indices of ``n`` candidates drawn toward the target histogram, with no two in one symmetry
+    class and none in ``forbidden`` (the training classes, when selecting test). Canonical forms
+    are computed only for the candidates drawn; a drawn duplicate is discarded and drawn again."""
+    public = S.to_public_scale(pool["rating"])
+    alive = np.ones(len(public), bool)
+    canon: dict[int, bytes] = {}
+    dropped = 0
+    while True:
+        idx_alive = np.flatnonzero(alive)
+        if len(idx_alive) < n:
+            raise ValueError(
+                f"only {len(idx_alive)} distinct candidates for {n} puzzles; raise --pool-factor "
+                "(or --islands), or ask for fewer puzzles (small boxes have few symmetry classes)"
+            )
+        sel = idx_alive[resample_to_target(public[idx_alive], n)]
+        need = np.array([i for i in sel if i not in canon], dtype=np.int64)
+        if len(need):
+            forms = S.canonical_form(pool["puzzles"][need], pool["solutions"][need], box=box)
+            canon.update(zip(need.tolist(), _rows_bytes(forms), strict=True))
+        seen: set[bytes] = set()
+        bad = []
+        for i in sel:
+            c = canon[int(i)]
+            if c in seen or c in forbidden:
+                bad.append(int(i))
+            else:
+                seen.add(c)
+        if not bad:
+            return sel, seen, dropped
+        dropped += len(bad)
+        alive[bad] = False
 
 
 def build_generated(args) -> tuple[dict, dict, dict]:
-    t0 = time.perf_counter()
-    box = args.box
-    pool_factor = args.pool_factor
-    timings = {}
-    pools = {}
-    for stream, (name, n) in enumerate((("train", args.n), ("test", args.test_n))):
-        count = int(math.ceil(n * pool_factor)) + 8
-        pools[name] = generate_pool(
-            count, args.seed, stream, args.hill_steps, box, args.easy_share, not args.quiet
-        )
-    timings["generate_s"] = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    canon = {}
-    for name, (p, s, _, _) in pools.items():
-        canon[name] = _rows_bytes(S.canonical_form(p, s, box=box)) if len(p) else []
-    timings["canonical_s"] = time.perf_counter() - t1
-
-    # Dedupe within each split, then drop test puzzles whose class is in train.
-    seen_train = set()
-    keep = {}
-    dropped = {"duplicate_in_split": 0, "test_in_train": 0}
-    for name in ("train", "test"):
-        seen = set()
-        k = []
-        for i, c in enumerate(canon[name]):
-            if c in seen:
-                dropped["duplicate_in_split"] += 1
-                continue
-            if name == "test" and c in seen_train:
-                dropped["test_in_train"] += 1
-                continue
-            seen.add(c)
-            k.append(i)
-        if name == "train":
-            seen_train = seen
-        keep[name] = np.asarray(k, dtype=np.int64)
-
+    timings: dict[str, float] = {}
     splits = {}
-    for name, n in (("train", args.n), ("test", args.test_n)):
-        p, s, info, easy = pools[name]
-        idx = keep[name]
-        public = S.to_public_scale(info[idx, 0])
-        sel = idx[resample_to_target(public, n)]
-        splits[name] = (p[sel], s[sel], info[sel], easy[sel])
-    timings["select_s"] = time.perf_counter() - t1 - timings["canonical_s"]
-    return splits, dropped, timings
+    dropped = {}
+    forbidden: set[bytes] = set()
+    meta = {}
+    for stream, (name, n) in enumerate((("train", args.n), ("test", args.test_n))):
+        t0 = time.perf_counter()
+        pool = candidate_pool(n, stream, args)
+        timings[f"{name}_generate_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        if n:
+            sel, classes, dropped[name] = select_split(pool, n, args.box, forbidden)
+        else:
+            sel, classes, dropped[name] = np.zeros(0, np.int64), set(), 0
+        if name == "train":
+            forbidden = classes
+        timings[f"{name}_select_s"] = time.perf_counter() - t1
+        lineage = pool["lineage"][sel]
+        shares = np.bincount(np.unique(lineage, return_inverse=True)[1]) if len(sel) else np.zeros(1)
+        meta[name] = {
+            "candidates": int(len(pool["rating"])),
+            "islands": int(pool["n_islands"]),
+            "lineages": int(len(np.unique(lineage))),
+            "max_per_lineage": int(shares.max()),
+        }
+        splits[name] = (pool["puzzles"][sel], pool["solutions"][sel], pool["rating"][sel], pool["easy"][sel])
+    timings["generate_s"] = sum(v for k, v in timings.items() if k.endswith("generate_s"))
+    return splits, {"redrawn_duplicates": dropped, "pool": meta}, timings
 
 
 def read_csv_inputs(paths: list[str]) -> dict[str, list[tuple[str, str, str, int, str]]]:
@@ -273,11 +348,19 @@ def main(argv=None) -> int:
     ap.add_argument("--num-aug", type=int, default=1000, help="symmetry augmentations per training puzzle")
     ap.add_argument("--box", type=str, default="3x3", choices=sorted(S.BOX_SHAPES))
     ap.add_argument(
-        "--hill-steps",
+        "--climb-iters",
         type=int,
-        default=20,
-        help="hill-climbing steps per hard lineage (more = harder puzzles, slower)",
+        default=120_000,
+        help="neighbourhood steps per hill-climbing island (more = harder puzzles, slower)",
     )
+    ap.add_argument("--island-pool", type=int, default=50, help="puzzles kept per island")
+    ap.add_argument(
+        "--per-island",
+        type=int,
+        default=70,
+        help="hard puzzles wanted per island: sets the island count unless --islands is given",
+    )
+    ap.add_argument("--islands", type=int, default=None, help="climbing islands per split (a lineage each)")
     ap.add_argument(
         "--easy-share",
         type=float,
@@ -306,7 +389,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
-    for k in ("n", "test_n", "num_aug", "hill_steps"):
+    for k in ("n", "test_n", "num_aug", "climb_iters"):
         if getattr(args, k) < 0:
             ap.error(f"--{k.replace('_', '-')} must be >= 0")
     if args.n == 0 and args.test_n == 0:
@@ -346,8 +429,8 @@ def main(argv=None) -> int:
         else:
             splits, dropped, timings = build_generated(args)
             grids = {k: (v[0], v[1]) for k, v in splits.items()}
-            ours = {k: v[2][:, 0] for k, v in splits.items()}
-            public = {k: S.to_public_scale(v[2][:, 0]) for k, v in splits.items()}
+            ours = {k: v[2] for k, v in splits.items()}
+            public = {k: S.to_public_scale(v[2]) for k, v in splits.items()}
             csv_rows = {
                 k: [
                     (
@@ -364,13 +447,16 @@ def main(argv=None) -> int:
         arrays, t_aug = assemble(grids, args.num_aug, args.seed, args.box)
         timings["augment_s"] = t_aug
         stats = {
-            "generator": "from-csv" if args.from_csv else "gridloop hill-climb",
+            "generator": "from-csv" if args.from_csv else "gridloop islands hill-climb",
             "args": {k: v for k, v in vars(args).items() if k not in ("quiet", "overwrite", "threads")},
             "box": args.box,
             "counts": {k: int(len(v[0])) for k, v in grids.items()},
             "examples": {k: int(v.inputs.shape[0]) for k, v in arrays.items()},
             "dropped": dropped,
             "easy_share": easy_share,
+            "needs_guessing_share": {
+                k: round(float((np.asarray(v) > 0).mean()), 4) if len(v) else 0.0 for k, v in ours.items()
+            },
             "rating_ours": {
                 k: {
                     "mean": round(float(np.mean(v)), 3) if len(v) else None,

@@ -332,31 +332,17 @@ def _minimise(p, geo, scratch, stats):
                 p[c] = v
 
 
-@njit(cache=True)
-def _tree_size(p, geo, scratch, stats):
-    """Guesses made by the full uniqueness search: a difficulty score less noisy than the rating."""
-    _count2(p, geo, scratch, stats)
-    return stats[2]
-
-
 @njit(cache=True, parallel=True)
-def generate_batch(seeds, hill_steps, geo):
-    """Make one uniquely solvable puzzle per entry of ``seeds`` (item i seeded by ``seeds[i]``).
-
-    Every item starts as a random minimal puzzle (random full grid, givens removed in random
-    order while unique). With ``hill_steps[i] > 0`` it is then hill-climbed: drop 1-2 givens, add
-    1-2 cells of the solution, re-complete to uniqueness with random solution cells, minimise,
-    and keep the neighbour when its search-tree size (guesses of the full uniqueness search) is
-    at least the current one, so the lineage ends on the hardest puzzle it met. The solution grid
-    stays fixed along a lineage. Returns puzzles (count, N*N), solutions, and per item
-    [first-solution guesses, tree size, accepted steps].
-    """
+def random_minimal_batch(seeds, geo):
+    """One random minimal puzzle per seed: a random full grid, givens removed in random order
+    while the solution stays unique. Returns puzzles, solutions, and per item
+    [first-solution guesses, guesses of the full uniqueness search]."""
     n = geo[0].shape[1]
     ncell = n * n
     count = seeds.shape[0]
     puzzles = np.zeros((count, ncell), np.int8)
     solutions = np.zeros((count, ncell), np.int8)
-    info = np.zeros((count, 3), np.int64)
+    info = np.zeros((count, 2), np.int64)
     for i in prange(count):
         np.random.seed(seeds[i])
         sol = _random_solution(ncell, geo)
@@ -364,47 +350,104 @@ def generate_batch(seeds, hill_steps, geo):
         stats = np.zeros(3, np.int64)
         p = sol.copy()
         _minimise(p, geo, scratch, stats)
-        score = _tree_size(p, geo, scratch, stats)
-        accepted = 0
-        q = np.empty(ncell, np.int8)
-        for _ in range(hill_steps[i]):
-            q[:] = p
-            givens = np.nonzero(q)[0]
-            blanks = np.nonzero(q == 0)[0]
-            ndrop = 1 + np.random.randint(0, 2)
-            for k in range(ndrop):
-                j = np.random.randint(k, givens.shape[0])
-                t = givens[k]
-                givens[k] = givens[j]
-                givens[j] = t
-                q[givens[k]] = 0
-            nadd = 1 + np.random.randint(0, 2)
-            for k in range(nadd):
-                j = np.random.randint(k, blanks.shape[0])
-                t = blanks[k]
-                blanks[k] = blanks[j]
-                blanks[j] = t
-                q[blanks[k]] = sol[blanks[k]]
-            # Re-complete to uniqueness with random cells of the lineage's solution.
-            while _count2(q, geo, scratch, stats) != 1:
-                c = np.random.randint(0, ncell)
-                while q[c] != 0:
-                    c = np.random.randint(0, ncell)
-                q[c] = sol[c]
-            _minimise(q, geo, scratch, stats)
-            s = _tree_size(q, geo, scratch, stats)
-            if s >= score:
-                if s > score:
-                    accepted += 1
-                score = s
-                p[:] = q
         _count2(p, geo, scratch, stats)
         puzzles[i] = p
         solutions[i] = sol
         info[i, 0] = stats[1]
         info[i, 1] = stats[2]
-        info[i, 2] = accepted
     return puzzles, solutions, info
+
+
+@njit(cache=True)
+def _neighbour(p, q, geo):
+    """q = p with 1-2 givens dropped and 1-2 givens added (random cells, digits free of clashes
+    with the remaining givens). Returns False when a chosen cell has no digit left."""
+    peers = geo[1]
+    popc = geo[7]
+    n = geo[0].shape[1]
+    ncell = n * n
+    q[:] = p
+    givens = np.nonzero(q)[0]
+    ndrop = 1 + np.random.randint(0, 2)
+    for k in range(ndrop):
+        j = np.random.randint(k, givens.shape[0])
+        t = givens[k]
+        givens[k] = givens[j]
+        givens[j] = t
+        q[givens[k]] = 0
+    nadd = 1 + np.random.randint(0, 2)
+    for _ in range(nadd):
+        c = np.random.randint(0, ncell)
+        while q[c] != 0:
+            c = np.random.randint(0, ncell)
+        used = 0
+        for k in range(peers.shape[1]):
+            v = q[peers[c, k]]
+            if v:
+                used |= 1 << (v - 1)
+        free = ((1 << n) - 1) & ~used
+        if free == 0:
+            return False
+        r = np.random.randint(0, popc[free])
+        for d in range(n):
+            if (free >> d) & 1:
+                if r == 0:
+                    q[c] = d + 1
+                    break
+                r -= 1
+    return True
+
+
+@njit(cache=True, parallel=True)
+def climb_islands(seeds, pool_size, iters, archive_cap, geo):
+    """Neighbourhood hill climbing on islands: one independent pool of puzzles per seed.
+
+    Each island starts from ``pool_size`` random minimal puzzles. Every iteration picks a parent
+    by a 2-way tournament (the larger search tree wins), makes a neighbour (drop 1-2 givens, add
+    1-2 random givens), and keeps it only when its solution is unique and its search tree
+    (guesses of the full uniqueness search) is at least the pool's smallest, which it replaces:
+    the pool keeps the hardest puzzles met. Every kept neighbour is also written to the island's
+    archive, a ring of the last ``archive_cap`` kept puzzles (so it spans easy to hard).
+    Returns archives (I, cap, N*N), their tree sizes (I, cap) and how many were kept (I,).
+    """
+    n = geo[0].shape[1]
+    ncell = n * n
+    n_isl = seeds.shape[0]
+    archive = np.zeros((n_isl, archive_cap, ncell), np.int8)
+    archive_tree = np.zeros((n_isl, archive_cap), np.int64)
+    kept = np.zeros(n_isl, np.int64)
+    for isl in prange(n_isl):
+        np.random.seed(seeds[isl])
+        pool = np.zeros((pool_size, ncell), np.int8)
+        score = np.zeros(pool_size, np.int64)
+        scratch = np.zeros(ncell, np.int8)
+        stats = np.zeros(3, np.int64)
+        for i in range(pool_size):
+            sol = _random_solution(ncell, geo)
+            p = sol.copy()
+            _minimise(p, geo, scratch, stats)
+            _count2(p, geo, scratch, stats)
+            pool[i] = p
+            score[i] = stats[2]
+        q = np.zeros(ncell, np.int8)
+        na = 0
+        for _ in range(iters):
+            a = np.random.randint(0, pool_size)
+            b = np.random.randint(0, pool_size)
+            parent = a if score[a] >= score[b] else b
+            if not _neighbour(pool[parent], q, geo):
+                continue
+            if _count2(q, geo, scratch, stats) != 1:
+                continue
+            worst = np.argmin(score)
+            if stats[2] >= score[worst]:
+                pool[worst] = q
+                score[worst] = stats[2]
+                archive[isl, na % archive_cap] = q
+                archive_tree[isl, na % archive_cap] = stats[2]
+                na += 1
+        kept[isl] = na
+    return archive, archive_tree, kept
 
 
 # ----------------------------------------------------------------------------- symmetry

@@ -420,23 +420,47 @@ def random_symmetry(puzzles, solutions, seed: int, box=None) -> tuple[np.ndarray
 # ----------------------------------------------------------------------------- generation
 
 
-def generate(count: int, seed: int, hill_steps=0, box="3x3", stream: int = 0):
-    """Generate ``count`` uniquely solvable puzzles, item i seeded from (seed, stream, i).
+def random_minimal(count: int, seed: int, box="3x3", stream: int = 0):
+    """``count`` random minimal puzzles, item i seeded from (seed, stream, i).
 
     Each item has its own seed, so the output is identical whatever the number of threads.
-    ``hill_steps`` (int or per-item array): 0 gives random minimal puzzles; more steps climb toward
-    larger search trees. Returns puzzles, solutions and per-item [rating, tree size, accepted steps].
+    Returns puzzles, solutions and per item [rating, guesses of the full uniqueness search].
     """
-    return generate_seeded(item_seeds(seed, count, stream), hill_steps, box)
+    return random_minimal_seeded(item_seeds(seed, count, stream), box)
 
 
-def generate_seeded(seeds: np.ndarray, hill_steps=0, box="3x3"):
-    """:func:`generate` with explicit per-item seeds (an array of non-negative ints < 2**32)."""
-    geo = geometry(box)
+def _check_seeds(seeds) -> np.ndarray:
     seeds = np.asarray(seeds, dtype=np.int64)
     if seeds.ndim != 1 or (seeds < 0).any() or (seeds >= 2**32).any():
         raise ValueError("seeds must be a 1-D array of integers in [0, 2**32)")
-    steps = np.broadcast_to(np.asarray(hill_steps, dtype=np.int64), seeds.shape).copy()
-    if (steps < 0).any():
-        raise ValueError("hill_steps must be >= 0")
-    return K.generate_batch(seeds, steps, geo.tables())
+    return seeds
+
+
+def random_minimal_seeded(seeds, box="3x3"):
+    """:func:`random_minimal` with explicit per-item seeds (non-negative ints < 2**32)."""
+    return K.random_minimal_batch(_check_seeds(seeds), geometry(box).tables())
+
+
+def climb(seeds, *, pool_size: int = 50, iters: int = 100_000, archive_cap: int = 4096, box="3x3"):
+    """Hill-climb toward hard puzzles on independent islands, one per seed (see
+    :func:`puzzles._sudoku_kernels.climb_islands`).
+
+    Returns one ``(puzzles, tree_sizes)`` pair per island: the puzzles the island kept, oldest
+    first (the last ``archive_cap`` of them), each with a unique solution and mostly harder
+    than the one before.
+    """
+    seeds = _check_seeds(seeds)
+    if pool_size < 2 or iters < 0 or archive_cap < 1:
+        raise ValueError("need pool_size >= 2, iters >= 0 and archive_cap >= 1")
+    arch, tree, kept = K.climb_islands(
+        seeds, int(pool_size), int(iters), int(archive_cap), geometry(box).tables()
+    )
+    out = []
+    for i in range(len(seeds)):
+        k = int(kept[i])
+        if k <= archive_cap:
+            order = np.arange(k)
+        else:  # unroll the ring: oldest surviving entry first
+            order = (np.arange(archive_cap) + k) % archive_cap
+        out.append((arch[i, order], tree[i, order]))
+    return out

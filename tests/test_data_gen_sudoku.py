@@ -14,6 +14,10 @@ from data_gen.format import read_public_csv, read_split
 from puzzles import sudoku as S
 
 
+CLIMB = ("--climb-iters", "3000", "--islands", "2")
+TINY_CLIMB = ("--climb-iters", "500", "--islands", "1")
+
+
 def build(tmp_path, name, *extra):
     out = tmp_path / name
     rc = G.main(["--out", str(out), "--quiet", *extra])
@@ -29,7 +33,20 @@ def files_of(out):
 def small_set(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sudoku")
     return build(
-        tmp, "d", "--n", "40", "--test-n", "20", "--num-aug", "3", "--hill-steps", "3", "--seed", "5"
+        tmp,
+        "d",
+        "--n",
+        "40",
+        "--test-n",
+        "20",
+        "--num-aug",
+        "3",
+        "--climb-iters",
+        "3000",
+        "--islands",
+        "2",
+        "--seed",
+        "5",
     )
 
 
@@ -100,9 +117,35 @@ def test_output_is_byte_identical_across_thread_counts(tmp_path):
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        a = build(tmp_path, "a", "--n", "12", "--test-n", "6", "--num-aug", "2", "--hill-steps", "2")
+        a = build(
+            tmp_path,
+            "a",
+            "--n",
+            "12",
+            "--test-n",
+            "6",
+            "--num-aug",
+            "2",
+            "--climb-iters",
+            "500",
+            "--islands",
+            "1",
+        )
         numba.set_num_threads(max(2, before))
-        b = build(tmp_path, "b", "--n", "12", "--test-n", "6", "--num-aug", "2", "--hill-steps", "2")
+        b = build(
+            tmp_path,
+            "b",
+            "--n",
+            "12",
+            "--test-n",
+            "6",
+            "--num-aug",
+            "2",
+            "--climb-iters",
+            "500",
+            "--islands",
+            "1",
+        )
     finally:
         numba.set_num_threads(before)
     fa, fb = files_of(a), files_of(b)
@@ -116,7 +159,20 @@ def test_output_is_byte_identical_across_thread_counts(tmp_path):
         else:
             assert fa[k] == fb[k], k
     c = build(
-        tmp_path, "c", "--n", "12", "--test-n", "6", "--num-aug", "2", "--hill-steps", "2", "--seed", "1"
+        tmp_path,
+        "c",
+        "--n",
+        "12",
+        "--test-n",
+        "6",
+        "--num-aug",
+        "2",
+        "--climb-iters",
+        "500",
+        "--islands",
+        "1",
+        "--seed",
+        "1",
     )
     assert files_of(c)["train.csv"] != fa["train.csv"]
 

@@ -239,7 +239,7 @@ def test_unsolvable_and_empty_grids():
 
 def test_solver_agrees_with_plain_backtracking_on_random_puzzles():
     rng = np.random.default_rng(3)
-    p, s, _ = S.generate(20, seed=5)
+    p, s, _ = S.random_minimal(20, seed=5)
     checked = 0
     for puzzle in p:
         # remove a few more givens: many of these have several solutions
@@ -274,15 +274,15 @@ def test_public_scale_mapping_is_monotone_and_keeps_zero():
 # ----------------------------------------------------------------------------- generation
 
 
-@pytest.mark.parametrize("box, steps", [("3x3", 0), ("3x3", 3), ("2x3", 0), ("2x2", 0)])
-def test_generated_puzzles_are_unique_by_independent_count(box, steps):
+@pytest.mark.parametrize("box", ["3x3", "2x3", "2x2"])
+def test_random_minimal_puzzles_are_unique_and_minimal_by_independent_count(box):
     br, bc = S.parse_box(box)
-    p, s, info = S.generate(24, seed=11, hill_steps=steps, box=box)
+    p, s, info = S.random_minimal(24, seed=11, box=box)
     for puzzle, sol in zip(p, s, strict=True):
         assert plain_count(puzzle, (br, bc), limit=2) == 1
         assert S.check_solution(puzzle, sol, box=box)
-    assert (info[:, 0] >= 0).all()
-    # minimal: removing any given breaks uniqueness (checked on a few, independently)
+    assert (info[:, 0] >= 0).all() and (info[:, 1] >= info[:, 0]).all()
+    # minimal: removing any given breaks uniqueness (checked independently)
     for puzzle in p[:4]:
         for c in np.flatnonzero(puzzle):
             q = puzzle.copy()
@@ -290,25 +290,36 @@ def test_generated_puzzles_are_unique_by_independent_count(box, steps):
             assert plain_count(q, (br, bc), limit=2) == 2
 
 
+def test_climbed_puzzles_are_unique_and_get_harder():
+    islands = S.climb(S.item_seeds(4, 2), pool_size=8, iters=3000)
+    for puzzles, trees in islands:
+        assert len(puzzles) > 10
+        for q in puzzles[-12:]:
+            assert plain_count(q, limit=2) == 1
+        r = S.solve_many(puzzles, limit=2)
+        assert (r.n_solutions == 1).all()
+        assert np.array_equal(r.guesses_total, trees)  # the archived tree sizes are honest
+        assert trees[-5:].mean() > trees[:5].mean()  # the island climbed
+    assert not np.array_equal(islands[0][0][:5], islands[1][0][:5])
+
+
 def test_generation_is_seeded_and_thread_count_proof():
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        a = S.generate(12, seed=7, hill_steps=2)
+        a = S.random_minimal(12, seed=7)
+        ca = S.climb(S.item_seeds(7, 2), pool_size=4, iters=500)
         numba.set_num_threads(max(2, before))
-        b = S.generate(12, seed=7, hill_steps=2)
+        b = S.random_minimal(12, seed=7)
+        cb = S.climb(S.item_seeds(7, 2), pool_size=4, iters=500)
     finally:
         numba.set_num_threads(before)
-    c = S.generate(12, seed=8, hill_steps=2)
+    c = S.random_minimal(12, seed=8)
     for x, y in zip(a, b, strict=True):
         assert np.array_equal(x, y)
+    for (p1, t1), (p2, t2) in zip(ca, cb, strict=True):
+        assert np.array_equal(p1, p2) and np.array_equal(t1, t2)
     assert not np.array_equal(a[0], c[0])
-
-
-def test_hill_climbing_makes_larger_search_trees():
-    _, _, easy = S.generate(40, seed=2, hill_steps=0)
-    _, _, hard = S.generate(40, seed=2, hill_steps=8)
-    assert hard[:, 1].mean() > easy[:, 1].mean() + 1
 
 
 # ----------------------------------------------------------------------------- symmetry
@@ -316,7 +327,7 @@ def test_hill_climbing_makes_larger_search_trees():
 
 def test_canonical_form_is_invariant_and_idempotent():
     rng = np.random.default_rng(0)
-    p, s, _ = S.generate(12, seed=3)
+    p, s, _ = S.random_minimal(12, seed=3)
     canon = S.canonical_form(p, s)
     for i in range(len(p)):
         for _ in range(3):
@@ -363,7 +374,7 @@ def _orbit(puzzle, box):
 
 @pytest.mark.parametrize("box, count", [("2x2", 40), ("2x3", 12)])
 def test_canonical_form_matches_brute_force_orbits(box, count):
-    p, s, _ = S.generate(count, seed=9, box=box)
+    p, s, _ = S.random_minimal(count, seed=9, box=box)
     if box == "2x3":  # make some pairs equivalent so both outcomes are exercised
         q, _ = S.random_symmetry(p[:6], s[:6], seed=1, box=box)
         p = np.concatenate([p, q])
@@ -377,7 +388,7 @@ def test_canonical_form_matches_brute_force_orbits(box, count):
 
 
 def test_augment_keeps_original_first_and_images_valid():
-    p, s, _ = S.generate(5, seed=4)
+    p, s, _ = S.random_minimal(5, seed=4)
     ap, as_ = S.augment(p, s, num_aug=6, seed=1)
     assert ap.shape == (35, 81)
     assert np.array_equal(ap[::7], p) and np.array_equal(as_[::7], s)
@@ -391,7 +402,7 @@ def test_augment_keeps_original_first_and_images_valid():
 
 
 def test_augment_6x6_never_transposes():
-    p, s, _ = S.generate(3, seed=4, box="2x3")
+    p, s, _ = S.random_minimal(3, seed=4, box="2x3")
     ap, as_ = S.augment(p, s, num_aug=20, seed=2, box="2x3")
     assert S.check_solution(ap, as_).all()
 
