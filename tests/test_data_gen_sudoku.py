@@ -13,7 +13,6 @@ from data_gen import sudoku as G
 from data_gen.format import read_public_csv, read_split
 from puzzles import sudoku as S
 
-
 CLIMB = ("--climb-iters", "3000", "--islands", "2")
 TINY_CLIMB = ("--climb-iters", "500", "--islands", "1")
 
