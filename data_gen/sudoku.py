@@ -170,7 +170,9 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
     }
 
 
-def select_split(pool: dict, n: int, box: str, forbidden: set[bytes]) -> tuple[np.ndarray, set[bytes], int]:
+def select_split(
+    pool: dict, n: int, box: str, forbidden: set[bytes], dedupe: str = "symmetry"
+) -> tuple[np.ndarray, set[bytes], int]:
     """Indices of ``n`` candidates drawn toward the target histogram, with no two in one symmetry
     class and none in ``forbidden`` (the training classes, when selecting test). Canonical forms
     are computed only for the candidates drawn; a drawn duplicate is discarded and drawn again."""
@@ -188,7 +190,10 @@ def select_split(pool: dict, n: int, box: str, forbidden: set[bytes]) -> tuple[n
         sel = idx_alive[resample_to_target(public[idx_alive], n)]
         need = np.array([i for i in sel if i not in canon], dtype=np.int64)
         if len(need):
-            forms = S.canonical_form(pool["puzzles"][need], pool["solutions"][need], box=box)
+            if dedupe == "symmetry":
+                forms = S.canonical_form(pool["puzzles"][need], pool["solutions"][need], box=box)
+            else:
+                forms = pool["puzzles"][need]
             canon.update(zip(need.tolist(), _rows_bytes(forms), strict=True))
         seen: set[bytes] = set()
         bad = []
@@ -216,7 +221,7 @@ def build_generated(args) -> tuple[dict, dict, dict]:
         timings[f"{name}_generate_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         if n:
-            sel, classes, dropped[name] = select_split(pool, n, args.box, forbidden)
+            sel, classes, dropped[name] = select_split(pool, n, args.box, forbidden, args.dedupe)
         else:
             sel, classes, dropped[name] = np.zeros(0, np.int64), set(), 0
         if name == "train":
@@ -361,6 +366,10 @@ def main(argv=None) -> int:
         help="hard puzzles wanted per island: sets the island count unless --islands is given",
     )
     ap.add_argument("--islands", type=int, default=None, help="climbing islands per split (a lineage each)")
+    ap.add_argument("--dedupe", choices=("auto", "symmetry", "exact"), default="auto",
+                    help="what counts as a duplicate (and must not cross train/test): a symmetry class, or the "
+                    "exact puzzle; auto = exact for 2x2 (minimal 4x4 puzzles fall into only ~36 classes), "
+                    "symmetry otherwise")
     ap.add_argument(
         "--easy-share",
         type=float,
@@ -401,9 +410,9 @@ def main(argv=None) -> int:
     if args.from_csv is None and (args.subsample_size is not None or args.min_difficulty is not None):
         ap.error("--subsample-size and --min-difficulty apply to --from-csv only")
     if args.threads is not None:
-        import numba
-
         numba.set_num_threads(args.threads)
+    if args.dedupe == "auto":
+        args.dedupe = "exact" if args.box == "2x2" else "symmetry"
     out = Path(args.out or f"data/sudoku-{args.box}-{'csv' if args.from_csv else args.n}")
     if out.exists() and not args.overwrite:
         ap.error(f"{out} already exists; choose another --out or pass --overwrite")

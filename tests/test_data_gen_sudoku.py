@@ -186,6 +186,19 @@ def test_small_boxes(tmp_path):
     ).all()
 
 
+def test_4x4_dedupes_exact_puzzles_since_symmetry_classes_are_few(tmp_path):
+    out = build(tmp_path, "four", "--box", "2x2", "--n", "100", "--test-n", "50", "--num-aug", "0")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["args"]["dedupe"] == "exact"
+    train = {r[1] for r in read_public_csv(out / "train.csv")}
+    test = [r[1] for r in read_public_csv(out / "test.csv")]
+    assert len(train) == 100 and len(set(test)) == 50 and not train & set(test)
+    # symmetry dedupe cannot find 100 distinct classes of minimal 4x4 puzzles: a clear error
+    argv = ["--box", "2x2", "--n", "100", "--dedupe", "symmetry", "--out", str(tmp_path / "x"), "--quiet"]
+    assert G.main(argv) == 2
+    assert not (tmp_path / "x").exists()
+
+
 def test_resample_follows_target_and_fills_shortfalls_from_easier_buckets():
     rng = np.random.default_rng(0)
     pool = rng.choice([0, 1, 5, 15, 30, 60], size=5000)
