@@ -366,10 +366,14 @@ def main(argv=None) -> int:
         help="hard puzzles wanted per island: sets the island count unless --islands is given",
     )
     ap.add_argument("--islands", type=int, default=None, help="climbing islands per split (a lineage each)")
-    ap.add_argument("--dedupe", choices=("auto", "symmetry", "exact"), default="auto",
-                    help="what counts as a duplicate (and must not cross train/test): a symmetry class, or the "
-                    "exact puzzle; auto = exact for 2x2 (minimal 4x4 puzzles fall into only ~36 classes), "
-                    "symmetry otherwise")
+    ap.add_argument(
+        "--dedupe",
+        choices=("auto", "symmetry", "exact"),
+        default="auto",
+        help="what counts as a duplicate (and must not cross train/test): a symmetry class, "
+        "or the exact puzzle; auto = exact for 2x2 (minimal 4x4 puzzles fall into only ~36 "
+        "classes), symmetry otherwise",
+    )
     ap.add_argument(
         "--easy-share",
         type=float,
