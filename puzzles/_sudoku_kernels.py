@@ -42,7 +42,7 @@ def _eliminate(c, mask, cand, cell_units, dirty, queue, qn):
 
 
 @njit(cache=True)
-def _propagate(cand, placed, geo, full, use_hidden, dirty, lc_due, queue, qn):
+def _propagate(cand, placed, geo, full, use_hidden, dirty, seg, queue, qn):
     """Naked singles, hidden singles and locked candidates, until nothing changes.
 
     Incremental: ``queue[:qn]`` holds cells that became single, ``dirty[u]`` marks units whose
@@ -50,7 +50,7 @@ def _propagate(cand, placed, geo, full, use_hidden, dirty, lc_due, queue, qn):
     with no candidate, a digit with no place in a unit). ``placed[c]`` marks cells whose value
     has already been eliminated from their peers.
     """
-    units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, ix_units, popc = geo
+    units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, seg_box_sib, seg_line_sib, popc = geo
     nunit = units.shape[0]
     n = units.shape[1]
     npeer = peers.shape[1]
@@ -100,24 +100,32 @@ def _propagate(cand, placed, geo, full, use_hidden, dirty, lc_due, queue, qn):
             continue
         # Locked candidates: digits of a box-line intersection confined to it on one side
         # are removed from the other side (pointing and claiming).
+        # Segments (box-line intersections) as candidate masks, then per segment the digits that
+        # the rest of its box or the rest of its line lacks. Masks are read once per pass; a
+        # stale (larger) mask only delays a deduction to the next pass, never makes a wrong one.
+        due = False
         for u in range(nunit):
-            lc_due[u] = dirty[u] & 2
+            if dirty[u] & 2:
+                due = True
             dirty[u] &= 1
+        if not due:
+            if qn == 0:
+                return True
+            continue
         for k in range(nix):
-            if not (lc_due[ix_units[k, 0]] | lc_due[ix_units[k, 1]]):
-                continue
-            inter = 0
+            m = 0
             for i in range(li):
-                c = ix_inter[k, i]
-                if placed[c] == 0:
-                    inter |= cand[c]
-            if inter == 0:
-                continue
+                m |= cand[ix_inter[k, i]]
+            seg[k] = m
+        seg[nix] = 0
+        for k in range(nix):
+            inter = seg[k]
             box_rest = 0
+            for i in range(seg_box_sib.shape[1]):
+                box_rest |= seg[seg_box_sib[k, i]]
             line_rest = 0
-            for i in range(lr):
-                box_rest |= cand[ix_boxrest[k, i]]
-                line_rest |= cand[ix_linerest[k, i]]
+            for i in range(seg_line_sib.shape[1]):
+                line_rest |= seg[seg_line_sib[k, i]]
             pointing = inter & ~box_rest & line_rest
             if pointing:
                 for i in range(lr):
@@ -163,7 +171,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     Writes the first solution into ``solution`` and ``stats`` = [n_solutions, guesses before the
     first solution, guesses in the whole search]. Returns the number of solutions found.
     """
-    units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, ix_units, popc = geo
+    units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, seg_box_sib, seg_line_sib, popc = geo
     ncell = grid.shape[0]
     nunit = units.shape[0]
     n = units.shape[1]
@@ -171,7 +179,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     cand = np.empty(ncell, np.int32)
     placed = np.zeros(ncell, np.int8)
     dirty = np.full(nunit, 3, np.int8)
-    lc_due = np.zeros(nunit, np.int8)
+    seg = np.zeros(ix_inter.shape[0] + 1, np.int32)
     queue = np.empty(2 * ncell + 2, np.int64)
     qn = 0
     for c in range(ncell):
@@ -189,7 +197,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     count = 0
     guesses = 0
     guesses_first = -1
-    ok = _propagate(cand, placed, geo, full, propagate, dirty, lc_due, queue, qn)
+    ok = _propagate(cand, placed, geo, full, propagate, dirty, seg, queue, qn)
     while True:
         if ok:
             best = -1
@@ -254,7 +262,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
             qn = 1
         for k in range(3):
             dirty[cell_units[best, k]] = 3
-        ok = _propagate(cand, placed, geo, full, propagate, dirty, lc_due, queue, qn)
+        ok = _propagate(cand, placed, geo, full, propagate, dirty, seg, queue, qn)
     stats[0] = count
     stats[1] = guesses_first
     stats[2] = guesses
@@ -363,7 +371,7 @@ def _neighbour(p, q, geo):
     """q = p with 1-2 givens dropped and 1-2 givens added (random cells, digits free of clashes
     with the remaining givens). Returns False when a chosen cell has no digit left."""
     peers = geo[1]
-    popc = geo[7]
+    popc = geo[-1]
     n = geo[0].shape[1]
     ncell = n * n
     q[:] = p

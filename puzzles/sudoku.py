@@ -41,7 +41,8 @@ class Geometry:
     ix_inter: np.ndarray  # (M, L) box-line intersections, for locked candidates
     ix_boxrest: np.ndarray  # (M, N-L) the rest of the box
     ix_linerest: np.ndarray  # (M, N-L) the rest of the line
-    ix_units: np.ndarray  # (M, 2) the box unit and the line unit of each intersection
+    seg_box_sib: np.ndarray  # (M, .) the other intersections of the same box and orientation (M = none)
+    seg_line_sib: np.ndarray  # (M, .) the other intersections of the same line (M = none)
     popc: np.ndarray  # (2**N,) popcount table
     colperms: np.ndarray  # (S, N) every column order the symmetry group allows
 
@@ -61,7 +62,8 @@ class Geometry:
             self.ix_inter,
             self.ix_boxrest,
             self.ix_linerest,
-            self.ix_units,
+            self.seg_box_sib,
+            self.seg_line_sib,
             self.popc,
         )
 
@@ -120,6 +122,13 @@ def geometry(box: str | tuple[int, int] = "3x3") -> Geometry:
         return np.array([r + [r[-1]] * (w - len(r)) for r in rows_], dtype=np.int64)
 
     popc = np.array([bin(i).count("1") for i in range(1 << n)], dtype=np.int64)
+    m = len(inter)
+
+    def sib(same):
+        rows_ = [[j for j in range(m) if j != k and same(ix_units[k], ix_units[j])] for k in range(m)]
+        width_ = max(len(r) for r in rows_)
+        return np.array([r + [m] * (width_ - len(r)) for r in rows_], dtype=np.int64)
+
     stacks = [list(range(s * bc, s * bc + bc)) for s in range(n // bc)]
     colperms = []
     for sp in itertools.permutations(range(n // bc)):
@@ -135,7 +144,8 @@ def geometry(box: str | tuple[int, int] = "3x3") -> Geometry:
         ix_inter=pad(inter, width),
         ix_boxrest=pad(boxrest, rest),
         ix_linerest=pad(linerest, rest),
-        ix_units=np.array(ix_units, dtype=np.int64),
+        seg_box_sib=sib(lambda a, b: a[0] == b[0] and (a[1] < n) == (b[1] < n)),
+        seg_line_sib=sib(lambda a, b: a[1] == b[1]),
         popc=popc,
         colperms=np.array(colperms, dtype=np.int64),
     )
