@@ -474,6 +474,7 @@ def main(argv=None) -> int:
                 k: {
                     "mean": round(float(np.mean(v)), 3) if len(v) else None,
                     "median": float(np.median(v)) if len(v) else None,
+                    "histogram": histogram(v),
                 }
                 for k, v in ours.items()
             },

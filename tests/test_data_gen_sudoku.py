@@ -12,6 +12,7 @@ import pytest
 from data_gen import sudoku as G
 from data_gen.format import read_public_csv, read_split
 from puzzles import sudoku as S
+from tests._sudoku_oracles import plain_count
 
 CLIMB = ("--climb-iters", "3000", "--islands", "2")
 TINY_CLIMB = ("--climb-iters", "500", "--islands", "1")
@@ -89,7 +90,7 @@ def test_csv_matches_arrays_and_every_puzzle_is_unique(small_set):
     for (src, q, a, rating, _), p in zip(rows, originals, strict=True):
         assert src in ("gridloop-easy", "gridloop-hard")
         assert q == S.format_grid(p) and rating >= 0
-        assert S.count_solutions(q, limit=2) == 1
+        assert plain_count(S.parse(q), limit=2) == 1  # independent of the library's solver
         assert S.format_grid(S.solve(q)) == a
 
 
