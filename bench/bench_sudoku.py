@@ -72,14 +72,15 @@ def bench_solver():
         f"import sys,time,numpy as np; sys.path.insert(0, {str(REPO)!r}); from puzzles import sudoku as S;"
         f"import csv; rows=list(csv.DictReader(open({csv_path!r})))[:{k}];"
         "g=np.stack([S.parse(r['puzzle'], check_rules=False) for r in rows]);"
-        "t=time.perf_counter(); S.solve_many(g, limit=1); print(len(g)/(time.perf_counter()-t))"
+        "t=time.perf_counter(); r=S.solve_many(g, limit=1); dt=time.perf_counter()-t;"
+        "print(len(g)/dt, int(r.guesses_first.sum()))"
     )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    py = float(
-        subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    )
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    py_rate, py_guesses = res.stdout.split()
+    py = float(py_rate)
+    # the interpreted run must be the same computation, guess for guess
+    assert int(py_guesses) == int(S.solve_many(grids[:k]).guesses_first.sum()), "pure-Python run disagrees"
     out.append(("same algorithm, pure Python (NUMBA_DISABLE_JIT=1)", 1, py, py))
     try:
         from sudoku import Sudoku  # py-sudoku

@@ -183,7 +183,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     queue = np.empty(2 * ncell + 2, np.int64)
     qn = 0
     for c in range(ncell):
-        d = grid[c]
+        d = int(grid[c])  # int: int8 shifts would overflow outside Numba
         if d == 0:
             cand[c] = full
         else:
@@ -390,7 +390,7 @@ def _neighbour(p, q, geo):
             c = np.random.randint(0, ncell)
         used = 0
         for k in range(peers.shape[1]):
-            v = q[peers[c, k]]
+            v = int(q[peers[c, k]])
             if v:
                 used |= 1 << (v - 1)
         free = ((1 << n) - 1) & ~used
