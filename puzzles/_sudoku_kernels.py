@@ -301,7 +301,7 @@ def check_batch(puzzles, candidates, units):
             for u in range(units.shape[0]):
                 seen = 0
                 for k in range(n):
-                    seen |= 1 << (candidates[i, units[u, k]] - 1)
+                    seen |= 1 << (int(candidates[i, units[u, k]]) - 1)
                 if seen != full:
                     good = False
                     break
