@@ -68,7 +68,7 @@ def pilot_envelope(
     """Envelope C from a pilot run on a separate stream: 2 x the largest keep chance seen, rounded up
     to a power of two, at most 1. The pilot draws its own layouts, so C does not depend on the
     candidates of the run itself. Returns (C, pilot candidates, layouts with a pair, largest chance)."""
-    key = _k.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07))
+    key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07)))
     n_cells = size * size
     first = qualified = 0
     a_max = 0.0
@@ -131,11 +131,13 @@ def generate_mazes(
     batch: int = BATCH,
     progress: bool = False,
     max_candidates: int | None = None,
+    dedupe: bool = True,
 ) -> MazeSet:
     """The first ``count`` distinct accepted layouts of the run ``seed`` (see the module docstring).
 
-    ``t_edges``: keep mazes whose shortest path has at least this many edges. Raises ``ValueError``
-    on bad settings, ``RuntimeError`` when ``max_candidates`` run out first.
+    ``t_edges``: keep mazes whose shortest path has at least this many edges. ``dedupe=False`` keeps
+    repeated layouts (as the naive recipe would; for distribution tests on tiny grids). Raises
+    ``ValueError`` on bad settings, ``RuntimeError`` when ``max_candidates`` run out first.
     """
     _check_settings(size, t_edges, seed)
     if count < 0:
@@ -146,7 +148,7 @@ def generate_mazes(
         envelope, *pilot = pilot_envelope(size, t_edges, seed)
     if not 0 < envelope <= 1:
         raise ValueError(f"envelope must be in (0, 1], got {envelope}")
-    key = _k.stream_key(np.uint64(seed))
+    key = np.uint64(_k.stream_key(np.uint64(seed)))
     keep: list[int] = []
     seen: set[bytes] = set()
     parts = []
@@ -181,11 +183,12 @@ def generate_mazes(
                 for j in range(acc.size):
                     if len(keep) >= count:
                         break
-                    lk = layout_key(q[j], size)
-                    if lk in seen:
-                        n_dupes += 1
-                        continue
-                    seen.add(lk)
+                    if dedupe:
+                        lk = layout_key(q[j], size)
+                        if lk in seen:
+                            n_dupes += 1
+                            continue
+                        seen.add(lk)
                     keep.append(int(idx[j]))
                     rows.append(j)
                     bar.update(1)
@@ -264,7 +267,7 @@ def naive_recipe_numba(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The public recipe, one (layout, S, G) per draw, in Numba: (path edges, walls) of kept draws."""
     _check_settings(size, t_edges, seed)
-    key = _k.stream_key(np.uint64(seed) ^ np.uint64(0x5EED))
+    key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x5EED)))
     lengths, walls = [], []
     for first in range(0, draws, BATCH):
         d, w = _k.naive_batch(key, first, min(BATCH, draws - first), size)
