@@ -13,14 +13,18 @@ shortest-path length in the same unit, so every row satisfies ``rating > min_pat
 
 Fast and unbiased. Hard mazes are rare (~1.6e-5 per naive draw at 30x30, > 110 cells), so instead
 of drawing (layout, S, G) triples we draw layouts and compute Q, the exact number of ordered pairs
-at distance >= the threshold, with a few BFS (eccentricity bounds settle ~99% of layouts with one
-to four BFS; see ``puzzles._maze_kernels._count_pairs``). The naive recipe keeps a layout with
-probability a = Q / (F (F - 1)) (F free cells); we keep it with probability a / C for a fixed
-envelope C and pick (S, G) uniformly among its Q pairs. The accepted mazes then follow exactly the
-naive recipe's distribution, provided a <= C for every layout; stats.json reports the largest a met
-and how many layouts exceeded C ("clipped", kept with probability 1 instead of a / C). At 30x30 and
-> 110 cells the largest a in 3M layouts was 0.087 (mean over layouts with a pair: 2.6e-3), so the
-default C = 0.1 clipped none; smaller C is faster and biased against the rare pair-rich layouts.
+at distance >= the threshold, with a few BFS (eccentricity bounds from a double sweep and a central
+BFS settle ~99% of layouts; see ``puzzles._maze_kernels._count_pairs``). The naive recipe keeps a
+layout with probability a = Q / (F (F - 1)) (F free cells: the chance that its uniform (S, G) draw
+qualifies); we keep it with probability a / C for a fixed envelope C and pick (S, G) uniformly among
+its Q pairs. The accepted mazes then follow exactly the naive recipe's distribution provided
+a <= C for every layout met; stats.json reports the largest a seen and how many layouts exceeded C
+("clipped": kept with probability 1 instead of a / C, so under-weighted). The default C comes from a
+pilot run on a separate random stream: twice the largest a seen there, rounded up to a power of two
+(0.125 at 30x30, > 110 cells, where 3M layouts gave a largest a of 0.087 and none above 0.1).
+The envelope is what bounds the speed: a is heavy-tailed (mean 2.6e-3 over layouts holding a pair,
+largest 0.087), so an exact sample needs about C / 1.6e-5 ~ 8000 layouts per maze. ``--envelope``
+trades exactness for speed (0.05 would clip ~0.8% of the target mass at 30x30).
 
 Determinism: candidate i of a run draws from its own stream keyed by (seed, i); candidates are
 filtered in fixed batches and accepted in index order, so the output is byte-identical whatever the

@@ -410,11 +410,12 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
     """Number of ordered pairs (a, b) of open cells with BFS distance >= ``t`` edges.
 
     Component by component: a component of at most ``t`` cells is skipped; otherwise BFS from its
-    first cell, a double sweep, and the midpoint of the long path found give eccentricity bounds
-    (lower: any BFS's eccentricity; upper: ``ub[w] = min_s ecc(s) + d(s, w)``), and more BFS from
-    the cell of largest ``ub`` follow until the component is proven to hold no pair (max ub < t)
-    or to hold one (some eccentricity >= t). Only then are pairs counted, by BFS from each cell
-    whose ``ub`` is still >= t (a cell below has no partner), tightening ``ub`` as it goes.
+    first cell (the centre cell for the first component), a double sweep, and the midpoint of the
+    long path found give eccentricity bounds (lower: any BFS's eccentricity; upper:
+    ``ub[w] = min_s ecc(s) + d(s, w)``), and more BFS from the cell of largest ``ub`` follow until
+    the component is proven to hold no pair (max ub < t) or to hold one (some eccentricity >= t).
+    Only then are pairs counted, by BFS from each cell whose ``ub`` is still >= t (a cell below has
+    no partner), tightening ``ub`` as it goes.
 
     With ``pick >= 0`` it stops at the pick-th pair in that enumeration order and writes its two
     cells to ``out[0], out[1]``. Returns (pair count, BFS count).
@@ -425,11 +426,30 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
     dist[:] = -1  # invariant: -1 everywhere whenever a component starts (reset per component below)
     total = 0
     nbfs = 0
-    for p in range(wp, npad - wp):
-        if not open_[p] or seen[p]:
+    remaining = 0
+    for p in range(npad):
+        remaining += open_[p]
+    # Start at the open cell nearest the middle of the middle row: it is usually in the giant
+    # component, and a central start often settles it at once (2 ecc < t). Afterwards the scan
+    # stops as soon as the unseen cells are too few to hold a component of more than t cells.
+    centre = -1
+    mid = (side // 2 + 1) * wp
+    for d in range(side):
+        if open_[mid + side // 2 + 1 + d] and side // 2 + d < side:
+            centre = mid + side // 2 + 1 + d
+            break
+        if open_[mid + side // 2 + 1 - d] and side // 2 - d >= 0:
+            centre = mid + side // 2 + 1 - d
+            break
+    for it in range(wp - 1, npad - wp):
+        if remaining <= t:
+            break
+        p = centre if it == wp - 1 else it
+        if p < 0 or not open_[p] or seen[p]:
             continue
         m = _bfs(open_, wp, p, dist, queue)
         nbfs += 1
+        remaining -= m
         for j in range(m):
             comp[j] = queue[j]
             seen[queue[j]] = 1
