@@ -62,7 +62,7 @@ def speed_table(settings, quick: bool) -> list[str]:
         dm.naive_recipe_numba(1000, size=10, t_edges=10, seed=99)
         ms, t_fast = timed(dm.generate_mazes, n_fast, size=size, t_edges=t_edges, seed=1)
         fast = n_fast / t_fast
-        yld = ms.stats["naive_yield_estimate"]
+        yld = ms.stats["envelope_pilot"]["naive_yield_estimate"]
         (lengths, _), t_nb = timed(dm.naive_recipe_numba, numba_draws, size=size, t_edges=t_edges, seed=2)
         nb = len(lengths) / t_nb if len(lengths) else numba_draws / t_nb * yld
         nb_how = "measured" if len(lengths) else "draws/s x yield"
@@ -87,7 +87,7 @@ def end_to_end(n: int) -> str:
     return (
         f"end to end: {2 * n} mazes (train {n} + test {n}) at 30x30, > 110 cells, seed 0: {dt:.1f} s "
         f"({g['candidates']:,} layouts, envelope {g['envelope']}, clipped {g['clipped_layouts']}, "
-        f"max keep chance {g['max_keep_chance_seen']:.4f}); train path cells mean "
+        f"max keep chance {g['max_keep_chance_counted']:.4f}); train path cells mean "
         f"{stats['train']['path_length_cells_mean']:.1f}, wall share {stats['train']['wall_share_mean']:.3f}"
     )
 

@@ -71,21 +71,24 @@ def pilot_envelope(
 ):
     """Envelope C from a pilot run on a separate stream: 2 x the largest keep chance seen, rounded up
     to a power of two, at most 1. The pilot draws its own layouts, so C does not depend on the
-    candidates of the run itself. Returns (C, pilot candidates, layouts with a pair, largest chance)."""
+    candidates of the run itself. Returns (C, pilot candidates, layouts with a pair, largest chance,
+    mean chance = the naive recipe's yield per draw)."""
     key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07)))
     n_cells = size * size
     first = qualified = 0
-    a_max = 0.0
+    a_max = a_sum = 0.0
     while qualified < min_layouts and first < max_candidates:
-        _, pairs, _, walls = _k.filter_batch(key, first, BATCH, size, t_edges, 1.0, MAX_SOURCES)
+        _, pairs, _, walls = _k.filter_batch(key, first, BATCH, size, t_edges, 1.0, MAX_SOURCES, True)
         qual = pairs > 0
         qualified += int(qual.sum())
         free = n_cells - walls[qual].astype(np.float64)
         if qual.any():
-            a_max = max(a_max, float((pairs[qual] / (free * (free - 1))).max()))
+            a = pairs[qual] / (free * (free - 1))
+            a_max = max(a_max, float(a.max()))
+            a_sum += float(a.sum())
         first += BATCH
     env = 1.0 if a_max == 0 else min(1.0, 2.0 ** np.ceil(np.log2(2 * a_max)))
-    return float(env), first, qualified, a_max
+    return float(env), first, qualified, a_max, a_sum / first
 
 
 # ----------------------------------------------------------------------------- generation
@@ -158,7 +161,7 @@ def generate_mazes(
     parts = []
     first = 0
     n_qualified = n_accepted = n_dupes = clipped = 0
-    a_max = a_sum = 0.0
+    a_max = 0.0
     bfs_total = 0
     n_cells = size * size
     bar = _progress(count, progress)
@@ -169,13 +172,14 @@ def generate_mazes(
             status, pairs, nbfs, walls = _k.filter_batch(
                 key, first, batch, size, t_edges, envelope, MAX_SOURCES
             )
+            # pairs is -1 where the filter rejected on a bound: such a layout's keep chance is below
+            # the envelope, so the clipped count stays exact.
             qual = pairs > 0
             n_qualified += int(qual.sum())
             bfs_total += int(nbfs.sum())
             free = n_cells - walls[qual].astype(np.float64)
             a = pairs[qual] / (free * (free - 1))
             if a.size:
-                a_sum += float(a.sum())
                 a_max = max(a_max, float(a.max()))
                 clipped += int((a > envelope).sum())
             acc = np.nonzero(status == _k.ST_ACCEPTED)[0]
@@ -210,18 +214,22 @@ def generate_mazes(
     elapsed = time.perf_counter() - t0
     stats = {
         "candidates": first,
-        "layouts_with_a_pair": n_qualified,
+        "layouts_counted_with_a_pair": n_qualified,
         "accepted": n_accepted,
         "duplicates_dropped": n_dupes,
         "bfs_per_candidate": bfs_total / max(first, 1),
         "envelope": envelope,
         "envelope_pilot": None
         if pilot is None
-        else {"candidates": pilot[0], "layouts_with_a_pair": pilot[1], "max_keep_chance": pilot[2]},
-        "max_keep_chance_seen": a_max,
+        else {
+            "candidates": pilot[0],
+            "layouts_with_a_pair": pilot[1],
+            "max_keep_chance": pilot[2],
+            # mean keep chance over the pilot's layouts: the naive recipe's yield per draw
+            "naive_yield_estimate": pilot[3],
+        },
+        "max_keep_chance_counted": a_max,
         "clipped_layouts": clipped,
-        # Mean keep chance over all layouts: the naive recipe's yield per (layout, S, G) draw.
-        "naive_yield_estimate": a_sum / max(first, 1),
         "seconds": round(elapsed, 3),
     }
     if clipped:

@@ -406,7 +406,20 @@ def check_batch(questions, answers, side):
 
 
 @njit(cache=True)
-def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out):
+def _centre(open_, side):
+    """The open cell of the middle row nearest its middle (-1 when that row is all wall)."""
+    wp = side + 2
+    mid = (side // 2 + 1) * wp + side // 2 + 1
+    for d in range(side):
+        if side // 2 + d < side and open_[mid + d]:
+            return mid + d
+        if side // 2 - d >= 0 and open_[mid - d]:
+            return mid - d
+    return -1
+
+
+@njit(cache=True)
+def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out, hist, thresh, norm):
     """Number of ordered pairs (a, b) of open cells with BFS distance >= ``t`` edges.
 
     Component by component: a component of at most ``t`` cells is skipped; otherwise BFS from its
@@ -419,6 +432,13 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
 
     With ``pick >= 0`` it stops at the pick-th pair in that enumeration order and writes its two
     cells to ``out[0], out[1]``. Returns (pair count, BFS count).
+
+    Early rejection for the filter, which only asks whether ``thresh < Q / norm``: after the first
+    BFS of a component (source c), d(a, b) <= d(c, a) + d(c, b) bounds its pairs by
+    sum_i N_i * #{cells with d(c, .) >= t - i} (N_i = cells at distance i from c). When the pairs
+    counted so far plus that bound plus r (r - 1) for the r cells not yet seen cannot pass the
+    test, it returns (-1, BFS count). From the centre cell the bound is tiny for most layouts.
+    Pass ``thresh < 0`` for the exact count.
     """
     wp = side + 2
     npad = wp * wp
@@ -432,15 +452,7 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
     # Start at the open cell nearest the middle of the middle row: it is usually in the giant
     # component, and a central start often settles it at once (2 ecc < t). Afterwards the scan
     # stops as soon as the unseen cells are too few to hold a component of more than t cells.
-    centre = -1
-    mid = (side // 2 + 1) * wp
-    for d in range(side):
-        if open_[mid + side // 2 + 1 + d] and side // 2 + d < side:
-            centre = mid + side // 2 + 1 + d
-            break
-        if open_[mid + side // 2 + 1 - d] and side // 2 - d >= 0:
-            centre = mid + side // 2 + 1 - d
-            break
+    centre = _centre(open_, side)
     for it in range(wp - 1, npad - wp):
         if remaining <= t:
             break
@@ -458,6 +470,22 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
                 dist[comp[j]] = -1
             continue  # m cells hold no two cells t edges apart
         e = dist[queue[m - 1]]
+        if thresh >= 0 and 2 * e >= t:
+            for i in range(e + 2):
+                hist[i] = 0
+            for j in range(m):
+                hist[dist[comp[j]]] += 1
+            for i in range(e - 1, -1, -1):
+                hist[i] += hist[i + 1]  # now: cells at distance >= i
+            bound = np.float64(total)
+            if remaining > t:
+                bound += remaining * (remaining - 1.0)
+            for i in range(max(0, t - e), e + 1):
+                bound += (hist[i] - hist[i + 1]) * np.float64(hist[max(t - i, 0)])
+            if not (thresh < bound / norm):
+                for j in range(m):
+                    dist[comp[j]] = -1
+                return -1, nbfs
         for j in range(m):
             ub[comp[j]] = e + dist[comp[j]]
         qualified = e >= t
@@ -569,14 +597,15 @@ def count_pairs_padded(open_, side, t, max_sources):
     ub = np.empty(npad, np.int32)
     queue = np.empty(npad, np.int32)
     out = np.empty(2, np.int64)
-    return _count_pairs(open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out)
+    hist = np.empty(npad + 2, np.int64)
+    return _count_pairs(open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out, hist, -1.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- generation
 
 
 @njit(cache=True, parallel=True)
-def filter_batch(key, first, count, side, t, envelope, max_sources):
+def filter_batch(key, first, count, side, t, envelope, max_sources, exact=False):
     """Decide candidates ``first .. first + count - 1`` of the run keyed by ``key``.
 
     Candidate i draws a layout, then two uniforms (acceptance, pair choice). It is accepted when
@@ -584,6 +613,10 @@ def filter_batch(key, first, count, side, t, envelope, max_sources):
     cells: Q / (F (F - 1)) is exactly the chance that the naive recipe's uniform (S, G) draw on this
     layout is kept, so accepted layouts follow the naive recipe's distribution whenever that chance
     stays <= envelope (``clipped`` counts the candidates where it did not).
+
+    Unless ``exact``, a candidate may be rejected on an upper bound of Q (see ``_count_pairs``):
+    its Q is then reported as -1 and its status as rejected (it may hold no pair at all).
+    Decisions never depend on ``exact``.
 
     Returns per-candidate status (0 no pair, 1 rejected, 2 accepted), Q, BFS count, wall count.
     """
@@ -604,13 +637,24 @@ def filter_batch(key, first, count, side, t, envelope, max_sources):
         ub = np.empty(npad, np.int32)
         queue = np.empty(npad, np.int32)
         out = np.empty(2, np.int64)
+        hist = np.empty(npad + 2, np.int64)
         for j in range(c, count, nchunk):
             _start(state, key, first + j)
             k = _sample_layout(state, side, perm, open_)
             u_accept = _uniform(state)
-            q, b = _count_pairs(open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out)
             f = n - k
             walls[j] = k
+            # The decision only asks whether u * envelope < Q / (F (F - 1)): _count_pairs may stop
+            # early once an upper bound on Q settles it (same decision as the exact count).
+            thresh = -1.0 if exact else u_accept * envelope
+            q, b = _count_pairs(
+                open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out, hist, thresh, f * (f - 1.0)
+            )
+            if q < 0:
+                status[j] = ST_REJECTED
+                pairs[j] = -1
+                nbfs[j] = b
+                continue
             pairs[j] = q
             nbfs[j] = b
             if q == 0:
@@ -658,7 +702,7 @@ def build_batch(key, indices, pairs, side, t, max_sources):
             u_pair = _uniform(state)
             # pairs[i] is this layout's count from filter_batch; the same enumeration finds the pick.
             pick = np.int64(u_pair * pairs[i])
-            _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out)
+            _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out, out, -1.0, 1.0)
             s = out[0]
             g = out[1]
             m = astar_padded(open_, wp, s, g, path)
