@@ -18,8 +18,9 @@ BFS settle ~99% of layouts; see ``puzzles._maze_kernels._count_pairs``). The nai
 layout with probability a = Q / (F (F - 1)) (F free cells: the chance that its uniform (S, G) draw
 qualifies); we keep it with probability a / C for a fixed envelope C and pick (S, G) uniformly among
 its Q pairs. The accepted mazes then follow exactly the naive recipe's distribution provided
-a <= C for every layout met; stats.json reports the largest a seen and how many layouts exceeded C
-("clipped": kept with probability 1 instead of a / C, so under-weighted). The default C comes from a
+a <= C for every layout met; stats.json reports how many layouts exceeded C ("clipped": kept with
+probability 1 instead of a / C, so under-weighted). Since only "is Q > u C F (F - 1)?" matters, a
+cheap upper bound on Q from the first BFS rejects many layouts before the exact count. The default C comes from a
 pilot run on a separate random stream: twice the largest a seen there, rounded up to a power of two
 (0.125 at 30x30, > 110 cells, where 3M layouts gave a largest a of 0.087 and none above 0.1).
 The envelope is what bounds the speed: a is heavy-tailed (mean 2.6e-3 over layouts holding a pair,
@@ -34,8 +35,10 @@ next ``--n`` the training split, so the test set does not change with ``--n``. `
 dihedral transforms of each training maze (question and label transformed together, as the reference
 builder does), off by default.
 
-Other sizes: without ``--min-path`` a size other than 30 uses ``round(110 * size / 30)`` cells for
-``--count cells``, the same ratio of threshold to side (10 -> 37, 15 -> 55).
+Other sizes: without ``--min-path`` a size other than 30 uses ``round(110 * (size / 30) ** 1.5)``
+cells (10 -> 21, 15 -> 39, 20 -> 60): long for the size but common enough for quick CPU runs (naive
+yields ~5e-3, ~1.2e-3, ~3e-4 per draw, against 1.6e-5 at 30x30). Keeping the public yield instead
+would need ~33 moves at 10x10, close to the longest path a 10x10 layout ever has.
 """
 
 from __future__ import annotations
