@@ -20,11 +20,13 @@ qualifies); we keep it with probability a / C for a fixed envelope C and pick (S
 its Q pairs. The accepted mazes then follow exactly the naive recipe's distribution provided
 a <= C for every layout met; stats.json reports how many layouts exceeded C ("clipped": kept with
 probability 1 instead of a / C, so under-weighted). Since only "is Q > u C F (F - 1)?" matters, a
-cheap upper bound on Q from the first BFS rejects many layouts before the exact count. The default C comes from a
-pilot run on a separate random stream: twice the largest a seen there, rounded up to a power of two
-(0.125 at 30x30, > 110 cells, where 3M layouts gave a largest a of 0.087 and none above 0.1).
+cheap upper bound on Q from the first BFS rejects many layouts before the exact count. The default
+C comes from a measurement at the public setting (0.125 at 30x30, > 110 cells: the largest a met
+in 10.9M layouts was 0.104) and otherwise from a pilot run on a separate random stream: 4 x the
+largest a among its first 400 layouts holding a pair, rounded up to two significant digits
+(``pilot_envelope``).
 The envelope is what bounds the speed: a is heavy-tailed (mean 2.6e-3 over layouts holding a pair,
-largest 0.087), so an exact sample needs about C / 1.6e-5 ~ 8000 layouts per maze. ``--envelope``
+largest 0.104), so an exact sample needs about C / 1.5e-5 ~ 9000 layouts per maze. ``--envelope``
 trades exactness for speed (0.05 would clip ~0.8% of the target mass at 30x30).
 
 Determinism: candidate i of a run draws from its own stream keyed by (seed, i); candidates are
@@ -60,6 +62,9 @@ from puzzles import maze as pm
 PUBLIC_SIZE = 30
 PUBLIC_MIN_PATH = 110  # cells: the public Maze-Hard filter "> 110", read as counting cells
 MAX_SOURCES = 8  # bounding BFS per component before falling back to the exact count
+# Measured envelopes: (size, threshold in edges) -> C. At the public setting the largest keep chance
+# in 10.9M layouts (two seeds) was 0.104, so 0.125 clipped none; a 400-layout pilot is far noisier.
+KNOWN_ENVELOPES = {(30, 110): 0.125}
 BATCH = 1 << 16
 
 
@@ -69,13 +74,24 @@ def default_min_path(size: int, count: str = "cells") -> int:
     return cells if count == "cells" else cells - 1
 
 
+def _round_up_2sig(x: float) -> float:
+    scale = 10.0 ** (np.floor(np.log10(x)) - 1)
+    return float(np.ceil(round(x / scale, 9)) * scale)
+
+
 def pilot_envelope(
-    size: int, t_edges: int, seed: int, *, min_layouts: int = 100, max_candidates: int = 1 << 20
+    size: int, t_edges: int, seed: int, *, min_layouts: int = 400, max_candidates: int = 1 << 21
 ):
-    """Envelope C from a pilot run on a separate stream: 2 x the largest keep chance seen, rounded up
-    to a power of two, at most 1. The pilot draws its own layouts, so C does not depend on the
-    candidates of the run itself. Returns (C, pilot candidates, layouts with a pair, largest chance,
-    mean chance = the naive recipe's yield per draw)."""
+    """Envelope C from a pilot run on a separate stream: 4 x the largest keep chance seen, rounded up
+    to two significant digits, at most 1. The pilot draws its own layouts, so C does not depend on
+    the candidates of the run itself. Why 4: the keep chance is heavy-tailed (at 30x30, > 110 cells,
+    the largest of n layouts holding a pair grows about as n^0.22: 0.036 at 356, 0.087 at 18k, 0.104
+    at 47k), so a 400-layout pilot's maximum times 4 covers runs of a few hundred thousand such
+    layouts (~30M candidates). Clipping, if any, is counted in stats.json and warned about.
+
+    Returns (C, pilot candidates, layouts with a pair, largest chance, mean chance = the naive
+    recipe's yield per draw).
+    """
     key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07)))
     n_cells = size * size
     first = qualified = 0
@@ -90,7 +106,7 @@ def pilot_envelope(
             a_max = max(a_max, float(a.max()))
             a_sum += float(a.sum())
         first += BATCH
-    env = 1.0 if a_max == 0 else min(1.0, 2.0 ** np.ceil(np.log2(2 * a_max)))
+    env = 1.0 if a_max == 0 else min(1.0, _round_up_2sig(4 * a_max))
     return float(env), first, qualified, a_max, a_sum / first
 
 
@@ -154,6 +170,8 @@ def generate_mazes(
         raise ValueError(f"count must be >= 0, got {count}")
     t0 = time.perf_counter()
     pilot = None
+    if envelope is None:
+        envelope = KNOWN_ENVELOPES.get((size, t_edges))
     if envelope is None:
         envelope, *pilot = pilot_envelope(size, t_edges, seed)
     if not 0 < envelope <= 1:
