@@ -1,0 +1,606 @@
+"""Build a Maze-Hard-style dataset: random-wall mazes whose shortest S-G path is long.
+
+    python -m data_gen.maze --n 1000 [--test-n N] [--size 30] [--min-path L] [--count cells|edges]
+                            [--seed S] [--out DIR] [--aug] [--envelope C] [--overwrite]
+    python -m data_gen.maze --from-csv DIR_OR_FILES --out DIR [--aug]
+
+The public recipe (Searchformer; HRM's "hard" filter): shuffle the side^2 cells, the first
+k ~ U{n//10*3 .. n//10*5} become walls (270..450 at 30x30), S and G are a uniform ordered pair of
+distinct free cells, and the maze is kept when its shortest S-G path is longer than ``--min-path``.
+We read the public "> 110" as counting **cells** (S and G included, as the recipe's ``len(plan)``
+does), i.e. at least 110 moves; ``--count edges`` reads it as moves. ``rating`` in the CSVs is the
+shortest-path length in the same unit, so every row satisfies ``rating > min_path``.
+
+Fast and unbiased. Hard mazes are rare (~1.6e-5 per naive draw at 30x30, > 110 cells), so instead
+of drawing (layout, S, G) triples we draw layouts and compute Q, the exact number of ordered pairs
+at distance >= the threshold, with a few BFS (eccentricity bounds from a double sweep and a central
+BFS settle ~99% of layouts; see ``puzzles._maze_kernels._count_pairs``). The naive recipe keeps a
+layout with probability a = Q / (F (F - 1)) (F free cells: the chance that its uniform (S, G) draw
+qualifies); we keep it with probability a / C for a fixed envelope C and pick (S, G) uniformly among
+its Q pairs. The accepted mazes then follow exactly the naive recipe's distribution provided
+a <= C for every layout met; stats.json reports how many layouts exceeded C ("clipped": kept with
+probability 1 instead of a / C, so under-weighted). Since only "is Q > u C F (F - 1)?" matters, a
+cheap upper bound on Q from the first BFS rejects many layouts before the exact count. The default
+C comes from a measurement at the public setting (0.125 at 30x30, > 110 cells: the largest a met
+in 26M layouts was 0.110) and otherwise from a pilot run on a separate random stream: 4 x the
+largest a among its first 400 layouts holding a pair, rounded up to two significant digits
+(``pilot_envelope``).
+The envelope is what bounds the speed: a is heavy-tailed (mean 2.6e-3 over layouts holding a pair,
+largest 0.110), so an exact sample needs about C / 1.6e-5 ~ 8000 layouts per maze. ``--envelope``
+trades exactness for speed (0.05 would clip ~0.8% of the target mass at 30x30).
+
+Determinism: candidate i of a run draws from its own stream keyed by (seed, i); candidates are
+filtered in fixed batches and accepted in index order, so the output is byte-identical whatever the
+thread count. Layouts are deduplicated up to the 8 dihedral symmetries (a test maze is never a
+rotation of a training maze); the first ``--test-n`` accepted layouts form the test split and the
+next ``--n`` the training split, so the test set does not change with ``--n``. ``--aug`` adds the 8
+dihedral transforms of each training maze (question and label transformed together, as the reference
+builder does), off by default.
+
+Other sizes: without ``--min-path`` a size other than 30 uses ``round(110 * (size / 30) ** 1.5)``
+cells (10 -> 21, 15 -> 39, 20 -> 60): long for the size but common enough for quick CPU runs (naive
+yields ~5e-3, ~1.2e-3, ~3e-4 per draw, against 1.6e-5 at 30x30). Keeping the public yield instead
+would need ~33 moves at 10x10, close to the longest path a 10x10 layout ever has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_gen.format import build_split, read_public_csv, write_dataset
+from puzzles import _maze_kernels as _k
+from puzzles import maze as pm
+
+PUBLIC_SIZE = 30
+PUBLIC_MIN_PATH = 110  # cells: the public Maze-Hard filter "> 110", read as counting cells
+MAX_SOURCES = 8  # bounding BFS per component before falling back to the exact count
+# Measured envelopes: (size, threshold in edges) -> C. At the public setting the largest keep chance
+# in 26M layouts (three runs) was 0.110, so 0.125 clipped none; a 400-layout pilot is far noisier.
+# The tail grows slowly with the run (about n^0.22): much larger runs may clip a few layouts
+# (counted and warned); --envelope 0.25 gives a wider margin at twice the time.
+KNOWN_ENVELOPES = {(30, 110): 0.125}
+BATCH = 1 << 16
+
+
+def default_min_path(size: int, count: str = "cells") -> int:
+    """The public threshold (110 cells at 30x30) scaled as side^1.5 (10 -> 21, 15 -> 39, 20 -> 60)."""
+    cells = round(PUBLIC_MIN_PATH * (size / PUBLIC_SIZE) ** 1.5)
+    return cells if count == "cells" else cells - 1
+
+
+def _round_up_2sig(x: float) -> float:
+    scale = 10.0 ** (np.floor(np.log10(x)) - 1)
+    return float(np.ceil(round(x / scale, 9)) * scale)
+
+
+def pilot_envelope(
+    size: int, t_edges: int, seed: int, *, min_layouts: int = 400, max_candidates: int = 1 << 21
+):
+    """Envelope C from a pilot run on a separate stream: 4 x the largest keep chance seen, rounded up
+    to two significant digits, at most 1. The pilot draws its own layouts, so C does not depend on
+    the candidates of the run itself. Why 4: the keep chance is heavy-tailed (at 30x30, > 110 cells,
+    the largest of n layouts holding a pair grows about as n^0.22: 0.036 at 356, 0.087 at 18k, 0.104
+    at 47k), so a 400-layout pilot's maximum times 4 covers runs of a few hundred thousand such
+    layouts (~30M candidates). Clipping, if any, is counted in stats.json and warned about.
+
+    Returns (C, pilot candidates, layouts with a pair, largest chance, mean chance = the naive
+    recipe's yield per draw).
+    """
+    key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07)))
+    n_cells = size * size
+    first = qualified = 0
+    a_max = a_sum = 0.0
+    while qualified < min_layouts and first < max_candidates:
+        _, pairs, _, walls = _k.filter_batch(key, first, BATCH, size, t_edges, 1.0, MAX_SOURCES, True)
+        qual = pairs > 0
+        qualified += int(qual.sum())
+        free = n_cells - walls[qual].astype(np.float64)
+        if qual.any():
+            a = pairs[qual] / (free * (free - 1))
+            a_max = max(a_max, float(a.max()))
+            a_sum += float(a.sum())
+        first += BATCH
+    env = 1.0 if a_max == 0 else min(1.0, _round_up_2sig(4 * a_max))
+    return float(env), first, qualified, a_max, a_sum / first
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@dataclass
+class MazeSet:
+    """Generated mazes as token rows plus per-maze facts (lengths in edges)."""
+
+    questions: np.ndarray  # (M, side^2) uint8
+    answers: np.ndarray  # (M, side^2) uint8
+    lengths: np.ndarray  # (M,) int32 shortest-path edges
+    npaths: np.ndarray  # (M,) float64 number of shortest paths
+    walls: np.ndarray  # (M,) int16 wall count
+    indices: np.ndarray  # (M,) int64 candidate index in the run
+    stats: dict = field(default_factory=dict)
+
+
+def dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
+    """The 8 dihedral transforms in the reference builders' order (0 = identity)."""
+    ops = (
+        lambda a: a,
+        lambda a: np.rot90(a, 1),
+        lambda a: np.rot90(a, 2),
+        lambda a: np.rot90(a, 3),
+        np.fliplr,
+        np.flipud,
+        lambda a: a.T,
+        lambda a: np.fliplr(np.rot90(a, 1)),
+    )
+    return np.ascontiguousarray(ops[tid](grid))
+
+
+def layout_key(question_row: np.ndarray, side: int) -> bytes:
+    """Canonical bytes of a layout's walls up to the 8 dihedral symmetries."""
+    walls = (question_row.reshape(side, side) == pm.WALL).astype(np.uint8)
+    return min(dihedral(walls, t).tobytes() for t in range(8))
+
+
+def generate_mazes(
+    count: int,
+    *,
+    size: int = PUBLIC_SIZE,
+    t_edges: int = PUBLIC_MIN_PATH,
+    seed: int = 0,
+    envelope: float | None = None,
+    batch: int = BATCH,
+    progress: bool = False,
+    max_candidates: int | None = None,
+    dedupe: bool = True,
+) -> MazeSet:
+    """The first ``count`` distinct accepted layouts of the run ``seed`` (see the module docstring).
+
+    ``t_edges``: keep mazes whose shortest path has at least this many edges. ``dedupe=False`` keeps
+    repeated layouts (as the naive recipe would; for distribution tests on tiny grids). Raises
+    ``ValueError`` on bad settings, ``RuntimeError`` when ``max_candidates`` run out first.
+    """
+    _check_settings(size, t_edges, seed)
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    t0 = time.perf_counter()
+    pilot = None
+    if envelope is None:
+        envelope = KNOWN_ENVELOPES.get((size, t_edges))
+    if envelope is None:
+        envelope, *pilot = pilot_envelope(size, t_edges, seed)
+    if not 0 < envelope <= 1:
+        raise ValueError(f"envelope must be in (0, 1], got {envelope}")
+    key = np.uint64(_k.stream_key(np.uint64(seed)))
+    keep: list[int] = []
+    seen: set[bytes] = set()
+    parts = []
+    first = 0
+    n_qualified = n_accepted = n_dupes = clipped = 0
+    a_max = 0.0
+    bfs_total = 0
+    n_cells = size * size
+    bar = _progress(count, progress)
+    try:
+        while len(keep) < count:
+            if max_candidates is not None and first >= max_candidates:
+                raise RuntimeError(f"only {len(keep)} of {count} mazes after {first} candidates")
+            status, pairs, nbfs, walls = _k.filter_batch(
+                key, first, batch, size, t_edges, envelope, MAX_SOURCES
+            )
+            # pairs is -1 where the filter rejected on a bound: such a layout's keep chance is below
+            # the envelope, so the clipped count stays exact.
+            qual = pairs > 0
+            n_qualified += int(qual.sum())
+            bfs_total += int(nbfs.sum())
+            free = n_cells - walls[qual].astype(np.float64)
+            a = pairs[qual] / (free * (free - 1))
+            if a.size:
+                a_max = max(a_max, float(a.max()))
+                clipped += int((a > envelope).sum())
+            acc = np.nonzero(status == _k.ST_ACCEPTED)[0]
+            n_accepted += acc.size
+            if acc.size:
+                idx = (first + acc).astype(np.int64)
+                q, ans, lengths, npaths, w = _k.build_batch(key, idx, pairs[acc], size, t_edges, MAX_SOURCES)
+                rows = []
+                for j in range(acc.size):
+                    if len(keep) >= count:
+                        break
+                    if dedupe:
+                        lk = layout_key(q[j], size)
+                        if lk in seen:
+                            n_dupes += 1
+                            continue
+                        seen.add(lk)
+                    keep.append(int(idx[j]))
+                    rows.append(j)
+                    bar.update(1)
+                rows = np.asarray(rows, dtype=np.int64)
+                parts.append((q[rows], ans[rows], lengths[rows], npaths[rows], w[rows], idx[rows]))
+            first += batch
+            bar.set_postfix(candidates=first)
+    finally:
+        bar.close()
+    if parts:
+        q, ans, lengths, npaths, w, idx = (np.concatenate(x) for x in zip(*parts, strict=True))
+    else:
+        q = ans = np.zeros((0, n_cells), np.uint8)
+        lengths, npaths, w, idx = (np.zeros(0, d) for d in (np.int32, np.float64, np.int16, np.int64))
+    elapsed = time.perf_counter() - t0
+    stats = {
+        "candidates": first,
+        "layouts_counted_with_a_pair": n_qualified,
+        "accepted": n_accepted,
+        "duplicates_dropped": n_dupes,
+        "bfs_per_candidate": bfs_total / max(first, 1),
+        "envelope": envelope,
+        "envelope_pilot": None
+        if pilot is None
+        else {
+            "candidates": pilot[0],
+            "layouts_with_a_pair": pilot[1],
+            "max_keep_chance": pilot[2],
+            # mean keep chance over the pilot's layouts: the naive recipe's yield per draw
+            "naive_yield_estimate": pilot[3],
+        },
+        "max_keep_chance_counted": a_max,
+        "clipped_layouts": clipped,
+        "seconds": round(elapsed, 3),
+    }
+    if clipped:
+        print(
+            f"warning: {clipped} layouts had keep chance above --envelope {envelope} (max {a_max:.4f}); "
+            "the sample under-weights them: raise --envelope for an exact sample",
+            file=sys.stderr,
+        )
+    return MazeSet(q, ans, lengths, npaths, w, idx, stats)
+
+
+def _check_settings(size: int, t_edges: int, seed: int) -> None:
+    if not 3 <= size <= 1000:
+        raise ValueError(f"--size must be in 3..1000, got {size}")
+    if t_edges < 1:
+        raise ValueError(f"the threshold must allow at least one move, got {t_edges} edges")
+    if t_edges >= size * size:
+        raise ValueError(f"no path in a {size}x{size} grid has {t_edges} edges")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be in 0..2^63-1, got {seed}")
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="mazes", unit="maze", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- naive recipes
+
+
+def naive_recipe_numba(
+    draws: int, *, size: int, t_edges: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The public recipe, one (layout, S, G) per draw, in Numba: (path edges, walls) of kept draws."""
+    _check_settings(size, t_edges, seed)
+    key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x5EED)))
+    lengths, walls = [], []
+    for first in range(0, draws, BATCH):
+        d, w = _k.naive_batch(key, first, min(BATCH, draws - first), size)
+        keep = d >= t_edges
+        lengths.append(d[keep])
+        walls.append(w[keep])
+    return np.concatenate(lengths), np.concatenate(walls)
+
+
+def naive_recipe_python(draws: int, *, size: int, t_edges: int, seed: int = 0) -> list[tuple[int, int]]:
+    """The public recipe in plain Python (random.shuffle + deque BFS): (path edges, walls) of kept
+    draws. The slow baseline of the benchmark and the independent oracle of the distribution test."""
+    rng = random.Random(seed)
+    n = size * size
+    lo, hi = (n // 10) * 3, (n // 10) * 5
+    kept = []
+    for _ in range(draws):
+        cells = list(range(n))
+        rng.shuffle(cells)
+        k = rng.randint(lo, hi)
+        wall = set(cells[:k])
+        free = cells[k:]
+        rng.shuffle(free)
+        s, g = free[0], free[1]
+        dist = {s: 0}
+        queue = collections.deque([s])
+        while queue:
+            u = queue.popleft()
+            if u == g:
+                break
+            r, c = divmod(u, size)
+            for rr, cc in ((r + 1, c), (r - 1, c), (r, c - 1), (r, c + 1)):
+                v = rr * size + cc
+                if 0 <= rr < size and 0 <= cc < size and v not in wall and v not in dist:
+                    dist[v] = dist[u] + 1
+                    queue.append(v)
+        if dist.get(g, -1) >= t_edges:
+            kept.append((dist[g], k))
+    return kept
+
+
+# ----------------------------------------------------------------------------- dataset assembly
+
+
+def _split_arrays(questions: np.ndarray, answers: np.ndarray, side: int, aug: bool):
+    if not aug:
+        return build_split(questions, answers, None, vocab_size=pm.VOCAB_SIZE)
+    inputs, labels = [], []
+    for q, a in zip(questions, answers, strict=True):
+        qg, ag = q.reshape(side, side), a.reshape(side, side)
+        for tid in range(8):
+            inputs.append(dihedral(qg, tid).reshape(-1))
+            labels.append(dihedral(ag, tid).reshape(-1))
+    n = len(questions)
+    inputs = np.stack(inputs) if n else np.zeros((0, side * side), np.uint8)
+    labels = np.stack(labels) if n else np.zeros((0, side * side), np.uint8)
+    return build_split(inputs, labels, np.full(n, 8), vocab_size=pm.VOCAB_SIZE)
+
+
+def _histogram(values) -> dict[str, int]:
+    vals, cnts = np.unique(np.asarray(values), return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(vals, cnts, strict=True)}
+
+
+def _split_stats(lengths_edges, walls, npaths, side: int, count: str) -> dict:
+    shift = 1 if count == "cells" else 0
+    lengths = np.asarray(lengths_edges) + shift
+    walls = np.asarray(walls, dtype=np.float64)
+    npaths = np.asarray(npaths, dtype=np.float64)
+    out = {"mazes": int(lengths.size)}
+    if lengths.size == 0:
+        return out
+    share = walls / (side * side)
+    out.update(
+        {
+            f"path_length_{count}_histogram": _histogram(lengths),
+            f"path_length_{count}_mean": float(lengths.mean()),
+            "wall_share_mean": float(share.mean()),
+            "wall_share_histogram": _histogram(np.floor(share * 100)),  # percent bins
+            "shortest_paths": {
+                "min": float(npaths.min()),
+                "median": float(np.median(npaths)),
+                "max": float(npaths.max()),
+                "unique_fraction": float((npaths == 1).mean()),
+                "log10_histogram": _histogram(np.floor(np.log10(np.maximum(npaths, 1)))),
+            },
+        }
+    )
+    return out
+
+
+def build_generated(
+    out: str | Path,
+    *,
+    n: int,
+    test_n: int,
+    size: int = PUBLIC_SIZE,
+    min_path: int | None = None,
+    count: str = "cells",
+    seed: int = 0,
+    aug: bool = False,
+    envelope: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Generate, split, verify and write a dataset; returns the stats written to stats.json."""
+    if n < 0 or test_n < 0:
+        raise ValueError(f"--n and --test-n must be >= 0, got {n} and {test_n}")
+    if min_path is None:
+        min_path = default_min_path(size, count) if size != PUBLIC_SIZE else PUBLIC_MIN_PATH
+    t_edges = pm.threshold_edges(min_path, count)
+    t0 = time.perf_counter()
+    ms = generate_mazes(
+        test_n + n, size=size, t_edges=t_edges, seed=seed, envelope=envelope, progress=progress
+    )
+    t_gen = time.perf_counter() - t0
+    _verify(ms, t_edges)
+    t_verify = time.perf_counter() - t0 - t_gen
+    test = slice(0, test_n)
+    train = slice(test_n, test_n + n)
+    shift = 1 if count == "cells" else 0
+    splits, csv_rows = {}, {}
+    for name, sl in (("train", train), ("test", test)):
+        splits[name] = _split_arrays(ms.questions[sl], ms.answers[sl], size, aug and name == "train")
+        csv_rows[name] = [
+            (f"gridloop-maze:seed={seed}:i={i}", pm.format_grid(q), pm.format_grid(a), int(L) + shift)
+            for q, a, L, i in zip(
+                ms.questions[sl], ms.answers[sl], ms.lengths[sl], ms.indices[sl], strict=True
+            )
+        ]
+    stats = {
+        "recipe": "walls k ~ U{n//10*3..n//10*5}, uniform ordered (S, G), keep shortest path > min_path",
+        "size": size,
+        "min_path": min_path,
+        "count": count,
+        "threshold_edges": t_edges,
+        "seed": seed,
+        "aug": aug,
+        "generation": ms.stats,
+        "train": _split_stats(ms.lengths[train], ms.walls[train], ms.npaths[train], size, count),
+        "test": _split_stats(ms.lengths[test], ms.walls[test], ms.npaths[test], size, count),
+        "timings_s": {
+            "generate": round(t_gen, 3),
+            "verify": round(t_verify, 3),
+        },
+    }
+    t1 = time.perf_counter()
+    write_dataset(out, splits, csv_rows=csv_rows, stats=stats, overwrite=overwrite)
+    stats["timings_s"]["write"] = round(time.perf_counter() - t1, 3)
+    return stats
+
+
+def _verify(ms: MazeSet, t_edges: int) -> None:
+    """Re-check every generated maze with the independent checker (BFS + path validation)."""
+    if len(ms.questions) == 0:
+        return
+    codes, lengths, shortest = pm.check_paths(ms.questions, ms.answers)
+    bad = np.nonzero((codes != 0) | (lengths != shortest) | (shortest != ms.lengths) | (shortest < t_edges))[
+        0
+    ]
+    if bad.size:
+        raise RuntimeError(
+            f"generated maze {int(ms.indices[bad[0]])} failed verification (code {codes[bad[0]]})"
+        )
+
+
+def build_from_csv(
+    sources: list[str | Path], out: str | Path, *, aug: bool = False, overwrite: bool = False
+) -> dict:
+    """Build the array format from public-format maze CSVs (``train.csv``/``test.csv``, or a folder
+    holding them). Every row is checked; stats.json also reports how the CSV's ``rating`` relates to
+    the BFS length and how many labels equal the canonical A* path."""
+    files: dict[str, Path] = {}
+    for src in map(Path, sources):
+        if src.is_dir():
+            for name in ("train", "test"):
+                if (src / f"{name}.csv").is_file():
+                    files[name] = src / f"{name}.csv"
+        elif src.is_file():
+            name = src.stem
+            if name not in ("train", "test"):
+                raise ValueError(f"{src}: expected a file named train.csv or test.csv")
+            files[name] = src
+        else:
+            raise FileNotFoundError(f"{src} not found")
+    if not files:
+        raise ValueError(f"no train.csv or test.csv found in {[str(s) for s in sources]}")
+    splits, csv_rows, stats = {}, {}, {"source_files": {k: str(v) for k, v in files.items()}}
+    for name, path in files.items():
+        rows = read_public_csv(path)
+        qs, ans, lengths, rating_minus_edges = [], [], [], []
+        exact = 0
+        side = None
+        for _source, q, a, rating, line in rows:
+            try:
+                qg = pm.parse_grid(q)
+                ag = pm.parse_grid(a, answer=True)
+                if side is None:
+                    side = qg.shape[0]
+                if qg.shape[0] != side or ag.shape != qg.shape:
+                    raise ValueError(
+                        f"sizes differ: question {qg.shape}, answer {ag.shape}, file side {side}"
+                    )
+                chk = pm.check_path(qg, ag)
+            except ValueError as e:
+                raise ValueError(f"{path}:{line}: {e}") from None
+            if not chk.optimal:
+                raise ValueError(
+                    f"{path}:{line}: the answer is not a shortest path ({chk.reason or 'too long'})"
+                )
+            exact += chk.exact
+            qs.append(qg.reshape(-1))
+            ans.append(ag.reshape(-1))
+            lengths.append(chk.shortest)
+            rating_minus_edges.append(rating - chk.shortest)
+        n_cells = side * side if side else 0
+        q_arr = np.stack(qs) if qs else np.zeros((0, n_cells), np.uint8)
+        a_arr = np.stack(ans) if ans else np.zeros((0, n_cells), np.uint8)
+        splits[name] = _split_arrays(q_arr, a_arr, side or 0, aug and name == "train")
+        csv_rows[name] = [(s, q, a, r) for s, q, a, r, _ in rows]
+        walls = (q_arr == pm.WALL).sum(axis=1)
+        npaths = [pm.count_shortest_paths(q.reshape(side, side)) for q in q_arr]
+        st = _split_stats(lengths, walls, np.asarray(npaths, dtype=np.float64), side or 1, "edges")
+        st["labels_equal_canonical_astar"] = exact
+        st["rating_minus_bfs_edges_histogram"] = _histogram(rating_minus_edges) if rows else {}
+        stats[name] = st
+    write_dataset(out, splits, csv_rows=csv_rows, stats=stats, overwrite=overwrite)
+    return stats
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m data_gen.maze", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1000, help="training mazes (default 1000)")
+    p.add_argument("--test-n", type=int, default=None, help="test mazes (default: --n)")
+    p.add_argument("--size", type=int, default=PUBLIC_SIZE, help="grid side (default 30)")
+    p.add_argument(
+        "--min-path",
+        type=int,
+        default=None,
+        help="keep mazes whose shortest path is longer than this (default 110 at 30x30, scaled)",
+    )
+    p.add_argument(
+        "--count", choices=("cells", "edges"), default="cells", help="unit of --min-path and rating"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", type=str, default=None, help="output folder (default data/maze-<size>x<size>-hard)"
+    )
+    p.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms to the training split")
+    p.add_argument(
+        "--envelope",
+        type=float,
+        default=None,
+        help="acceptance envelope C (default: 0.125 at 30x30 > 110 cells, else from a pilot run)",
+    )
+    p.add_argument(
+        "--from-csv", nargs="+", default=None, metavar="PATH", help="build from public-format CSVs"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        if args.from_csv:
+            out = args.out or "data/maze-from-csv"
+            stats = build_from_csv(args.from_csv, out, aug=args.aug, overwrite=args.overwrite)
+            print(
+                f"wrote {out}: "
+                + ", ".join(f"{k} {v['mazes']}" for k, v in stats.items() if k != "source_files")
+            )
+            return 0
+        out = args.out or f"data/maze-{args.size}x{args.size}-hard"
+        test_n = args.n if args.test_n is None else args.test_n
+        stats = build_generated(
+            out,
+            n=args.n,
+            test_n=test_n,
+            size=args.size,
+            min_path=args.min_path,
+            count=args.count,
+            seed=args.seed,
+            aug=args.aug,
+            envelope=args.envelope,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    g = stats["generation"]
+    print(
+        f"wrote {out}: train {stats['train']['mazes']}, test {stats['test']['mazes']} "
+        f"({g['candidates']} layouts, {stats['timings_s']['generate']} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,760 @@
+"""Numba kernels for the maze: BFS, the canonical A*, path checks, shortest-path counts, and the
+Maze-Hard candidate filter and builder.
+
+Pure functions (arrays in, arrays out), ``cache=True``. Kernels work on *padded* grids: a side x side
+maze becomes a flat uint8 array of (side + 2)^2 cells, 1 = open, 0 = wall or border, so a neighbour
+is always ``p +- 1`` or ``p +- (side + 2)`` with no bounds checks. Row-major padded indices order the
+cells exactly as the public recipe's hash ``x + 100000 * y`` does (y = row, x = column).
+
+Randomness: every candidate ``i`` draws from its own counter-based stream (SplitMix64 keyed by
+``(seed, i)``), so a candidate's layout and decisions never depend on which thread ran it or on the
+batch it came in. We do not call ``np.random.seed(seed + i)`` per candidate as the Sudoku kernels do:
+Mersenne-Twister reseeding costs ~1.6 us, about a sixth of the whole per-layout budget here, and
+``seed + i`` would make ``--seed 1`` replay ``--seed 0``'s candidates shifted by one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Check codes (shared with puzzles/maze.py, which turns them into messages).
+OK = 0
+Q_BAD_TOKEN = 1
+Q_START_COUNT = 2
+Q_GOAL_COUNT = 3
+A_BAD_TOKEN = 4
+A_WALL_REMOVED = 5
+A_WALL_ADDED = 6
+A_START_CHANGED = 7
+A_GOAL_CHANGED = 8
+A_BRANCH = 9
+A_DEAD_END = 10
+A_DISCONNECTED = 11
+
+# Tokens: 0 PAD, '#' 1, ' ' 2, 'S' 3, 'G' 4, 'o' 5.
+T_WALL = 1
+T_OPEN = 2
+T_START = 3
+T_GOAL = 4
+T_PATH = 5
+
+# Candidate statuses written by the filter.
+ST_NO_PAIR = 0
+ST_REJECTED = 1
+ST_ACCEPTED = 2
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_INV53 = 1.0 / 9007199254740992.0
+_CHUNKS = 64  # fixed work partition of a batch: output never depends on the thread count
+
+
+# ----------------------------------------------------------------------------- randomness
+
+
+@njit(cache=True, inline="always")
+def _mix64(z):
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def stream_key(seed):
+    """The 64-bit key of a run; candidate ``i`` starts its stream at ``_start(key, i)``."""
+    return _mix64(np.uint64(seed) + _GOLDEN)
+
+
+@njit(cache=True, inline="always")
+def _start(state, key, i):
+    state[0] = _mix64(key ^ _mix64(np.uint64(i) + _GOLDEN))
+
+
+@njit(cache=True, inline="always")
+def _uniform(state):
+    state[0] += _GOLDEN
+    return np.float64(_mix64(state[0]) >> np.uint64(11)) * _INV53
+
+
+@njit(cache=True, inline="always")
+def _below(state, n):
+    # floor(u * n) with a 53-bit u: the bias (n / 2^53) is far below anything measurable here.
+    return np.int64(_uniform(state) * n)
+
+
+# ----------------------------------------------------------------------------- grids and BFS
+
+
+@njit(cache=True)
+def wall_bounds(n_cells):
+    """The public recipe's wall count range: ``randint(n // 10 * 3, n // 10 * 5)``, both inclusive."""
+    return (n_cells // 10) * 3, (n_cells // 10) * 5
+
+
+@njit(cache=True)
+def _sample_layout(state, side, perm, open_):
+    """Walls = the first k cells of a uniform shuffle, k ~ U{lo..hi}; fills ``open_`` (padded)."""
+    n = side * side
+    lo, hi = wall_bounds(n)
+    k = lo + _below(state, hi - lo + 1)
+    for j in range(n):
+        perm[j] = j
+    # Only the first k positions of the shuffle matter: a partial Fisher-Yates draws exactly them.
+    for j in range(k):
+        r = j + _below(state, n - j)
+        tmp = perm[j]
+        perm[j] = perm[r]
+        perm[r] = tmp
+    open_[:] = 0
+    wp = side + 2
+    for j in range(k, n):
+        c = perm[j]
+        open_[(c // side + 1) * wp + c % side + 1] = 1
+    return k
+
+
+@njit(cache=True)
+def _bfs(open_, wp, src, dist, queue):
+    """Breadth-first search from ``src``; ``dist`` must be -1 wherever it may reach.
+
+    Returns the number of cells reached; ``queue[:count]`` lists them in BFS order, so the last
+    one is a farthest cell and ``dist`` of it is the eccentricity of ``src``.
+    """
+    dist[src] = 0
+    queue[0] = src
+    head = 0
+    tail = 1
+    while head < tail:
+        u = queue[head]
+        head += 1
+        d = dist[u] + 1
+        v = u + wp
+        if open_[v] and dist[v] < 0:
+            dist[v] = d
+            queue[tail] = v
+            tail += 1
+        v = u - wp
+        if open_[v] and dist[v] < 0:
+            dist[v] = d
+            queue[tail] = v
+            tail += 1
+        v = u - 1
+        if open_[v] and dist[v] < 0:
+            dist[v] = d
+            queue[tail] = v
+            tail += 1
+        v = u + 1
+        if open_[v] and dist[v] < 0:
+            dist[v] = d
+            queue[tail] = v
+            tail += 1
+    return tail
+
+
+@njit(cache=True)
+def bfs_padded(open_, wp, src):
+    """Distances from ``src`` on a padded grid (-1 where unreachable or a wall)."""
+    dist = np.full(open_.shape[0], -1, np.int32)
+    queue = np.empty(open_.shape[0], np.int32)
+    _bfs(open_, wp, src, dist, queue)
+    return dist
+
+
+@njit(cache=True)
+def count_paths_padded(open_, wp, s, g):
+    """Number of shortest s-g paths (float64: exact below 2^53) and their length in edges."""
+    n = open_.shape[0]
+    dist = np.full(n, -1, np.int32)
+    count = np.zeros(n, np.float64)
+    queue = np.empty(n, np.int32)
+    dist[s] = 0
+    count[s] = 1.0
+    queue[0] = s
+    head = 0
+    tail = 1
+    while head < tail:
+        u = queue[head]
+        head += 1
+        if u == g:
+            break  # every predecessor of g was dequeued earlier, so count[g] is final
+        for v in (u + wp, u - wp, u - 1, u + 1):
+            if open_[v]:
+                if dist[v] < 0:
+                    dist[v] = dist[u] + 1
+                    queue[tail] = v
+                    tail += 1
+                if dist[v] == dist[u] + 1:
+                    count[v] += count[u]
+    return count[g], dist[g]
+
+
+# ----------------------------------------------------------------------------- canonical A*
+
+
+@njit(cache=True, inline="always")
+def _heap_push(heap, size, key):
+    i = size
+    heap[i] = key
+    while i > 0:
+        parent = (i - 1) >> 1
+        if heap[parent] <= key:
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = key
+    return size + 1
+
+
+@njit(cache=True, inline="always")
+def _heap_pop(heap, size):
+    top = heap[0]
+    size -= 1
+    last = heap[size]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and heap[child + 1] < heap[child]:
+            child += 1
+        if heap[child] >= last:
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = last
+    return top, size
+
+
+@njit(cache=True)
+def astar_padded(open_, wp, s, g, path):
+    """The public recipe's deterministic A*; writes the path s..g into ``path``, returns its cell count.
+
+    Open nodes are ordered by (f = g + Manhattan, then the smaller ``x + 100000 * y``), encoded as one
+    int64 key ``f * n + p``: padded row-major indices order cells exactly as that hash does. A node's
+    parent is replaced only on a strictly shorter cost (the recipe skips equal-cost rediscoveries),
+    and closed nodes are never reopened (Manhattan distance is consistent on a unit grid, so their
+    cost is already optimal). Stale heap entries (a node re-pushed at a lower cost) always pop after
+    the fresh entry, find the node closed and are skipped, which gives the same expansion order as
+    the recipe's remove-and-reheapify. Returns -1 when g is unreachable.
+    """
+    n = open_.shape[0]
+    big = np.int32(1 << 30)
+    cost = np.full(n, big, np.int32)
+    parent = np.full(n, -1, np.int32)
+    closed = np.zeros(n, np.uint8)
+    heap = np.empty(4 * n + 4, np.int64)
+    gy = g // wp
+    gx = g - gy * wp
+    cost[s] = 0
+    size = _heap_push(heap, 0, np.int64(abs(s // wp - gy) + abs(s % wp - gx)) * n + s)
+    found = False
+    while size > 0:
+        key, size = _heap_pop(heap, size)
+        u = np.int32(key % n)
+        if closed[u]:
+            continue
+        closed[u] = 1
+        if u == g:
+            found = True
+            break
+        # Children in the recipe's order: y+1, y-1, x-1, x+1.
+        for v in (u + wp, u - wp, u - 1, u + 1):
+            if open_[v] and not closed[v]:
+                c = cost[u] + 1
+                if c < cost[v]:
+                    cost[v] = c
+                    parent[v] = u
+                    h = abs(v // wp - gy) + abs(v % wp - gx)
+                    size = _heap_push(heap, size, np.int64(c + h) * n + v)
+    if not found:
+        return -1
+    m = cost[g] + 1
+    v = g
+    for j in range(m - 1, -1, -1):
+        path[j] = v
+        v = parent[v]
+    return m
+
+
+# ----------------------------------------------------------------------------- path check
+
+
+@njit(cache=True)
+def _check_one(q, a, side, mask, dist, queue):
+    """Check one answer against its question (flat token arrays); returns (code, length, shortest).
+
+    ``length`` is the answer path's edge count (-1 unless valid); ``shortest`` the BFS distance S-G
+    in edges (-1 when unreachable or the question is malformed). A valid answer keeps every wall, S
+    and G, and its path cells plus S and G form one chordless 4-connected line from S to G: S and G
+    have exactly one marked neighbour, every ``o`` exactly two, and walking from S visits them all.
+    """
+    n = side * side
+    wp = side + 2
+    s = -1
+    g = -1
+    ns = 0
+    ng = 0
+    for j in range(n):
+        t = q[j]
+        if t < T_WALL or t > T_GOAL:
+            return Q_BAD_TOKEN, -1, -1
+        if t == T_START:
+            ns += 1
+            s = (j // side + 1) * wp + j % side + 1
+        elif t == T_GOAL:
+            ng += 1
+            g = (j // side + 1) * wp + j % side + 1
+    if ns != 1:
+        return Q_START_COUNT, -1, -1
+    if ng != 1:
+        return Q_GOAL_COUNT, -1, -1
+    # mask: 1 open in the question, plus 2 when marked (S, G or o) in the answer.
+    mask[:] = 0
+    for j in range(n):
+        p = (j // side + 1) * wp + j % side + 1
+        if q[j] != T_WALL:
+            mask[p] = 1
+    for v in range(mask.shape[0]):
+        dist[v] = -1
+    _bfs(mask, wp, s, dist, queue)
+    shortest = dist[g]
+    code = OK
+    for j in range(n):
+        t = q[j]
+        b = a[j]
+        if b < T_WALL or b > T_PATH:
+            return A_BAD_TOKEN, -1, shortest
+        if t == T_WALL:
+            if b != T_WALL:
+                code = A_WALL_REMOVED
+                break
+        elif b == T_WALL:
+            code = A_WALL_ADDED
+            break
+        elif t == T_START or b == T_START:
+            if t != b:
+                code = A_START_CHANGED
+                break
+        elif t == T_GOAL or b == T_GOAL:
+            if t != b:
+                code = A_GOAL_CHANGED
+                break
+    if code != OK:
+        return code, -1, shortest
+    marked = 0
+    for j in range(n):
+        if a[j] >= T_START:
+            mask[(j // side + 1) * wp + j % side + 1] = 3
+            marked += 1
+    for j in range(n):
+        if a[j] >= T_START:
+            p = (j // side + 1) * wp + j % side + 1
+            deg = (
+                np.int64(mask[p + wp] == 3)
+                + np.int64(mask[p - wp] == 3)
+                + np.int64(mask[p - 1] == 3)
+                + np.int64(mask[p + 1] == 3)
+            )
+            want = 2 if a[j] == T_PATH else 1
+            if deg > want:
+                return A_BRANCH, -1, shortest
+            if deg < want:
+                return A_DEAD_END, -1, shortest
+    # Degrees are right, so walking from S follows a line that must end at G; a shortfall in the
+    # count means the rest of the marks form separate loops.
+    prev = -1
+    u = s
+    steps = 1
+    while u != g:
+        nxt = -1
+        for v in (u + wp, u - wp, u - 1, u + 1):
+            if mask[v] == 3 and v != prev:
+                nxt = v
+                break
+        prev = u
+        u = nxt
+        steps += 1
+    if steps != marked:
+        return A_DISCONNECTED, -1, shortest
+    return OK, steps - 1, shortest
+
+
+@njit(cache=True, parallel=True)
+def check_batch(questions, answers, side):
+    """Check a batch of (question, answer) token rows; returns (codes, lengths, shortest)."""
+    b = questions.shape[0]
+    codes = np.empty(b, np.int32)
+    lengths = np.empty(b, np.int32)
+    shortest = np.empty(b, np.int32)
+    npad = (side + 2) * (side + 2)
+    nchunk = min(b, _CHUNKS)
+    for c in prange(nchunk):
+        mask = np.empty(npad, np.uint8)
+        dist = np.empty(npad, np.int32)
+        queue = np.empty(npad, np.int32)
+        for i in range(c, b, nchunk):
+            r = _check_one(questions[i], answers[i], side, mask, dist, queue)
+            codes[i] = r[0]
+            lengths[i] = r[1]
+            shortest[i] = r[2]
+    return codes, lengths, shortest
+
+
+# ----------------------------------------------------------------------------- hard-pair counting
+
+
+@njit(cache=True)
+def _centre(open_, side):
+    """The open cell of the middle row nearest its middle (-1 when that row is all wall)."""
+    wp = side + 2
+    mid = (side // 2 + 1) * wp + side // 2 + 1
+    for d in range(side):
+        if side // 2 + d < side and open_[mid + d]:
+            return mid + d
+        if side // 2 - d >= 0 and open_[mid - d]:
+            return mid - d
+    return -1
+
+
+@njit(cache=True)
+def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out, hist, thresh, norm):
+    """Number of ordered pairs (a, b) of open cells with BFS distance >= ``t`` edges.
+
+    Component by component: a component of at most ``t`` cells is skipped; otherwise BFS from its
+    first cell (the centre cell for the first component), a double sweep, and the midpoint of the
+    long path found give eccentricity bounds (lower: any BFS's eccentricity; upper:
+    ``ub[w] = min_s ecc(s) + d(s, w)``), and more BFS from the cell of largest ``ub`` follow until
+    the component is proven to hold no pair (max ub < t) or to hold one (some eccentricity >= t).
+    Only then are pairs counted, by BFS from each cell whose ``ub`` is still >= t (a cell below has
+    no partner), tightening ``ub`` as it goes.
+
+    With ``pick >= 0`` it stops at the pick-th pair in that enumeration order and writes its two
+    cells to ``out[0], out[1]``. Returns (pair count, BFS count).
+
+    Early rejection for the filter, which only asks whether ``thresh < Q / norm``: after the first
+    BFS of a component (source c), d(a, b) <= d(c, a) + d(c, b) bounds its pairs by
+    sum_i N_i * #{cells with d(c, .) >= t - i} (N_i = cells at distance i from c). When the pairs
+    counted so far plus that bound plus r (r - 1) for the r cells not yet seen cannot pass the
+    test, it returns (-1, BFS count). From the centre cell the bound is tiny for most layouts.
+    Pass ``thresh < 0`` for the exact count.
+    """
+    wp = side + 2
+    npad = wp * wp
+    seen[:] = 0
+    dist[:] = -1  # invariant: -1 everywhere whenever a component starts (reset per component below)
+    total = 0
+    nbfs = 0
+    remaining = 0
+    for p in range(npad):
+        remaining += open_[p]
+    # Start at the open cell nearest the middle of the middle row: it is usually in the giant
+    # component, and a central start often settles it at once (2 ecc < t). Afterwards the scan
+    # stops as soon as the unseen cells are too few to hold a component of more than t cells.
+    centre = _centre(open_, side)
+    for it in range(wp - 1, npad - wp):
+        if remaining <= t:
+            break
+        p = centre if it == wp - 1 else it
+        if p < 0 or not open_[p] or seen[p]:
+            continue
+        m = _bfs(open_, wp, p, dist, queue)
+        nbfs += 1
+        remaining -= m
+        for j in range(m):
+            comp[j] = queue[j]
+            seen[queue[j]] = 1
+        if m <= t:
+            for j in range(m):
+                dist[comp[j]] = -1
+            continue  # m cells hold no two cells t edges apart
+        e = dist[queue[m - 1]]
+        if thresh >= 0 and 2 * e >= t:
+            for i in range(e + 2):
+                hist[i] = 0
+            for j in range(m):
+                hist[dist[comp[j]]] += 1
+            for i in range(e - 1, -1, -1):
+                hist[i] += hist[i + 1]  # now: cells at distance >= i
+            bound = np.float64(total)
+            if remaining > t:
+                bound += remaining * (remaining - 1.0)
+            for i in range(max(0, t - e), e + 1):
+                bound += (hist[i] - hist[i + 1]) * np.float64(hist[max(t - i, 0)])
+            if not (thresh < bound / norm):
+                for j in range(m):
+                    dist[comp[j]] = -1
+                return -1, nbfs
+        for j in range(m):
+            ub[comp[j]] = e + dist[comp[j]]
+        qualified = e >= t
+        decided = qualified or 2 * e < t
+        if not decided:
+            # Double sweep: BFS from a farthest cell; its eccentricity is a good diameter bound.
+            u = queue[m - 1]
+            for j in range(m):
+                dist[comp[j]] = -1
+            _bfs(open_, wp, u, dist, queue)
+            nbfs += 1
+            e = dist[queue[m - 1]]
+            for j in range(m):
+                w = comp[j]
+                if e + dist[w] < ub[w]:
+                    ub[w] = e + dist[w]
+            if e >= t:
+                qualified = True
+                decided = True
+            else:
+                # The midpoint of that long path is central: BFS from it bounds every
+                # eccentricity by about the diameter, which settles most layouts.
+                w = queue[m - 1]
+                half = e // 2
+                while dist[w] > half:
+                    dw = dist[w] - 1
+                    if dist[w + wp] == dw:
+                        w = w + wp
+                    elif dist[w - wp] == dw:
+                        w = w - wp
+                    elif dist[w - 1] == dw:
+                        w = w - 1
+                    else:
+                        w = w + 1
+                src = w
+                for _ in range(max_sources):
+                    for j in range(m):
+                        dist[comp[j]] = -1
+                    _bfs(open_, wp, src, dist, queue)
+                    nbfs += 1
+                    e = dist[queue[m - 1]]
+                    if e >= t:
+                        qualified = True
+                        decided = True
+                        break
+                    best = -1
+                    for j in range(m):
+                        w = comp[j]
+                        if e + dist[w] < ub[w]:
+                            ub[w] = e + dist[w]
+                        if ub[w] > best:
+                            best = ub[w]
+                            src = w
+                    if best < t:
+                        decided = True
+                        break
+        if not (decided and not qualified):
+            # Qualified, or undecided after max_sources BFS: count exactly.
+            done, total, nbfs = _count_component(
+                open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, total, nbfs
+            )
+            if done:
+                return total, nbfs
+        for j in range(m):
+            dist[comp[j]] = -1
+    return total, nbfs
+
+
+@njit(cache=True)
+def _count_component(open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, total, nbfs):
+    """Exact pair count of one component (cells ``comp[:m]``); see ``_count_pairs``."""
+    for j in range(m):
+        w = comp[j]
+        if ub[w] < t:
+            continue
+        for jj in range(m):
+            dist[comp[jj]] = -1
+        _bfs(open_, wp, w, dist, queue)
+        nbfs += 1
+        e = dist[queue[m - 1]]
+        cnt = 0
+        for jj in range(m):
+            v = comp[jj]
+            dv = dist[v]
+            if dv >= t:
+                cnt += 1
+            if e + dv < ub[v]:
+                ub[v] = e + dv
+        if pick >= 0 and total + cnt > pick:
+            r = pick - total
+            for v in range(npad):
+                if dist[v] >= t:
+                    if r == 0:
+                        out[0] = w
+                        out[1] = v
+                        return True, total + cnt, nbfs
+                    r -= 1
+        total += cnt
+    return False, total, nbfs
+
+
+@njit(cache=True)
+def count_pairs_padded(open_, side, t, max_sources):
+    """Ordered pairs of open cells at BFS distance >= t (the exact count; for tests and stats)."""
+    npad = open_.shape[0]
+    seen = np.empty(npad, np.uint8)
+    comp = np.empty(npad, np.int32)
+    dist = np.empty(npad, np.int32)
+    ub = np.empty(npad, np.int32)
+    queue = np.empty(npad, np.int32)
+    out = np.empty(2, np.int64)
+    hist = np.empty(npad + 2, np.int64)
+    return _count_pairs(open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out, hist, -1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@njit(cache=True, parallel=True)
+def filter_batch(key, first, count, side, t, envelope, max_sources, exact=False):
+    """Decide candidates ``first .. first + count - 1`` of the run keyed by ``key``.
+
+    Candidate i draws a layout, then two uniforms (acceptance, pair choice). It is accepted when
+    ``u_accept * envelope < Q / (F (F - 1))``, Q = its ordered pairs at distance >= t and F its free
+    cells: Q / (F (F - 1)) is exactly the chance that the naive recipe's uniform (S, G) draw on this
+    layout is kept, so accepted layouts follow the naive recipe's distribution whenever that chance
+    stays <= envelope (``clipped`` counts the candidates where it did not).
+
+    Unless ``exact``, a candidate may be rejected on an upper bound of Q (see ``_count_pairs``):
+    its Q is then reported as -1 and its status as rejected (it may hold no pair at all).
+    Decisions never depend on ``exact``.
+
+    Returns per-candidate status (0 no pair, 1 rejected, 2 accepted), Q, BFS count, wall count.
+    """
+    n = side * side
+    npad = (side + 2) * (side + 2)
+    status = np.empty(count, np.int8)
+    pairs = np.empty(count, np.int32)
+    nbfs = np.empty(count, np.int32)
+    walls = np.empty(count, np.int16)
+    nchunk = min(count, _CHUNKS)
+    for c in prange(nchunk):
+        state = np.empty(1, np.uint64)
+        perm = np.empty(n, np.int32)
+        open_ = np.empty(npad, np.uint8)
+        seen = np.empty(npad, np.uint8)
+        comp = np.empty(npad, np.int32)
+        dist = np.empty(npad, np.int32)
+        ub = np.empty(npad, np.int32)
+        queue = np.empty(npad, np.int32)
+        out = np.empty(2, np.int64)
+        hist = np.empty(npad + 2, np.int64)
+        for j in range(c, count, nchunk):
+            _start(state, key, first + j)
+            k = _sample_layout(state, side, perm, open_)
+            u_accept = _uniform(state)
+            f = n - k
+            walls[j] = k
+            # The decision only asks whether u * envelope < Q / (F (F - 1)): _count_pairs may stop
+            # early once an upper bound on Q settles it (same decision as the exact count).
+            thresh = -1.0 if exact else u_accept * envelope
+            q, b = _count_pairs(
+                open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out, hist, thresh, f * (f - 1.0)
+            )
+            if q < 0:
+                status[j] = ST_REJECTED
+                pairs[j] = -1
+                nbfs[j] = b
+                continue
+            pairs[j] = q
+            nbfs[j] = b
+            if q == 0:
+                status[j] = ST_NO_PAIR
+            elif u_accept * envelope < q / (f * (f - 1.0)):
+                status[j] = ST_ACCEPTED
+            else:
+                status[j] = ST_REJECTED
+    return status, pairs, nbfs, walls
+
+
+@njit(cache=True, parallel=True)
+def build_batch(key, indices, pairs, side, t, max_sources):
+    """Rebuild accepted candidates (their indices and pair counts from ``filter_batch``): pick
+    (S, G) uniformly among the qualifying ordered pairs and mark the canonical A* path.
+
+    Returns questions and answers as (B, side^2) tokens, path length in edges, the number of
+    shortest paths (float64) and the wall count.
+    """
+    n = side * side
+    wp = side + 2
+    npad = wp * wp
+    b = indices.shape[0]
+    questions = np.empty((b, n), np.uint8)
+    answers = np.empty((b, n), np.uint8)
+    lengths = np.empty(b, np.int32)
+    npaths = np.empty(b, np.float64)
+    walls = np.empty(b, np.int16)
+    nchunk = max(1, min(b, _CHUNKS))
+    for c in prange(nchunk):
+        state = np.empty(1, np.uint64)
+        perm = np.empty(n, np.int32)
+        open_ = np.empty(npad, np.uint8)
+        seen = np.empty(npad, np.uint8)
+        comp = np.empty(npad, np.int32)
+        dist = np.empty(npad, np.int32)
+        ub = np.empty(npad, np.int32)
+        queue = np.empty(npad, np.int32)
+        out = np.empty(2, np.int64)
+        path = np.empty(npad, np.int32)
+        for i in range(c, b, nchunk):
+            _start(state, key, indices[i])
+            k = _sample_layout(state, side, perm, open_)
+            _uniform(state)  # the acceptance draw, already used by filter_batch
+            u_pair = _uniform(state)
+            # pairs[i] is this layout's count from filter_batch; the same enumeration finds the pick.
+            pick = np.int64(u_pair * pairs[i])
+            _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out, out, -1.0, 1.0)
+            s = out[0]
+            g = out[1]
+            m = astar_padded(open_, wp, s, g, path)
+            cnt, _ = count_paths_padded(open_, wp, s, g)
+            for j in range(n):
+                p = (j // side + 1) * wp + j % side + 1
+                questions[i, j] = T_OPEN if open_[p] else T_WALL
+            questions[i, (s // wp - 1) * side + s % wp - 1] = T_START
+            questions[i, (g // wp - 1) * side + g % wp - 1] = T_GOAL
+            answers[i] = questions[i]
+            for j in range(1, m - 1):
+                p = path[j]
+                answers[i, (p // wp - 1) * side + p % wp - 1] = T_PATH
+            lengths[i] = m - 1
+            npaths[i] = cnt
+            walls[i] = k
+    return questions, answers, lengths, npaths, walls
+
+
+@njit(cache=True, parallel=True)
+def naive_batch(key, first, count, side):
+    """The public recipe, one draw per candidate: layout, uniform ordered (S, G) of distinct free
+    cells, BFS distance. Returns per-candidate distance in edges (-1 when unreachable) and walls.
+
+    Uses its own streams (candidate i of key) so it can run beside ``filter_batch`` on one key.
+    """
+    n = side * side
+    wp = side + 2
+    npad = wp * wp
+    lengths = np.empty(count, np.int32)
+    walls = np.empty(count, np.int16)
+    nchunk = min(count, _CHUNKS)
+    for c in prange(nchunk):
+        state = np.empty(1, np.uint64)
+        perm = np.empty(n, np.int32)
+        open_ = np.empty(npad, np.uint8)
+        dist = np.empty(npad, np.int32)
+        queue = np.empty(npad, np.int32)
+        for j in range(c, count, nchunk):
+            _start(state, key, first + j)
+            k = _sample_layout(state, side, perm, open_)
+            f = n - k
+            a = _below(state, f)
+            b = _below(state, f - 1)
+            if b >= a:
+                b += 1  # a uniform ordered pair of distinct free cells
+            cs = perm[k + a]
+            cg = perm[k + b]
+            s = (cs // side + 1) * wp + cs % side + 1
+            g = (cg // side + 1) * wp + cg % side + 1
+            dist[:] = -1
+            _bfs(open_, wp, s, dist, queue)
+            lengths[j] = dist[g]
+            walls[j] = k
+    return lengths, walls

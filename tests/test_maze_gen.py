@@ -1,0 +1,304 @@
+"""data_gen.maze: generated mazes re-verified by independent oracles, the fast generator's
+distribution against the naive recipe (two-sample tests), determinism across thread counts, the
+split by layout, the on-disk format, --from-csv and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numba
+import numpy as np
+import pytest
+from maze_oracles import random_question, reference_astar, scipy_distances
+from scipy import stats as sps
+
+from data_gen import maze as dm
+from data_gen.format import read_public_csv, read_split, write_public_csv
+from puzzles import _maze_kernels as mk
+from puzzles import maze as pm
+
+SIDE = 10
+T_EDGES = 20
+
+
+@pytest.fixture(scope="module")
+def small_set():
+    return dm.generate_mazes(60, size=SIDE, t_edges=T_EDGES, seed=3)
+
+
+def walls_of(row: np.ndarray, side: int) -> frozenset:
+    return frozenset(map(tuple, np.argwhere(row.reshape(side, side) == pm.WALL)))
+
+
+def symmetric_key(row: np.ndarray, side: int) -> frozenset:
+    """All 8 dihedral images of a layout's wall set, as one hashable set of sets."""
+    cells = walls_of(row, side)
+    m = side - 1
+    maps = [
+        lambda r, c: (r, c),
+        lambda r, c: (c, m - r),
+        lambda r, c: (m - r, m - c),
+        lambda r, c: (m - c, r),
+        lambda r, c: (r, m - c),
+        lambda r, c: (m - r, c),
+        lambda r, c: (c, r),
+        lambda r, c: (m - c, m - r),
+    ]
+    return frozenset(frozenset(f(r, c) for r, c in cells) for f in maps)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@pytest.mark.parametrize("side, t", [(6, 6), (8, 10), (10, 18), (12, 22)])
+def test_pair_count_matches_all_pairs_bfs(side, t):
+    """The bounded pair count equals BFS from every cell, with and without early decisions."""
+    rng = np.random.default_rng(side * 100 + t)
+    for _ in range(40):
+        q = random_question(rng, side, rng.uniform(0.2, 0.5))
+        open_ = np.zeros((side + 2, side + 2), np.uint8)
+        open_[1:-1, 1:-1] = q != pm.WALL
+        flat = open_.reshape(-1)
+        expected = 0
+        for r, c in np.argwhere(q != pm.WALL):
+            d = mk.bfs_padded(flat, side + 2, (r + 1) * (side + 2) + c + 1)
+            expected += int((d >= t).sum())
+        for max_sources in (0, 1, 8):
+            assert mk.count_pairs_padded(flat, side, t, max_sources)[0] == expected
+
+
+def test_wall_count_range_matches_recipe():
+    assert mk.wall_bounds(900) == (270, 450)
+    assert mk.wall_bounds(225) == (66, 110)  # n // 10 * 3, n // 10 * 5 as in the recipe
+
+
+# ----------------------------------------------------------------------------- generated mazes
+
+
+def test_generated_mazes_verified_by_independent_oracles(small_set):
+    ms = small_set
+    assert len(ms.questions) == 60
+    for q, a, length, npaths, walls in zip(
+        ms.questions, ms.answers, ms.lengths, ms.npaths, ms.walls, strict=True
+    ):
+        qg = q.reshape(SIDE, SIDE)
+        d = scipy_distances(qg)
+        g = tuple(np.argwhere(qg == pm.GOAL)[0])
+        assert d[g] == length >= T_EDGES
+        assert int((qg == pm.WALL).sum()) == walls
+        lo, hi = mk.wall_bounds(SIDE * SIDE)
+        assert lo <= walls <= hi
+        path = reference_astar(qg)
+        expected = qg.copy()
+        for cell in path[1:-1]:
+            expected[cell] = pm.PATH
+        assert np.array_equal(a.reshape(SIDE, SIDE), expected)
+        assert npaths == pm.count_shortest_paths(qg)
+        assert pm.check_path(qg, a.reshape(SIDE, SIDE)).exact
+
+
+def test_public_setting_generates_verified_hard_mazes():
+    ms = dm.generate_mazes(3, size=30, t_edges=110, seed=11, envelope=0.125)
+    for q, length in zip(ms.questions, ms.lengths, strict=True):
+        qg = q.reshape(30, 30)
+        g = tuple(np.argwhere(qg == pm.GOAL)[0])
+        assert scipy_distances(qg)[g] == length >= 110  # > 110 cells
+    assert ms.stats["clipped_layouts"] == 0
+
+
+def test_distribution_matches_naive_python_recipe():
+    """The fast generator against the plain-Python draw-and-reject recipe on 7x7, >= 11 moves."""
+    side, t = 7, 11
+    naive = dm.naive_recipe_python(30000, size=side, t_edges=t, seed=5)
+    fast = dm.generate_mazes(2000, size=side, t_edges=t, seed=5, dedupe=False)
+    assert fast.stats["clipped_layouts"] == 0
+    n_len, n_walls = np.array(naive).T
+    assert len(n_len) > 800
+    p_len = sps.ks_2samp(n_len, fast.lengths).pvalue
+    p_walls = sps.ks_2samp(n_walls, fast.walls).pvalue
+    # chi-square on the path-length histogram as well (few distinct values)
+    values = np.union1d(n_len, fast.lengths)
+    table = np.array([[np.sum(n_len == v) for v in values], [np.sum(fast.lengths == v) for v in values]])
+    table = table[:, table.sum(0) >= 10]
+    p_chi = sps.chi2_contingency(table).pvalue
+    assert min(p_len, p_walls, p_chi) > 1e-3, (p_len, p_walls, p_chi)
+
+
+def test_a_biased_sampler_is_detected():
+    """Power check: keeping every layout that has a qualifying pair (instead of weighting it by its
+    keep chance) and then picking a pair shifts the path lengths; the same test must notice."""
+    side, t = 7, 11
+    naive = np.array(dm.naive_recipe_python(30000, size=side, t_edges=t, seed=5))
+    key = np.uint64(mk.stream_key(np.uint64(99)))
+    _, pairs, _, _ = mk.filter_batch(key, 0, 100000, side, t, 1.0, 8, True)
+    idx = np.nonzero(pairs > 0)[0][:2000].astype(np.int64)
+    lengths = mk.build_batch(key, idx, pairs[idx], side, t, 8)[2]
+    assert sps.ks_2samp(naive[:, 0], lengths).pvalue < 1e-6
+
+
+def test_determinism_across_thread_counts(tmp_path):
+    before = numba.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2 if numba.config.NUMBA_NUM_THREADS >= 2 else 1):
+            numba.set_num_threads(threads)
+            out = tmp_path / f"t{threads}"
+            dm.build_generated(
+                out, n=20, test_n=10, size=SIDE, min_path=T_EDGES, seed=4, aug=True, progress=False
+            )
+            outs.append(out)
+    finally:
+        numba.set_num_threads(before)
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert {str(f) for f in files} >= {"train/all__inputs.npy", "test.csv", "train.csv", "stats.json"}
+    for f in files:
+        a, b = (outs[0] / f).read_bytes(), (outs[1] / f).read_bytes()
+        if f.name == "stats.json":
+            sa, sb = json.loads(a), json.loads(b)
+            for s in (sa, sb):  # wall-clock timings are the only fields allowed to differ
+                s.pop("timings_s")
+                s["generation"].pop("seconds")
+            assert sa == sb
+        else:
+            assert a == b, f
+    # a different seed gives a different set
+    other = dm.generate_mazes(5, size=SIDE, t_edges=T_EDGES, seed=5)
+    assert not np.array_equal(
+        other.questions, dm.generate_mazes(5, size=SIDE, t_edges=T_EDGES, seed=4).questions
+    )
+
+
+def test_batch_size_does_not_change_output():
+    a = dm.generate_mazes(15, size=SIDE, t_edges=T_EDGES, seed=8, envelope=1.0, batch=1 << 12)
+    b = dm.generate_mazes(15, size=SIDE, t_edges=T_EDGES, seed=8, envelope=1.0, batch=1 << 16)
+    assert np.array_equal(a.questions, b.questions) and np.array_equal(a.answers, b.answers)
+
+
+def test_split_by_layout_and_format(tmp_path):
+    out = tmp_path / "maze"
+    stats = dm.build_generated(
+        out, n=40, test_n=20, size=SIDE, min_path=T_EDGES, seed=2, aug=True, progress=False
+    )
+    train, test = read_split(out / "train"), read_split(out / "test")
+    assert json.loads((out / "identifiers.json").read_text()) == ["<blank>"]
+    for sp in (train, test):
+        assert sp.metadata["vocab_size"] == 6 and sp.metadata["seq_len"] == SIDE * SIDE
+        assert sp.metadata["total_puzzles"] == len(sp.inputs)
+    assert test.inputs.shape == (20, 100) and test.num_groups == 20
+    assert train.inputs.shape == (40 * 8, 100) and train.num_groups == 40
+    assert np.array_equal(np.diff(train.group_indices), np.full(40, 8))
+    # each group: the original first, then its 7 other dihedral images, labels transformed alike
+    originals = train.inputs[::8]
+    for g in range(40):
+        base = train.inputs[8 * g].reshape(SIDE, SIDE)
+        keys = {dm.dihedral(base, t).tobytes() for t in range(8)}
+        assert {train.inputs[8 * g + t].reshape(SIDE, SIDE).tobytes() for t in range(8)} == keys
+    codes, lengths, shortest = pm.check_paths(train.inputs, train.labels)
+    assert (codes == 0).all() and np.array_equal(lengths, shortest)
+    # no layout repeated, none shared between splits, even up to rotation and reflection
+    train_keys = {symmetric_key(r, SIDE) for r in originals}
+    test_keys = {symmetric_key(r, SIDE) for r in test.inputs}
+    assert len(train_keys) == 40 and len(test_keys) == 20 and not train_keys & test_keys
+    # public CSV columns; rating = shortest path in cells; fields keep their spaces
+    rows = read_public_csv(out / "test.csv")
+    assert len(rows) == 20
+    for (_, q, a, rating, _), inp in zip(rows, test.inputs, strict=True):
+        assert len(q) == len(a) == SIDE * SIDE and " " in q
+        assert np.array_equal(pm.parse_grid(q).reshape(-1), inp)
+        assert rating == pm.shortest_path_length(q) + 1 > T_EDGES
+    assert stats["train"]["mazes"] == 40 and stats["count"] == "cells"
+    hist = stats["test"]["path_length_cells_histogram"]
+    assert sum(hist.values()) == 20 and min(map(int, hist)) > T_EDGES
+
+
+def test_test_split_does_not_depend_on_n(tmp_path):
+    for n in (5, 12):
+        dm.build_generated(
+            tmp_path / str(n), n=n, test_n=8, size=SIDE, min_path=T_EDGES, seed=6, progress=False
+        )
+    a, b = read_split(tmp_path / "5" / "test"), read_split(tmp_path / "12" / "test")
+    assert np.array_equal(a.inputs, b.inputs) and np.array_equal(a.labels, b.labels)
+    assert np.array_equal(
+        read_split(tmp_path / "5" / "train").inputs, read_split(tmp_path / "12" / "train").inputs[:5]
+    )
+
+
+def test_from_csv_round_trip(tmp_path):
+    src = tmp_path / "gen"
+    dm.build_generated(
+        src, n=15, test_n=10, size=SIDE, min_path=T_EDGES, count="edges", seed=1, progress=False
+    )
+    out = tmp_path / "from_csv"
+    stats = dm.build_from_csv([src], out, aug=True)
+    for name in ("train", "test"):
+        a, b = read_split(src / name), read_split(out / name)
+        assert np.array_equal(a.inputs, b.inputs if name == "test" else b.inputs[::8])
+        assert stats[name]["labels_equal_canonical_astar"] == len(a.inputs)
+        assert stats[name]["rating_minus_bfs_edges_histogram"] == {"0": len(a.inputs)}  # --count edges
+    assert (out / "train.csv").read_bytes() == (src / "train.csv").read_bytes()
+
+
+def test_from_csv_errors(tmp_path):
+    q = pm.format_grid(random_question(np.random.default_rng(0), 5, 0.0))
+    bad = q.replace(" ", "x", 1)
+    write_public_csv(tmp_path / "train.csv", [("s", q, pm.solve(q), 3), ("s", bad, bad, 3)])
+    with pytest.raises(ValueError, match=r"train.csv:3: .*characters"):
+        dm.build_from_csv([tmp_path / "train.csv"], tmp_path / "o1")
+    wrong = pm.format_grid(np.where(pm.parse_grid(q) == pm.OPEN, pm.PATH, pm.parse_grid(q)))
+    write_public_csv(tmp_path / "test.csv", [("s", q, wrong, 3)])
+    with pytest.raises(ValueError, match="test.csv:2: the answer is not a shortest path"):
+        dm.build_from_csv([tmp_path / "test.csv"], tmp_path / "o2")
+    (tmp_path / "mazes.csv").write_text("source,question,answer,rating\n")
+    with pytest.raises(ValueError, match="train.csv or test.csv"):
+        dm.build_from_csv([tmp_path / "mazes.csv"], tmp_path / "o3")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"size": 2}, "--size"),
+        ({"t_edges": 0}, "at least one move"),
+        ({"t_edges": 100}, "no path"),
+        ({"seed": -1}, "--seed"),
+        ({"envelope": 0.0}, "envelope"),
+    ],
+)
+def test_generator_bad_settings(kwargs, match):
+    args = {"size": SIDE, "t_edges": T_EDGES, "seed": 0, "envelope": 1.0} | kwargs
+    with pytest.raises(ValueError, match=match):
+        dm.generate_mazes(1, **args)
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = [
+        "--n",
+        "6",
+        "--test-n",
+        "4",
+        "--size",
+        "10",
+        "--min-path",
+        "20",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert dm.main(argv) == 0
+    assert read_split(out / "train").inputs.shape == (6, 100)
+    assert dm.main(argv) == 2  # exists, no --overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert dm.main([*argv, "--overwrite", "--count", "edges"]) == 0
+    assert dm.main(["--n", "-1", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "--n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("side, t, envelope", [(10, 20, 1.0), (15, 38, 0.5), (30, 110, 0.125)])
+def test_early_rejection_never_changes_a_decision(side, t, envelope):
+    """The filter's bound-based early rejection gives exactly the exact count's decisions."""
+    key = np.uint64(mk.stream_key(np.uint64(17)))
+    st_exact, q_exact, _, _ = mk.filter_batch(key, 0, 20000, side, t, envelope, 8, True)
+    st_fast, q_fast, _, _ = mk.filter_batch(key, 0, 20000, side, t, envelope, 8, False)
+    assert np.array_equal(st_exact == mk.ST_ACCEPTED, st_fast == mk.ST_ACCEPTED)
+    counted = q_fast >= 0
+    assert np.array_equal(q_fast[counted], q_exact[counted]) and (~counted).sum() > 0
