@@ -1,0 +1,230 @@
+"""Fixed-point solvers for x* = f(x*): damped fixed-point iteration and Anderson acceleration.
+
+Symbols. f is the map, x_k the k-th iterate (x_0 = x0), F_k = f(x_k), G_k = F_k - x_k the residual.
+The relative residual of x_k is ||G_k|| / ||F_k|| and the absolute one ||G_k||, per sample.
+
+- Fixed-point iteration: x_{k+1} = (1 - tau) x_k + tau F_k.
+- Anderson acceleration (type II, Walker & Ni 2011), memory m: keep the last m pairs (x_i, G_i) in a
+  ring buffer (slot k % m); choose weights alpha (summing to 1) minimising ||sum_i alpha_i G_i||^2 +
+  lam_rel ||alpha||^2 by solving the bordered (n+1) x (n+1) system
+
+      [ 0   1^T         ] [ mu    ]   [ 1 ]
+      [ 1   G G^T + r I ] [ alpha ] = [ 0 ],     r = lam * mean(diag(G G^T))   (per sample)
+
+  in float64, then x_{k+1} = sum_i alpha_i (x_i + beta G_i) = sum_i alpha_i ((1 - beta) x_i + beta F_i).
+  The regulariser is relative to the residual scale, so the method is scale invariant and does not stall
+  near convergence. When a sample's system is singular or gives non-finite weights, that sample takes a
+  plain damped step instead (counted in `n_fallback`). With one history entry (m = 1, or k = 0) the
+  step is the plain step, so m = 1 is exactly fixed-point iteration.
+
+Both solvers:
+- run under `torch.no_grad()`; keep the state in float32 (float64 if x0 is float64) even when f computes
+  in bf16: f receives its input in x0's dtype(s), its output is promoted before any arithmetic;
+- return the *best* iterate per sample (lowest relative residual), with the residuals measured at that
+  very iterate, so a fresh ||f(x) - x|| / ||f(x)|| on the returned x reproduces `info.rel_residual`;
+- freeze a sample once it has converged (after `min_iter` steps) or diverged, so every sample's answer is
+  what it would be if solved alone, and stop when no sample is active or after `max_iter` evaluations;
+- never raise on a non-contractive map: a sample whose map returns non-finite values, or whose residual
+  grows past `DIVERGENCE_FACTOR` times its starting residual, is reset to its best iterate, frozen,
+  flagged unconverged and counted in `n_diverged`.
+
+Host synchronisation: one `.item()` per iteration (is any sample still active?), needed to stop early;
+everything else (counters, traces) stays on the device until the loop ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from solvers._structure import Spec, State, call_flat, flatten, spec_of, state_dtype, unflatten
+
+# A residual this many times the starting one means the iteration is running away.
+DIVERGENCE_FACTOR = 1e4
+
+
+@dataclass
+class SolverInfo:
+    """What a solve did, per sample where it can differ between samples.
+
+    rel_residual, abs_residual: (B,) ||f(x) - x|| / ||f(x)|| and ||f(x) - x|| at the returned x.
+    converged: (B,) bool, rel_residual <= tol.   best_step: (B,) index k of the returned iterate x_k.
+    nstep: number of evaluations of f.   n_fallback: sample-steps where Anderson fell back to a plain
+    step.   n_diverged: samples given up as divergent.
+    trace: (T, B) relative residual of every iterate x_0 .. x_{T-1} (T = nstep), with trace=True.
+    iterates: the iterates x_0 .. x_{T-1}, structured like x0 with a leading T axis, with
+    trace="iterates".
+    """
+
+    rel_residual: Tensor
+    abs_residual: Tensor
+    converged: Tensor
+    best_step: Tensor
+    nstep: int
+    n_fallback: int = 0
+    n_diverged: int = 0
+    trace: Tensor | None = None
+    iterates: State | None = None
+
+
+def _residuals(x: Tensor, fx: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) relative and absolute residuals; non-finite maps count as infinitely far. 0/0 := 0."""
+    abs_res = (fx - x).norm(dim=1)
+    rel_res = abs_res / (fx.norm(dim=1) + torch.finfo(fx.dtype).tiny)
+    bad = ~torch.isfinite(abs_res) | ~torch.isfinite(rel_res)
+    inf = torch.full_like(abs_res, float("inf"))
+    return torch.where(bad, inf, rel_res), torch.where(bad, inf, abs_res)
+
+
+# A stepper gets (k, x, fx, active) and returns (x_next, fallback mask or None).
+Stepper = Callable[[int, Tensor, Tensor, Tensor], tuple[Tensor, Tensor | None]]
+
+
+def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter: int, trace) -> tuple:
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if trace not in (False, True, "iterates"):
+        raise ValueError(f"trace must be False, True or 'iterates', got {trace!r}")
+    spec: Spec = spec_of(x0)
+    dtype = state_dtype(spec.dtypes)
+    with torch.no_grad():
+        x = flatten(x0, spec, dtype).clone()  # (B, D)
+        B = x.shape[0]
+        step = stepper_factory(x)
+        best_x = x.clone()  # (B, D)
+        best_rel = torch.full((B,), float("inf"), dtype=dtype, device=x.device)
+        best_abs = best_rel.clone()
+        best_step = torch.zeros(B, dtype=torch.long, device=x.device)
+        start_abs = None
+        diverged = torch.zeros(B, dtype=torch.bool, device=x.device)
+        n_fallback = torch.zeros((), dtype=torch.long, device=x.device)
+        rel_trace: list[Tensor] = []
+        iterates: list[Tensor] = []
+        nstep = 0
+        for k in range(max_iter):
+            fx = call_flat(f, x, spec)  # (B, D), promoted to the state dtype
+            nstep = k + 1
+            rel, abs_ = _residuals(x, fx)
+            if trace:
+                rel_trace.append(rel)
+                if trace == "iterates":
+                    iterates.append(x.clone())
+            if start_abs is None:
+                start_abs = abs_
+            # Frozen samples are re-evaluated at their best iterate, which never beats itself.
+            better = rel < best_rel
+            best_x = torch.where(better[:, None], x, best_x)
+            best_rel = torch.where(better, rel, best_rel)
+            best_abs = torch.where(better, abs_, best_abs)
+            best_step = torch.where(better, torch.full_like(best_step, k), best_step)
+            converged = best_rel <= tol
+            running_away = ~torch.isfinite(abs_) | (abs_ > DIVERGENCE_FACTOR * start_abs)
+            diverged = diverged | (running_away & ~converged)
+            done = diverged | (converged if k + 1 >= min_iter else torch.zeros_like(converged))
+            active = ~done
+            if k + 1 == max_iter or (k + 1 >= min_iter and not bool(active.any())):
+                break
+            x_next, fallback = step(k, x, fx, active)
+            if fallback is not None:
+                n_fallback += (fallback & active).sum()
+            # Done samples sit at their best iterate from now on.
+            x = torch.where(active[:, None], x_next, best_x)
+
+        info = SolverInfo(
+            rel_residual=best_rel,
+            abs_residual=best_abs,
+            converged=best_rel <= tol,
+            best_step=best_step,
+            nstep=nstep,
+            n_fallback=int(n_fallback.item()),
+            n_diverged=int((diverged & ~(best_rel <= tol)).sum().item()),
+        )
+        if trace:
+            info.trace = torch.stack(rel_trace)  # (T, B)
+            if trace == "iterates":
+                info.iterates = _stack_iterates(iterates, spec)
+        return unflatten(best_x, spec, cast=False), info
+
+
+def _stack_iterates(iterates: list[Tensor], spec: Spec) -> State:
+    """T flat (B, D) iterates -> x0's structure with a leading T axis, in the state dtype."""
+    stacked = torch.stack(iterates)  # (T, B, D)
+    parts = stacked.split(list(spec.sizes), dim=2)
+    out = tuple(p.reshape(len(iterates), *s) for p, s in zip(parts, spec.shapes, strict=True))
+    return out if spec.is_tuple else out[0]
+
+
+def fixed_point_iter(
+    f, x0: State, *, max_iter: int, tol: float, min_iter: int = 0, tau: float = 1.0, trace=False
+) -> tuple[State, SolverInfo]:
+    """Damped fixed-point iteration x_{k+1} = (1 - tau) x_k + tau f(x_k). Returns (x, SolverInfo)."""
+
+    def factory(x: Tensor) -> Stepper:
+        def step(k: int, x: Tensor, fx: Tensor, active: Tensor):
+            # tau == 1 gives f(x) exactly (0 * x adds nothing for finite x).
+            return (1.0 - tau) * x + tau * fx, None
+
+        return step
+
+    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace)
+
+
+def anderson(
+    f,
+    x0: State,
+    *,
+    m: int = 5,
+    lam: float = 1e-4,
+    beta: float = 1.0,
+    max_iter: int = 16,
+    tol: float = 1e-3,
+    min_iter: int = 2,
+    trace=False,
+) -> tuple[State, SolverInfo]:
+    """Anderson acceleration with memory m, relative regulariser lam and mixing beta (see module doc).
+    Returns (x, SolverInfo)."""
+    if m < 1:
+        raise ValueError(f"m must be >= 1, got {m}")
+
+    def factory(x: Tensor) -> Stepper:
+        B, D = x.shape
+        # Ring buffers: iterates and residuals of the last m steps, and their Gram matrix kept up to
+        # date one row at a time (O(m D) per step instead of O(m^2 D)).
+        X = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
+        G = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
+        GG = torch.zeros(B, m, m, dtype=x.dtype, device=x.device)  # (B, m, m)
+
+        def step(k: int, x: Tensor, fx: Tensor, active: Tensor):
+            slot, n = k % m, min(k + 1, m)
+            g = fx - x  # (B, D)
+            X[:, slot] = x
+            G[:, slot] = g
+            row = torch.bmm(G[:, :n], g[:, :, None])[:, :, 0]  # (B, n)
+            GG[:, slot, :n] = row
+            GG[:, :n, slot] = row
+            plain = (1.0 - beta) * x + beta * fx
+            if n == 1:
+                return plain, None
+            gram = GG[:, :n, :n].to(torch.float64)  # (B, n, n)
+            reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # (B,)
+            H = torch.zeros(B, n + 1, n + 1, dtype=torch.float64, device=x.device)  # (B, n+1, n+1)
+            H[:, 0, 1:] = 1.0
+            H[:, 1:, 0] = 1.0
+            H[:, 1:, 1:] = gram + reg[:, None, None] * torch.eye(n, dtype=torch.float64, device=x.device)
+            rhs = torch.zeros(B, n + 1, dtype=torch.float64, device=x.device)  # (B, n+1)
+            rhs[:, 0] = 1.0
+            sol, info = torch.linalg.solve_ex(H, rhs)  # no host sync: failures are reported per sample
+            alpha = sol[:, 1:]  # (B, n)
+            ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+            alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha)).to(x.dtype)[
+                :, None, :
+            ]  # (B, 1, n)
+            mixed = (torch.bmm(alpha, X[:, :n]) + beta * torch.bmm(alpha, G[:, :n]))[:, 0]  # (B, D)
+            return torch.where(ok[:, None], mixed, plain), ~ok
+
+        return step
+
+    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace)
