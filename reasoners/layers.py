@@ -38,6 +38,8 @@ def trunc_normal_(
     ~12% smaller at +-2 sigma. Like JAX/Flax (and the reference code) we widen the underlying normal
     so that the *truncated* distribution has std ``std``.
     """
+    if tensor.device.type == "meta":  # shapes only (parameter counts): nothing to fill
+        return tensor
     with torch.no_grad():
         if std == 0:
             return tensor.zero_()
