@@ -292,3 +292,36 @@ def test_no_device_assumptions_in_source():
     for path in (REPO / "reasoners").rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"\.cuda\(|device=['\"]cuda", text), f"{path} hard-codes CUDA"
+
+
+def test_trm_with_q_continue_bootstraps_like_hrm():
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(**TINY_TRM, q_continue=True, halt_exploration_prob=0.0)).train()
+    with torch.no_grad():
+        model.q_head.weight.normal_()
+    batch = random_batch()
+    carry, out = supervision_step(model, initial_carry(model, batch), batch)
+    with torch.no_grad():
+        _, _, nq, _ = model(carry.state, carry.batch)
+    torch.testing.assert_close(out["target_q_continue"], torch.sigmoid(nq.max(-1).values))
+    assert torch.equal(carry.halted, out["q_halt_logits"] > out["q_continue_logits"])
+
+
+def test_one_training_step_with_the_optimisers_updates_weights_and_the_used_puzzle_row():
+    from reasoners.optim import AdamATan2, SparseSignSGD
+
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(**TINY_TRM, num_puzzle_ids=4)).train()
+    opt = AdamATan2(model.parameters(), lr=1e-3, weight_decay=0.1)
+    emb_opt = SparseSignSGD(model.embed.puzzle.table, lr=1e-2, weight_decay=0.1)
+    batch = random_batch(n_ids=4)
+    batch["puzzle_identifiers"] = torch.tensor([1, 1, 3])
+    table_before = model.embed.puzzle.table.clone()
+    weights_before = model.net.layers[0].mlp.down.weight.clone()
+    carry, loss, _, _ = train_step(model, initial_carry(model, batch), batch)
+    (loss / 3).backward()
+    opt.step()
+    emb_opt.step(model.embed.puzzle.batch_ids, model.embed.puzzle.batch_rows.grad)
+    changed = (model.embed.puzzle.table != table_before).any(-1)
+    assert changed.tolist() == [False, True, False, True]
+    assert not torch.equal(model.net.layers[0].mlp.down.weight, weights_before)
