@@ -92,7 +92,7 @@ def call_flat(f, flat: Tensor, spec: Spec) -> Tensor:
     in the flat state's dtype (so a bf16 map's output is promoted before any solver arithmetic)."""
     out = f(unflatten(flat, spec, cast=True))
     if spec.is_tuple and not isinstance(out, tuple | list):
-        raise ValueError(f"f must return a tuple like its input, got {type(out).__name__}")
+        raise ValueError(f"f must map the state to the same structure (a tuple), got {type(out).__name__}")
     if not spec.is_tuple and not isinstance(out, Tensor):
-        raise ValueError(f"f must return a tensor like its input, got {type(out).__name__}")
+        raise ValueError(f"f must map the state to the same structure (a tensor), got {type(out).__name__}")
     return flatten(out, spec, flat.dtype)

@@ -74,9 +74,9 @@ def _residuals(x: Tensor, fx: Tensor) -> tuple[Tensor, Tensor]:
     """(B,) relative and absolute residuals; non-finite maps count as infinitely far. 0/0 := 0."""
     abs_res = (fx - x).norm(dim=1)
     rel_res = abs_res / (fx.norm(dim=1) + torch.finfo(fx.dtype).tiny)
-    bad = ~torch.isfinite(abs_res) | ~torch.isfinite(rel_res)
-    inf = torch.full_like(abs_res, float("inf"))
-    return torch.where(bad, inf, rel_res), torch.where(bad, inf, abs_res)
+    # A NaN or inf anywhere in f(x) makes both norms inf or NaN: map all of those to +inf.
+    inf = float("inf")
+    return rel_res.nan_to_num(nan=inf, posinf=inf), abs_res.nan_to_num(nan=inf, posinf=inf)
 
 
 # A stepper gets (k, x, fx, active) and returns (x_next, fallback mask or None).
@@ -98,7 +98,7 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
         best_rel = torch.full((B,), float("inf"), dtype=dtype, device=x.device)
         best_abs = best_rel.clone()
         best_step = torch.zeros(B, dtype=torch.long, device=x.device)
-        start_abs = None
+        runaway_abs = None
         diverged = torch.zeros(B, dtype=torch.bool, device=x.device)
         n_fallback = torch.zeros((), dtype=torch.long, device=x.device)
         rel_trace: list[Tensor] = []
@@ -112,16 +112,17 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
                 rel_trace.append(rel)
                 if trace == "iterates":
                     iterates.append(x.clone())
-            if start_abs is None:
-                start_abs = abs_
+            if runaway_abs is None:
+                # (B,) finite even when f(x0) is not, so that an inf residual always counts as runaway
+                runaway_abs = (DIVERGENCE_FACTOR * abs_).clamp(max=torch.finfo(abs_.dtype).max)
             # Frozen samples are re-evaluated at their best iterate, which never beats itself.
             better = rel < best_rel
             best_x = torch.where(better[:, None], x, best_x)
             best_rel = torch.where(better, rel, best_rel)
             best_abs = torch.where(better, abs_, best_abs)
-            best_step = torch.where(better, torch.full_like(best_step, k), best_step)
+            best_step = torch.where(better, k, best_step)
             converged = best_rel <= tol
-            running_away = ~torch.isfinite(abs_) | (abs_ > DIVERGENCE_FACTOR * start_abs)
+            running_away = abs_ > runaway_abs  # includes non-finite f(x)
             diverged = diverged | (running_away & ~converged)
             done = diverged | (converged if k + 1 >= min_iter else torch.zeros_like(converged))
             active = ~done
@@ -191,38 +192,45 @@ def anderson(
 
     def factory(x: Tensor) -> Stepper:
         B, D = x.shape
-        # Ring buffers: iterates and residuals of the last m steps, and their Gram matrix kept up to
-        # date one row at a time (O(m D) per step instead of O(m^2 D)).
-        X = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
+        # Ring buffers over the last m steps: the plain steps P_i = (1 - beta) x_i + beta F_i (the new
+        # iterate is their alpha-weighted sum), the residuals G_i, and their Gram matrix, kept up to date
+        # one row at a time (O(m D) per step instead of O(m^2 D)).
+        P = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
         G = torch.zeros(B, m, D, dtype=x.dtype, device=x.device)  # (B, m, D)
         GG = torch.zeros(B, m, m, dtype=x.dtype, device=x.device)  # (B, m, m)
+        # The constant parts of the bordered system, built once.
+        f64 = dict(dtype=torch.float64, device=x.device)
+        border = torch.zeros(m + 1, m + 1, **f64)  # (m+1, m+1): [[0, 1^T], [1, 0]]
+        border[0, 1:] = 1.0
+        border[1:, 0] = 1.0
+        eye = torch.eye(m, **f64)  # (m, m)
+        rhs = torch.zeros(B, m + 1, **f64)  # (B, m+1): (1, 0, ..., 0)
+        rhs[:, 0] = 1.0
 
         def step(k: int, x: Tensor, fx: Tensor, active: Tensor):
             slot, n = k % m, min(k + 1, m)
             g = fx - x  # (B, D)
-            X[:, slot] = x
+            plain = (1.0 - beta) * x + beta * fx  # (B, D); beta = 1 gives f(x) exactly
+            P[:, slot] = plain
             G[:, slot] = g
             row = torch.bmm(G[:, :n], g[:, :, None])[:, :, 0]  # (B, n)
             GG[:, slot, :n] = row
             GG[:, :n, slot] = row
-            plain = (1.0 - beta) * x + beta * fx
             if n == 1:
                 return plain, None
             gram = GG[:, :n, :n].to(torch.float64)  # (B, n, n)
             reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # (B,)
-            H = torch.zeros(B, n + 1, n + 1, dtype=torch.float64, device=x.device)  # (B, n+1, n+1)
-            H[:, 0, 1:] = 1.0
-            H[:, 1:, 0] = 1.0
-            H[:, 1:, 1:] = gram + reg[:, None, None] * torch.eye(n, dtype=torch.float64, device=x.device)
-            rhs = torch.zeros(B, n + 1, dtype=torch.float64, device=x.device)  # (B, n+1)
-            rhs[:, 0] = 1.0
-            sol, info = torch.linalg.solve_ex(H, rhs)  # no host sync: failures are reported per sample
+            H = border[: n + 1, : n + 1].repeat(B, 1, 1)  # (B, n+1, n+1)
+            H[:, 1:, 1:] += gram + reg[:, None, None] * eye[:n, :n]
+            sol, info = torch.linalg.solve_ex(
+                H, rhs[:, : n + 1]
+            )  # no host sync: failures reported per sample
             alpha = sol[:, 1:]  # (B, n)
             ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
             alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha)).to(x.dtype)[
                 :, None, :
             ]  # (B, 1, n)
-            mixed = (torch.bmm(alpha, X[:, :n]) + beta * torch.bmm(alpha, G[:, :n]))[:, 0]  # (B, D)
+            mixed = torch.bmm(alpha, P[:, :n])[:, 0]  # (B, D)
             return torch.where(ok[:, None], mixed, plain), ~ok
 
         return step

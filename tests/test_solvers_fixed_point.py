@@ -1,0 +1,306 @@
+"""Fixed-point iteration and Anderson acceleration against dense solves and exact properties
+(REFERENCE.md section 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solvers import anderson, fixed_point_iter
+from tests._solver_maps import DEVICES, Affine, TanhMap, one_thread
+
+F64 = torch.float64
+_one_thread = pytest.fixture(autouse=True)(one_thread)
+
+
+def fresh_residuals(f, x):
+    """An independent recomputation of (relative, absolute) residuals at x, per sample."""
+    fx = f(x)
+    abs_res = (fx - x).flatten(1).norm(dim=1)
+    return abs_res / fx.flatten(1).norm(dim=1), abs_res
+
+
+def run(solver, f, x0, **kw):
+    if solver == "plain":
+        return fixed_point_iter(f, x0, **kw)
+    return anderson(f, x0, **kw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("solver", ["plain", "anderson"])
+@pytest.mark.parametrize("rho", [0.5, 0.9, 0.99])
+def test_affine_maps_reach_the_dense_solution(rho, solver, device):
+    tol = 1e-9
+    f = Affine([rho] * 3, 24, seed=1, device=device)
+    x, info = run(solver, f, f.x0(), max_iter=5000, tol=tol)
+    assert info.converged.all() and (info.rel_residual <= tol).all()
+    # ||x - x*|| <= ||(I - A)^-1|| ||f(x) - x|| = abs_residual / (1 - rho) for symmetric A.
+    err = (x - f.x_star).norm(dim=1)
+    assert (err <= info.abs_residual / (1 - rho) * (1 + 1e-6) + 1e-13).all()
+    assert (err / f.x_star.norm(dim=1) < 2 * tol / (1 - rho)).all()
+    rel, abs_res = fresh_residuals(f, x)
+    torch.testing.assert_close(info.rel_residual, rel, rtol=1e-9, atol=0)
+    torch.testing.assert_close(info.abs_residual, abs_res, rtol=1e-9, atol=0)
+
+
+def test_anderson_needs_at_most_a_fifth_of_plain_steps_at_rho_099():
+    f = Affine([0.99] * 2, 32, seed=2)
+    _, plain = fixed_point_iter(f, f.x0(), max_iter=10_000, tol=1e-6)
+    _, acc = anderson(f, f.x0(), m=5, max_iter=10_000, tol=1e-6)
+    assert plain.converged.all() and acc.converged.all()
+    assert acc.nstep * 5 <= plain.nstep, (acc.nstep, plain.nstep)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.6])
+def test_memory_one_is_plain_iteration(beta):
+    """m = 1: x_{k+1} = (1 - beta) x_k + beta f(x_k), every iterate, against a hand-written loop."""
+    f = TanhMap(3, 8, w_norm=0.9, seed=3)
+    x0 = torch.randn(3, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, info = anderson(f, x0, m=1, beta=beta, max_iter=30, tol=0.0, trace="iterates")
+        _, plain = fixed_point_iter(f, x0, tau=beta, max_iter=30, tol=0.0, trace="iterates")
+        x, expected = x0, []
+        for _ in range(30):
+            expected.append(x)
+            x = (1 - beta) * x + beta * f(x)
+    torch.testing.assert_close(info.iterates, torch.stack(expected), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(plain.iterates, torch.stack(expected), rtol=1e-14, atol=1e-15)
+    assert info.n_fallback == 0
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_anderson_is_scale_invariant(scale):
+    """f_s(x) = s f(x / s) has the fixed point s x*; a regulariser relative to the residual scale gives
+    the same weights, hence the same iterates up to the factor s and the same residual trace."""
+    f = Affine([0.95] * 3, 16, seed=4)
+    x, info = anderson(f, f.x0(), max_iter=300, tol=1e-9, trace=True)
+    xs, info_s = anderson(lambda x: scale * f(x / scale), f.x0(), max_iter=300, tol=1e-9, trace=True)
+    assert info.converged.all() and info_s.converged.all()
+    assert info.nstep == info_s.nstep
+    torch.testing.assert_close(info_s.trace, info.trace, rtol=1e-5, atol=1e-14)
+    torch.testing.assert_close(xs / scale, x, rtol=1e-8, atol=1e-10)
+
+
+def test_degenerate_histories_stay_finite():
+    D = 6
+    x0 = torch.randn(2, D, dtype=F64, generator=torch.Generator().manual_seed(5))
+    # Identity: every point is fixed, the residual history is all zeros (a singular system).
+    x, info = anderson(lambda x: x, x0, max_iter=6, tol=1e-6, min_iter=4)
+    assert info.nstep == 4 and torch.equal(x, x0) and info.converged.all()
+    assert (info.rel_residual == 0).all() and info.n_fallback > 0  # singular solves fell back
+    # Constant map: converged after one step, exactly at the constant.
+    c = torch.full((2, D), 3.0, dtype=F64)
+    x, info = anderson(lambda x: c, x0, max_iter=10, tol=1e-12, min_iter=0)
+    assert torch.equal(x, c) and info.converged.all() and info.best_step.tolist() == [1, 1]
+    # Fixed point at the origin, started there: 0/0 counts as a zero relative residual.
+    x, info = anderson(lambda x: 0.5 * x, torch.zeros(2, D, dtype=F64), max_iter=5, tol=1e-6)
+    assert torch.equal(x, torch.zeros_like(x)) and info.converged.all()
+    # f(x) = -x: plain iteration cycles x0, -x0, ... for ever; two history entries with opposite
+    # residuals give weights (1/2, 1/2) and the exact fixed point 0.
+    _, plain = fixed_point_iter(lambda x: -x, x0, max_iter=50, tol=1e-6)
+    x, info = anderson(lambda x: -x, x0, max_iter=50, tol=1e-6)
+    assert not plain.converged.any()
+    assert info.converged.all() and x.abs().max() < 1e-12
+    # Rank-one map: residuals span a 2-dimensional space, so longer histories are linearly dependent.
+    u = torch.nn.functional.normalize(torch.ones(D, dtype=F64), dim=0)
+    A = 0.9 * torch.outer(u, u)
+    b = torch.arange(D, dtype=F64)
+    x, info = anderson(lambda x: x @ A.T + b, x0, m=5, max_iter=40, tol=1e-12)
+    x_star = torch.linalg.solve(torch.eye(D, dtype=F64) - A, b)
+    assert torch.isfinite(x).all() and info.converged.all()
+    torch.testing.assert_close(x, x_star.expand_as(x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["plain", "anderson"])
+def test_mixed_batch_equals_each_sample_solved_alone(solver):
+    rhos = [0.3, 0.99, 0.7]
+    f = Affine(rhos, 16, seed=6)
+    x, info = run(solver, f, f.x0(), max_iter=4000, tol=1e-9)
+    assert info.converged.all()
+    assert info.best_step[0] < info.best_step[2] < info.best_step[1]
+    for i in range(3):
+        fi = Affine(rhos, 16, seed=6)
+        fi.A, fi.b = fi.A[i : i + 1], fi.b[i : i + 1]
+        xi, info_i = run(solver, fi, fi.x0(), max_iter=4000, tol=1e-9)
+        torch.testing.assert_close(x[i : i + 1], xi, rtol=1e-12, atol=1e-12)
+        assert info.best_step[i] == info_i.best_step[0]
+        assert info_i.nstep == int(info.best_step[i]) + 1  # an easy sample stops as soon as it is done
+
+
+@pytest.mark.parametrize("solver", ["plain", "anderson"])
+def test_non_contractive_maps_return_finite_unconverged(solver):
+    """Samples 0-2 have no real fixed point (x^2 + 1, exp, x + 1), sample 3's map is NaN from the start,
+    sample 4 is a contraction sharing the batch."""
+    x0 = torch.zeros(5, 5)
+
+    def f(x):
+        return torch.stack([x[0] ** 2 + 1, torch.exp(x[1]), x[2] + 1, torch.log(x[3] - 10), 0.5 * x[4] + 1])
+
+    x, info = run(solver, f, x0, max_iter=200, tol=1e-6, trace=True)
+    assert torch.isfinite(x).all()
+    assert info.converged.tolist() == [False, False, False, False, True]
+    torch.testing.assert_close(x[4], torch.full((5,), 2.0), rtol=1e-5, atol=1e-5)
+    assert torch.equal(x[3], x0[3]) and info.rel_residual[3] == float("inf")  # nothing better than x0
+    finite = [0, 1, 2, 4]
+    rel, abs_res = fresh_residuals(f, x)
+    torch.testing.assert_close(info.abs_residual[finite], abs_res[finite])
+    assert (info.rel_residual[:3] > 1e-3).all()
+    # Plain iteration runs away on x^2 + 1 and exp; Anderson's extrapolation keeps those bounded and
+    # only the NaN sample is given up.
+    assert info.n_diverged == (3 if solver == "plain" else 1)
+    if solver == "plain":  # the runaway samples were frozen long before overflowing float32
+        assert info.nstep == 200 and info.trace[-1, :2].tolist() == info.rel_residual[:2].tolist()
+
+
+@pytest.mark.parametrize("m", [2, 5])
+def test_reported_residual_is_honest_and_output_not_collapsed(m):
+    """Regression for a rolled history read as a ring buffer: the iterate collapsed to ~0 while the
+    logged residual sat at 1.0. At every max_iter from 3 to m + 3 the returned x must be near x*, and
+    the reported residuals must equal a fresh recomputation."""
+    f = Affine([0.9] * 4, 16, seed=7, dtype=torch.float32)
+    x_norm = f.x_star.norm(dim=1)
+    previous = None
+    for max_iter in range(3, m + 4):
+        x, info = anderson(f, f.x0(), m=m, max_iter=max_iter, tol=0.0)
+        assert info.nstep == max_iter
+        rel, abs_res = fresh_residuals(f, x)
+        torch.testing.assert_close(info.rel_residual, rel, rtol=1e-5, atol=0)
+        torch.testing.assert_close(info.abs_residual, abs_res, rtol=1e-5, atol=0)
+        assert (x.norm(dim=1) > 0.25 * x_norm).all()  # a collapsed x ~ 0 has rel residual 1
+        assert ((x - f.x_star).norm(dim=1) < x_norm).all()
+        assert (info.rel_residual < 0.5).all()
+        if previous is not None:  # the best residual can only improve with more steps
+            assert (info.rel_residual <= previous + 1e-7).all()
+        previous = info.rel_residual
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_map_runs_with_fp32_state(device):
+    torch.manual_seed(8)
+    D = 32
+    lin = torch.nn.Linear(D, D).to(device)
+    with torch.no_grad():
+        lin.weight.mul_(0.8 / torch.linalg.matrix_norm(lin.weight, ord=2))
+    x_in = torch.randn(4, D, device=device)
+    f32 = lambda z: torch.tanh(lin(z) + x_in)  # noqa: E731
+    x_ref, _ = anderson(f32, torch.zeros(4, D, device=device), max_iter=100, tol=1e-6)
+
+    # (a) a bf16 module called on bf16 input: the solver hands f bf16, keeps its own state in fp32.
+    lin16 = torch.nn.Linear(D, D).to(device=device, dtype=torch.bfloat16)
+    lin16.load_state_dict(lin.state_dict())
+    f16 = lambda z: torch.tanh(lin16(z) + x_in.bfloat16())  # noqa: E731
+    x, info = anderson(f16, torch.zeros(4, D, device=device, dtype=torch.bfloat16), max_iter=40, tol=2e-2)
+    assert x.dtype == torch.float32 and torch.isfinite(x).all() and info.converged.all()
+    assert ((x - x_ref).norm(dim=1) / x_ref.norm(dim=1) < 5e-2).all()
+
+    # (b) an fp32 state and a map under autocast (bf16 matmuls): same, and the state stays fp32.
+    def f_auto(z):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            return torch.tanh(lin(z) + x_in)
+
+    x, info = anderson(f_auto, torch.zeros(4, D, device=device), max_iter=40, tol=2e-2, trace=True)
+    assert x.dtype == torch.float32 and info.trace.dtype == torch.float32 and info.converged.all()
+    assert ((x - x_ref).norm(dim=1) / x_ref.norm(dim=1) < 5e-2).all()
+
+
+def test_tuple_state_is_solved_jointly():
+    """The Attractor's map S = (y, z) -> (g(y + z'), z') with z' = g(z + y + x)."""
+    B, L, D = 3, 4, 8
+    g = TanhMap(B, L * D, w_norm=0.4, seed=9)
+    x_in = torch.randn(B, L, D, dtype=F64, generator=torch.Generator().manual_seed(1))
+
+    def net(h):
+        return g(h.reshape(B, L * D)).reshape(B, L, D)
+
+    def F(state):
+        y, z = state
+        z_new = net(z + y + x_in)
+        return net(y + z_new), z_new
+
+    s0 = (torch.zeros(B, L, D, dtype=F64), torch.zeros(B, L, D, dtype=F64))
+    with torch.no_grad():
+        (y, z), info = anderson(F, s0, max_iter=100, tol=1e-12, trace="iterates")
+        y2, z2 = F((y, z))
+    assert y.shape == (B, L, D) and z.shape == (B, L, D) and info.converged.all()
+    torch.testing.assert_close(y2, y, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(z2, z, rtol=1e-10, atol=1e-10)
+    # The joint residual is over (y, z) together.
+    joint = torch.cat([(y2 - y).flatten(1), (z2 - z).flatten(1)], 1).norm(dim=1)
+    torch.testing.assert_close(info.abs_residual, joint, rtol=1e-6, atol=1e-18)
+    # Iterates come back structured, time first; the best one is the returned state.
+    ys, zs = info.iterates
+    assert ys.shape == (info.nstep, B, L, D) and zs.shape == (info.nstep, B, L, D)
+    for i in range(B):
+        assert torch.equal(ys[info.best_step[i], i], y[i]) and torch.equal(zs[info.best_step[i], i], z[i])
+
+
+@pytest.mark.parametrize("solver", ["plain", "anderson"])
+def test_trace_matches_fresh_residuals_of_the_iterates(solver):
+    f = Affine([0.8, 0.95], 10, seed=10)
+    x, info = run(solver, f, f.x0(), max_iter=25, tol=0.0, trace="iterates")
+    assert info.trace.shape == (25, 2) and info.iterates.shape == (25, 2, 10)
+    for k in range(25):
+        rel, _ = fresh_residuals(f, info.iterates[k])
+        torch.testing.assert_close(info.trace[k], rel, rtol=1e-9, atol=0)
+    assert torch.equal(info.trace.min(0).values, info.rel_residual)
+    assert torch.equal(info.trace.argmin(0), info.best_step)
+
+
+def test_min_iter_and_warm_start():
+    f = Affine([0.9] * 2, 8, seed=11)
+    # Started at the fixed point: done after min_iter evaluations, not before.
+    for min_iter in (0, 1, 3):
+        x, info = anderson(f, f.x_star.clone(), max_iter=20, tol=1e-8, min_iter=min_iter)
+        assert info.nstep == max(min_iter, 1) and info.converged.all()
+        torch.testing.assert_close(x, f.x_star, rtol=1e-12, atol=1e-12)
+
+
+def test_runs_without_grad_and_rejects_a_wrong_structure():
+    f = TanhMap(2, 6, seed=12)
+    x, info = anderson(f, torch.zeros(2, 6, dtype=F64), max_iter=50, tol=1e-8)
+    assert not x.requires_grad and not info.rel_residual.requires_grad
+    with pytest.raises(ValueError, match="same structure"):
+        anderson(lambda s: s[0], (torch.zeros(2, 3), torch.zeros(2, 3)))
+    with pytest.raises(ValueError, match="same structure"):
+        fixed_point_iter(lambda x: x[:, :2], torch.zeros(2, 3), max_iter=3, tol=1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rho=st.floats(0.05, 0.97),
+    m=st.integers(1, 6),
+    beta=st.sampled_from([1.0, 0.7]),
+    max_iter=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_property_returned_iterate_is_honest_and_no_worse_than_the_start(rho, m, beta, max_iter, seed):
+    """For any contractive affine map and any settings: the reported residuals are those of the returned
+    x, x is finite, the error bound ||x - x*|| <= abs_residual / (1 - rho) holds, and the returned
+    residual is never worse than the starting point's."""
+    f = Affine([rho, rho / 2], 8, seed=seed)
+    x, info = anderson(f, f.x0(), m=m, beta=beta, max_iter=max_iter, tol=1e-10, trace=True)
+    rel, abs_res = fresh_residuals(f, x)
+    assert torch.isfinite(x).all()
+    torch.testing.assert_close(info.rel_residual, rel, rtol=1e-9, atol=0)
+    torch.testing.assert_close(info.abs_residual, abs_res, rtol=1e-9, atol=0)
+    assert (info.rel_residual <= info.trace[0]).all()
+    err = (x - f.x_star).norm(dim=1)
+    assert (
+        err <= info.abs_residual / (1 - torch.tensor([rho, rho / 2], dtype=F64)) * (1 + 1e-9) + 1e-12
+    ).all()
+
+
+def test_bad_arguments_raise_clear_errors():
+    x0 = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="max_iter"):
+        anderson(lambda x: x, x0, max_iter=0)
+    with pytest.raises(ValueError, match="m must be"):
+        anderson(lambda x: x, x0, m=0)
+    with pytest.raises(ValueError, match="trace"):
+        fixed_point_iter(lambda x: x, x0, max_iter=3, tol=1e-3, trace="yes")
+    with pytest.raises(ValueError, match="batch size"):
+        anderson(lambda s: s, (torch.zeros(2, 3), torch.zeros(3, 3)))
+    with pytest.raises(ValueError, match="floating"):
+        anderson(lambda x: x, torch.zeros(2, 3, dtype=torch.long))
