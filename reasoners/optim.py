@@ -18,9 +18,9 @@ Sources (facts carried over, no code copied):
   and does not scale the decay by lr.
 - **Sparse sign-SGD** for the puzzle-embedding table, as TRM's ``CastedSparseEmbeddingSignSGD_Distributed``:
   the rows used in the step (all-gathered over ranks in DDP) have their gradients summed per id, and
-  only those rows move, ``row <- row * (1 - lr * wd) - lr * sign(grad_sum)``. "Adam is close to
-  sign-SGD when gradients are this sparse", and a full Adam state for a table with one row per
-  training puzzle would be wasted memory.
+  only those rows move, ``row <- row * (1 - lr * wd) - lr * sign(grad_sum)``. The reference's
+  reason: Adam is close to sign-SGD when a row's gradient is this sparse (it appears in few steps),
+  and a full Adam state for a table with one row per training puzzle would be wasted memory.
 - **LR schedule** of TRM's ``pretrain.py``: linear warmup then a half cosine down to ``min_ratio``;
   the reference configs set ``min_ratio = 1.0``, i.e. warmup then constant.
 - **EMA** of TRM's ``models/ema.py`` (decay 0.999): see :class:`EMA` for the exact semantics.
@@ -174,6 +174,11 @@ class SparseSignSGD(torch.optim.Optimizer):
     3. Only the distinct ids' rows change: ``row <- row * (1 - lr * wd) - lr * sign(grad_sum)``.
        Decay, too, touches only those rows (rows not in the batch are left exactly as they are), and
        a row in the batch with a zero summed gradient is decayed but not moved.
+
+    Make ``rows`` a fresh leaf in every training forward (as in the example below): its ``.grad``
+    then holds this step's gradient only. (The reference keeps one persistent buffer instead and
+    relies on this optimiser's ``zero_grad()`` to clear it.) On CUDA the per-id sum uses atomics, so
+    its last bits may vary from run to run, like the reference's ``scatter_add_``.
 
     ``lr`` and ``weight_decay`` live in ``param_groups[0]`` like any optimiser, so the trainer's
     ``group["lr"] = lr_at(...)`` loop covers this one too. There is no other state.
