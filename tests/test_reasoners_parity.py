@@ -159,3 +159,18 @@ def test_evaluation_matches_reference(name, kind):
     assert torch.equal(torch.stack(halted), fx["eval"]["halted"])
     close(outputs["logits"], fx["eval"]["logits"], f"{name}: eval logits")
     close(loss, fx["eval"]["loss"], f"{name}: eval loss")
+
+
+def test_key_map_strips_compile_and_loss_head_prefixes():
+    assert map_reference_key("trm", "_orig_mod.model.inner.L_level.layers.1.self_attn.qkv_proj.weight") == (
+        "net.layers.1.attn.qkv.weight"
+    )
+    assert map_reference_key("hrm", "model.inner.H_level.layers.0.mlp.down_proj.weight") == (
+        "high_net.layers.0.mlp.down.weight"
+    )
+    assert map_reference_key("trm", "inner.L_level.layers.0.mlp_t.gate_up_proj.weight") == (
+        "net.layers.0.token_mlp.mlp.gate_up.weight"
+    )
+    assert map_reference_key("trm", "model.inner.rotary_emb.cos_cached") is None
+    with pytest.raises(ValueError, match="unknown reference kind"):
+        map_reference_key("gpt", "lm_head.weight")
