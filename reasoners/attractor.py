@@ -59,6 +59,9 @@ class AttractorConfig(TRMConfig):
     implicit_max_iter: int = 16
     implicit_tol: float = 1e-4
     warm_start: bool = True  # False: every step solves from the fixed initial state
+    solver_trace: bool | str = (
+        False  # True: per-iterate residuals; "iterates": also every (y, z) (visualisation)
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -126,9 +129,12 @@ class Attractor(TRM):
                     max_iter=c.max_iter,
                     tol=c.tol,
                     min_iter=c.min_iter,
+                    trace=c.solver_trace,
                 )
             elif c.solver == "fixed_point":
-                s, info = fixed_point_iter(F, s0, max_iter=c.max_iter, tol=c.tol, min_iter=c.min_iter)
+                s, info = fixed_point_iter(
+                    F, s0, max_iter=c.max_iter, tol=c.tol, min_iter=c.min_iter, trace=c.solver_trace
+                )
             else:  # "unroll": exactly TRM's T - 1 no-grad cycles; residual filled in by forward()
                 s = s0
                 for _ in range(c.T_cycles - 1):

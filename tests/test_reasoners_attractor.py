@@ -245,3 +245,14 @@ def test_initial_state_is_a_fixed_buffer():
 def test_bad_attractor_configs_raise(over, match):
     with pytest.raises(ValueError, match=match):
         AttractorConfig(**{**TINY, **over})
+
+
+def test_solver_trace_exposes_every_iterate_for_visualisation():
+    torch.manual_seed(0)
+    model = Attractor(AttractorConfig(**TINY, max_iter=5, tol=0.0, solver_trace="iterates")).eval()
+    with torch.no_grad():
+        _, _, _, extras = model(model.initial_state(3), batch())
+    info = extras["solver"]
+    assert info.trace.shape == (5, 3)
+    y_iterates, z_iterates = info.iterates
+    assert y_iterates.shape == (5, 3, 20, 32) and z_iterates.shape == (5, 3, 20, 32)
