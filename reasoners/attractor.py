@@ -1,0 +1,200 @@
+"""The Attractor: TRM's deep supervision with the (y, z) recursion solved to its fixed point
+("Solve the Loop", 2026), with phantom gradients.
+
+Symbols as in TRM (:mod:`reasoners.trm`): ``x`` the embedded question, ``y`` the answer state,
+``z`` the latent state, ``n`` latent updates per map call (``n_inner``). The map on the joint state
+``S = (y, z)`` is
+
+    F(S; x) = (net(y + z'), z'),    z' = net(...net(z + y + x)...)   (n latent updates)
+
+A fixed point S* = F(S*) satisfies both TRM equations ``z* = net(z* + y* + x)`` (for n = 1; for
+n > 1 it is a fixed point of the n-fold latent update) and ``y* = net(y* + z*)``. One supervision step:
+
+1. S0 = the carried state (rows that halted were reset to the fixed initial state by the
+   supervision loop): the previous step *warm-starts* the solve;
+2. with no grad and the network in eval mode, ``S*, info = solvers.anderson(F, S0)``;
+3. gradients are attached by ``grad``: ``"phantom"`` UPG(k, tau) = k damped steps
+   ``S <- (1 - tau) S + tau F(S)`` from S* detached (the default), ``"neumann"`` NPG(k, tau),
+   ``"one_step"`` = UPG(1, 1) (the Jacobian-free gradient), or ``"implicit"`` (the IFT solve);
+4. decode y; carry S (detached) to the next step; return ``info`` in the extras, so training can log
+   per-sample residuals and solver steps honestly.
+
+``solver="unroll"`` replaces step 2 by T - 1 plain no-grad calls of F (``T_cycles``): with
+``n_inner = n`` and ``grad="one_step"`` this *is* TRM, step for step (a test checks it).
+
+The initial (y, z) are fixed random buffers, as in TRM: a learned initial state would receive no
+gradient through a no-grad solve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from reasoners.trm import TRM, TRMConfig, TRMState
+from solvers import SolverInfo, anderson, fixed_point_iter, implicit_grad, neumann_grad, phantom_grad
+
+SOLVERS = ("anderson", "fixed_point", "unroll")
+GRADS = ("phantom", "neumann", "one_step", "implicit")
+
+
+@dataclass
+class AttractorConfig(TRMConfig):
+    """TRM's fields (network, data, halting; ``T_cycles`` is used only by ``solver="unroll"``)
+    plus the fixed-point solve and its gradient."""
+
+    n_inner: int = 1  # latent updates per map call (changes conditioning, not the fixed point)
+    solver: str = "anderson"  # "anderson", "fixed_point" (damped iteration) or "unroll" (T-1 plain calls)
+    max_iter: int = 16  # map evaluations per solve
+    tol: float = 1e-3  # relative residual ||F(S) - S|| / ||F(S)|| per sample
+    min_iter: int = 2
+    anderson_m: int = 5
+    anderson_lam: float = 1e-4
+    anderson_beta: float = 1.0
+    grad: str = "phantom"  # "phantom", "neumann", "one_step" or "implicit"
+    phantom_k: int = 5
+    phantom_tau: float = 0.5
+    implicit_max_iter: int = 16
+    implicit_tol: float = 1e-4
+    warm_start: bool = True  # False: every step solves from the fixed initial state
+    solver_trace: bool | str = (
+        False  # True: per-iterate residuals; "iterates": also every (y, z) (visualisation)
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}: expected one of {', '.join(SOLVERS)}")
+        if self.grad not in GRADS:
+            raise ValueError(f"unknown grad {self.grad!r}: expected one of {', '.join(GRADS)}")
+        if self.max_iter < 1 or self.phantom_k < 1:
+            raise ValueError("max_iter and phantom_k must be >= 1")
+        if not 0 < self.phantom_tau <= 1:
+            raise ValueError(f"phantom_tau must be in (0, 1], got {self.phantom_tau}")
+
+
+AttractorState = TRMState
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module):
+    was_training = module.training
+    module.train(False)
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _joint_residual(s: tuple, fs: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) ||F(S) - S|| / ||F(S)|| and ||F(S) - S|| over the joint (y, z), in float32 or wider."""
+    diff = torch.cat([(f.float() - a.float()).flatten(1) for a, f in zip(s, fs, strict=True)], 1)
+    full = torch.cat([f.float().flatten(1) for f in fs], 1)
+    abs_res = diff.norm(dim=1)
+    return abs_res / (full.norm(dim=1) + torch.finfo(full.dtype).tiny), abs_res
+
+
+class Attractor(TRM):
+    """TRM's network solved to the (y, z) fixed point; ``forward(state, batch)`` is one supervision step."""
+
+    config: AttractorConfig
+
+    def __init__(self, config: AttractorConfig):
+        if not isinstance(config, AttractorConfig):
+            raise TypeError("Attractor needs an AttractorConfig")
+        super().__init__(config)
+
+    def fixed_point_map(self, x: torch.Tensor, rotary=None):
+        """F(S; x) on S = (y, z) as a function of the state alone (closes over x)."""
+
+        def F(state: tuple) -> tuple:
+            y, z = self.latent_recursion(x, state[0], state[1], rotary)
+            return (y, z)
+
+        return F
+
+    def solve(self, F, s0: tuple) -> tuple[tuple, SolverInfo]:
+        """S* from S0 with no grad and the network in eval mode."""
+        c = self.config
+        with torch.no_grad(), _eval_mode(self):
+            if c.solver == "anderson":
+                s, info = anderson(
+                    F,
+                    s0,
+                    m=c.anderson_m,
+                    lam=c.anderson_lam,
+                    beta=c.anderson_beta,
+                    max_iter=c.max_iter,
+                    tol=c.tol,
+                    min_iter=c.min_iter,
+                    trace=c.solver_trace,
+                )
+            elif c.solver == "fixed_point":
+                s, info = fixed_point_iter(
+                    F, s0, max_iter=c.max_iter, tol=c.tol, min_iter=c.min_iter, trace=c.solver_trace
+                )
+            else:  # "unroll": exactly TRM's T - 1 no-grad cycles; residual filled in by forward()
+                s = s0
+                for _ in range(c.T_cycles - 1):
+                    s = F(s)
+                B = s0[0].shape[0]
+                nan = torch.full((B,), float("nan"), device=s0[0].device)
+                info = SolverInfo(
+                    rel_residual=nan,
+                    abs_residual=nan.clone(),
+                    converged=torch.zeros(B, dtype=torch.bool, device=nan.device),
+                    best_step=torch.full((B,), c.T_cycles - 1, device=nan.device),
+                    nstep=c.T_cycles - 1,
+                )
+        return tuple(s), info
+
+    def attach_gradient(self, F, s_star: tuple) -> tuple:
+        c = self.config
+        if c.grad == "phantom":
+            return tuple(phantom_grad(F, s_star, k=c.phantom_k, tau=c.phantom_tau))
+        if c.grad == "one_step":
+            return tuple(phantom_grad(F, s_star, k=1, tau=1.0))
+        if c.grad == "neumann":
+            return tuple(neumann_grad(F, s_star, k=c.phantom_k, tau=c.phantom_tau))
+        return tuple(implicit_grad(F, s_star, max_iter=c.implicit_max_iter, tol=c.implicit_tol))
+
+    def forward(self, state: TRMState, batch: dict[str, torch.Tensor]):
+        """One supervision step: ``(state, batch) -> (detached state, logits, q_logits, extras)``.
+
+        ``extras["solver"]`` is the solve's :class:`solvers.SolverInfo` (per-sample relative and
+        absolute residuals at S*, steps); ``extras["fixed_point"]`` is S* itself (detached).
+        """
+        c = self.config
+        rotary = self.rotary() if self.rotary is not None else None
+        x = self.embed(batch["inputs"], batch["puzzle_identifiers"])  # (B, P+L, D)
+        if not c.warm_start:
+            state = self.initial_state(x.shape[0], x.device)
+        F = self.fixed_point_map(x, rotary)
+        s_star, info = self.solve(F, tuple(state))
+        if c.solver == "unroll":
+            # The residual of S* costs one more F call; the one-step/phantom gradient makes exactly
+            # that call, so measure it there instead of paying twice.
+            first = []
+
+            def F_recorded(s):
+                out = F(s)
+                if not first:
+                    first.append(tuple(t.detach() for t in out))
+                return out
+
+            y, z = self._attach_and_measure(F_recorded, s_star, first, info)
+        else:
+            y, z = self.attach_gradient(F, s_star)
+        logits, q_logits = self.decode(y)
+        extras = {"solver": info, "fixed_point": TRMState(*(t.detach() for t in s_star))}
+        return TRMState(y.detach(), z.detach()), logits, q_logits, extras
+
+    def _attach_and_measure(self, F_recorded, s_star, first, info):
+        out = self.attach_gradient(F_recorded, s_star)
+        if first:
+            rel, abs_ = _joint_residual(s_star, first[0])
+            info.rel_residual, info.abs_residual = rel, abs_
+            info.converged = rel <= self.config.tol
+        return out

@@ -1,0 +1,115 @@
+"""Size presets for every reasoner: ``tiny`` (tests, laptops), ``7m`` and ``27m``, on Sudoku or Maze.
+
+=============  ===============================================  ==============================================
+preset         network                                          why
+=============  ===============================================  ==============================================
+hrm 27m        d=512, 8 heads, 4 + 4 layers, N=2, T=2           the reference HRM (27,275,266 on Sudoku)
+hrm 7m         d=512, 8 heads, 1 + 1 layers, N=2, T=2           HRM's shape at TRM-7M's size (same count)
+trm 7m         d=512, 8 heads, 2 layers, T=3, n=6               the reference TRM (6,828,034 on Sudoku)
+trm 27m        d=512, 8 heads, 8 layers, T=3, n=6               as the Attractor paper's 27M TRM
+trm_mlp 7m     TRM 7m with the token-mixing MLP (no attention)  the reference TRM-MLP (5,028,866 on Sudoku)
+attractor 7m   TRM-7M's network, solved to its (y, z) fixed     the Attractor paper's 7M
+               point: Anderson m=5, <= 16 evaluations, tol
+               1e-3, n_inner=1, UPG(k=5, tau=0.5)
+attractor 27m  the same with 8 layers                           the Attractor paper's 27M
+``* tiny``     d=64, 2 heads, 2 layers (HRM 1 + 1), T=2, n=2    REFERENCE.md section 6's laptop tier
+=============  ===============================================  ==============================================
+
+All keep the reference prefix of 16 positions (HRM: 1), RoPE (TRM-MLP: no positions, as the TRM
+README runs it), expansion 4 and halting at 16 supervision steps. The Attractor presets use a
+full-width puzzle row (``puzzle_dim = 16 * d``) instead of TRM's d-wide row zero-padded to 16
+positions: where the injected ``x`` is zero the normalised map has a continuum of fixed points (any
+unit-RMS ``y = z``), which leaves the solve ill-posed at those positions. The puzzle table is a
+buffer, so parameter counts do not change.
+
+A ``trm_mlp`` token mixer is as wide as the sequence: its size grows with ``seq_len`` (Maze's 916
+positions make TRM-MLP 7m ~19M parameters). There is no ``trm_mlp 27m`` preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from reasoners.attractor import Attractor, AttractorConfig
+from reasoners.hrm import HRM, HRMConfig
+from reasoners.trm import TRM, TRMConfig
+
+PUZZLES = {
+    "sudoku": dict(vocab_size=11, seq_len=81, num_puzzle_ids=1),
+    "maze": dict(vocab_size=6, seq_len=900, num_puzzle_ids=1),
+}
+SIZES = ("tiny", "7m", "27m")
+MODELS = {
+    "hrm": (HRM, HRMConfig),
+    "trm": (TRM, TRMConfig),
+    "trm_mlp": (TRM, TRMConfig),
+    "attractor": (Attractor, AttractorConfig),
+}
+
+_TINY_NET = dict(d_model=64, n_heads=2, expansion=4.0)
+_BIG_NET = dict(d_model=512, n_heads=8, expansion=4.0)
+_ATTRACTOR = dict(
+    solver="anderson",
+    n_inner=1,
+    max_iter=16,
+    tol=1e-3,
+    min_iter=2,
+    anderson_m=5,
+    grad="phantom",
+    phantom_k=5,
+    phantom_tau=0.5,
+)
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "hrm": {
+        "tiny": dict(_TINY_NET, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2),
+        "7m": dict(_BIG_NET, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2),
+        "27m": dict(_BIG_NET, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2),
+    },
+    "trm": {
+        "tiny": dict(_TINY_NET, n_layers=2, T_cycles=2, n_inner=2),
+        "7m": dict(_BIG_NET, n_layers=2, T_cycles=3, n_inner=6),
+        "27m": dict(_BIG_NET, n_layers=8, T_cycles=3, n_inner=6),
+    },
+    "trm_mlp": {
+        "tiny": dict(_TINY_NET, n_layers=2, T_cycles=2, n_inner=2, mixer="mlp", positions="none"),
+        "7m": dict(_BIG_NET, n_layers=2, T_cycles=3, n_inner=6, mixer="mlp", positions="none"),
+    },
+    "attractor": {
+        "tiny": dict(**_TINY_NET, **_ATTRACTOR, n_layers=2, prefix_len=16, puzzle_dim=16 * 64),
+        "7m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=2, prefix_len=16, puzzle_dim=16 * 512),
+        "27m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=8, prefix_len=16, puzzle_dim=16 * 512),
+    },
+}
+
+
+def preset_config(model: str, size: str, puzzle: str = "sudoku", **overrides):
+    """The config of ``model`` ("hrm", "trm", "trm_mlp", "attractor") at ``size`` on ``puzzle``
+    ("sudoku", "maze"); keyword overrides win (e.g. ``seq_len=36, vocab_size=6`` for 6x6 mazes)."""
+    if model not in PRESETS:
+        raise ValueError(f"unknown model {model!r}: expected one of {', '.join(PRESETS)}")
+    if size not in PRESETS[model]:
+        raise ValueError(f"no {size!r} preset for {model!r}: expected one of {', '.join(PRESETS[model])}")
+    if puzzle not in PUZZLES:
+        raise ValueError(f"unknown puzzle {puzzle!r}: expected one of {', '.join(PUZZLES)}")
+    _, config_cls = MODELS[model]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown {config_cls.__name__} fields: {', '.join(sorted(unknown))}")
+    return config_cls(**{**PUZZLES[puzzle], **PRESETS[model][size], **overrides})
+
+
+def build(model: str, size: str, puzzle: str = "sudoku", **overrides) -> nn.Module:
+    """A reasoner from a preset, e.g. ``build("trm", "7m", "sudoku")``."""
+    cls, _ = MODELS[model] if model in MODELS else (None, None)
+    config = preset_config(model, size, puzzle, **overrides)
+    return cls(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (the puzzle-embedding table is a buffer and is not counted, as in the
+    reference counts)."""
+    return sum(p.numel() for p in model.parameters())

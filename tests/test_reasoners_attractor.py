@@ -1,0 +1,258 @@
+"""The Attractor's numerics (REFERENCE.md section 4): honest residuals, a real fixed point, TRM as a
+special case, warm starts, and a carry without a graph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reasoners.attractor import Attractor, AttractorConfig
+from reasoners.supervision import initial_carry, supervision_step, train_step
+from reasoners.trm import TRM, TRMConfig
+
+# A full-width puzzle row: with zero-padded prefix positions (x = 0 there) the map has a continuum of
+# fixed points (any unit-rms y = z), so a contraction test needs x != 0 everywhere.
+TINY = dict(
+    d_model=32,
+    n_heads=2,
+    n_layers=2,
+    seq_len=16,
+    prefix_len=4,
+    puzzle_dim=128,
+    num_puzzle_ids=2,
+    halt_max_steps=4,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def batch(B=3, seed=0, L=16):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "inputs": torch.randint(1, 11, (B, L), generator=g),
+        "labels": torch.randint(2, 11, (B, L), generator=g),
+        "puzzle_identifiers": torch.randint(0, 2, (B,), generator=g),
+    }
+
+
+def contractive(model: Attractor, scale: float = 0.1) -> Attractor:
+    """A random model whose map is a contraction: small block weights, so each post-norm block is close
+    to rmsnorm(input), which shrinks the (y, z) perturbations."""
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.mul_(scale)
+        model.q_head.weight.normal_()
+        model.embed.puzzle.table.normal_()
+    return model
+
+
+def fresh_residual(model: Attractor, b: dict, s: tuple) -> torch.Tensor:
+    with torch.no_grad():
+        x = model.embed(b["inputs"], b["puzzle_identifiers"])
+        fs = model.fixed_point_map(x, model.rotary())(tuple(s))
+    diff = torch.cat([(f - a).flatten(1) for a, f in zip(s, fs, strict=True)], 1)
+    full = torch.cat([f.flatten(1) for f in fs], 1)
+    return diff.norm(dim=1) / full.norm(dim=1)
+
+
+def test_reported_residual_equals_fresh_recomputation():
+    torch.manual_seed(0)
+    model = Attractor(AttractorConfig(**TINY, max_iter=6, tol=1e-8)).train()  # stops unconverged
+    b = batch()
+    _, _, _, extras = model(model.initial_state(3), b)
+    info = extras["solver"]
+    assert info.nstep == 6 and not info.converged.any()
+    torch.testing.assert_close(
+        info.rel_residual, fresh_residual(model, b, extras["fixed_point"]), rtol=1e-4, atol=1e-7
+    )
+
+
+def test_solver_reaches_tolerance_and_both_trm_equations_hold():
+    torch.manual_seed(0)
+    model = contractive(Attractor(AttractorConfig(**TINY, n_inner=1, max_iter=60, tol=1e-5))).train()
+    b = batch()
+    _, _, _, extras = model(model.initial_state(3), b)
+    info = extras["solver"]
+    assert info.converged.all() and info.nstep < 60 and info.n_diverged == 0
+    assert (info.rel_residual <= 1e-5).all()
+    y, z = extras["fixed_point"]
+    with torch.no_grad():
+        x = model.embed(b["inputs"], b["puzzle_identifiers"])
+        rot = model.rotary()
+        z_eq = model.net(z, y + x, rot)  # z* = net(z* + y* + x)
+        y_eq = model.net(y, z, rot)  # y* = net(y* + z*)
+    assert ((z_eq - z).norm() / z.norm()).item() < 1e-4
+    assert ((y_eq - y).norm() / y.norm()).item() < 1e-4
+
+
+def test_net_runs_in_eval_mode_inside_the_solve_only():
+    torch.manual_seed(0)
+    model = Attractor(AttractorConfig(**TINY, max_iter=3, phantom_k=2)).train()
+    modes = []
+    model.net.layers[0].register_forward_hook(
+        lambda mod, i, o: modes.append((mod.training, torch.is_grad_enabled()))
+    )
+    model(model.initial_state(3), batch())
+    solve_calls = [m for m in modes if not m[1]]
+    grad_calls = [m for m in modes if m[1]]
+    assert solve_calls and all(not training for training, _ in solve_calls)
+    assert grad_calls and all(training for training, _ in grad_calls)
+    assert model.training
+
+
+def test_unrolled_solver_with_one_step_gradient_is_exactly_trm():
+    torch.manual_seed(0)
+    T, n = 3, 2
+    trm = TRM(TRMConfig(**TINY, T_cycles=T, n_inner=n))
+    att = Attractor(AttractorConfig(**TINY, T_cycles=T, n_inner=n, solver="unroll", grad="one_step"))
+    att.load_state_dict(trm.state_dict())
+    with torch.no_grad():
+        trm.q_head.weight.normal_()
+        trm.embed.puzzle.table.normal_()
+    att.load_state_dict(trm.state_dict())
+    outs = {}
+    for name, model in (("trm", trm), ("att", att)):
+        model.train()
+        carry = initial_carry(model, batch(seed=1))
+        torch.manual_seed(5)  # same exploration draws
+        logits, grads = [], []
+        for i in range(3):
+            model.zero_grad(set_to_none=True)
+            carry, loss, _, out = train_step(model, carry, batch(seed=10 + i))
+            loss.backward()
+            logits.append(out["logits"].detach())
+            grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+            grads[-1]["puzzle"] = model.embed.puzzle.batch_rows.grad.clone()
+        outs[name] = (logits, grads, carry)
+    for a, b in zip(outs["trm"][0], outs["att"][0], strict=True):
+        assert torch.equal(a, b)
+    for ga, gb in zip(outs["trm"][1], outs["att"][1], strict=True):
+        for k in ga:
+            assert torch.equal(ga[k], gb[k]), k
+    assert torch.equal(outs["trm"][2].state.y, outs["att"][2].state.y)
+    assert torch.equal(outs["trm"][2].halted, outs["att"][2].halted)
+
+
+def test_unroll_reports_the_residual_of_its_last_iterate():
+    torch.manual_seed(0)
+    model = Attractor(
+        AttractorConfig(**TINY, T_cycles=3, n_inner=2, solver="unroll", grad="one_step")
+    ).train()
+    b = batch()
+    _, _, _, extras = model(model.initial_state(3), b)
+    info = extras["solver"]
+    assert info.nstep == 2
+    torch.testing.assert_close(
+        info.rel_residual, fresh_residual(model, b, extras["fixed_point"]), rtol=1e-4, atol=1e-7
+    )
+
+
+def test_warm_start_needs_fewer_iterations_than_cold():
+    torch.manual_seed(0)
+    cfg = dict(TINY, max_iter=40, tol=1e-4, halt_max_steps=8, halt_exploration_prob=0.0)
+    warm = contractive(Attractor(AttractorConfig(**cfg))).eval()
+    cold = Attractor(AttractorConfig(**cfg, warm_start=False)).eval()
+    cold.load_state_dict(warm.state_dict())
+    b = batch()
+    steps = {}
+    for name, model in (("warm", warm), ("cold", cold)):
+        carry = initial_carry(model, b)
+        with torch.no_grad():
+            carry, out = supervision_step(model, carry, b)
+            first = out["extras"]["solver"]
+            carry, out = supervision_step(model, carry, b)
+        steps[name] = (first, out["extras"]["solver"])
+    cold_first, cold_second = steps["cold"]
+    warm_first, warm_second = steps["warm"]
+    assert warm_first.nstep == cold_first.nstep  # the first step is cold for both
+    assert cold_second.converged.all() and warm_second.converged.all()
+    assert warm_second.nstep < cold_second.nstep
+    assert (warm_second.best_step < cold_second.best_step).all()
+
+
+@pytest.mark.parametrize("grad", ["phantom", "neumann", "one_step", "implicit"])
+def test_every_gradient_option_reaches_every_parameter_and_carry_holds_no_graph(grad):
+    torch.manual_seed(0)
+    model = contractive(Attractor(AttractorConfig(**TINY, grad=grad, max_iter=30, tol=1e-4, phantom_k=3)))
+    model.train()
+    b = batch()
+    carry = initial_carry(model, b)
+    carry, loss, _, out = train_step(model, carry, b)
+    assert all(not s.requires_grad and s.grad_fn is None for s in carry.state)
+    assert all(not s.requires_grad for s in out["extras"]["fixed_point"])
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert model.embed.puzzle.batch_rows.grad.abs().sum() > 0
+
+
+def test_phantom_gradient_approaches_implicit_as_k_grows():
+    torch.manual_seed(0)
+    base = contractive(
+        Attractor(
+            AttractorConfig(
+                **TINY, max_iter=60, tol=1e-6, grad="implicit", implicit_tol=1e-7, implicit_max_iter=60
+            )
+        )
+    )
+    b = batch()
+
+    def grads(**over):
+        model = Attractor(AttractorConfig(**{**TINY, "max_iter": 60, "tol": 1e-6, **over}))
+        model.load_state_dict(base.state_dict())
+        model.train()
+        _, logits, q, _ = model(model.initial_state(3), b)
+        (logits.square().mean() + q.sum()).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    g_ift = grads(grad="implicit", implicit_tol=1e-7, implicit_max_iter=60)
+    errors = [
+        (grads(grad="phantom", phantom_k=k, phantom_tau=0.8) - g_ift).norm() / g_ift.norm()
+        for k in (1, 4, 12, 30)
+    ]
+    assert errors[0] > errors[1] > errors[2] > errors[3]  # measured: 0.57, 0.18, 0.016, 0.0007
+    assert errors[3] < 2e-3
+    # at a converged fixed point the unrolled and Neumann phantom gradients agree
+    g_upg, g_npg = (
+        grads(grad="phantom", phantom_k=8, phantom_tau=0.8),
+        grads(grad="neumann", phantom_k=8, phantom_tau=0.8),
+    )
+    assert (g_upg - g_npg).norm() / g_upg.norm() < 1e-4
+
+
+def test_initial_state_is_a_fixed_buffer():
+    model = Attractor(AttractorConfig(**TINY))
+    names = {n for n, _ in model.named_parameters()}
+    assert "y_init" not in names and "z_init" not in names
+    assert {"y_init", "z_init"} <= set(model.state_dict())
+
+
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        ({"solver": "broyden"}, "unknown solver"),
+        ({"grad": "exact"}, "unknown grad"),
+        ({"phantom_tau": 0.0}, "phantom_tau"),
+        ({"n_heads": 5}, "divide"),
+    ],
+)
+def test_bad_attractor_configs_raise(over, match):
+    with pytest.raises(ValueError, match=match):
+        AttractorConfig(**{**TINY, **over})
+
+
+def test_solver_trace_exposes_every_iterate_for_visualisation():
+    torch.manual_seed(0)
+    model = Attractor(AttractorConfig(**TINY, max_iter=5, tol=0.0, solver_trace="iterates")).eval()
+    with torch.no_grad():
+        _, _, _, extras = model(model.initial_state(3), batch())
+    info = extras["solver"]
+    assert info.trace.shape == (5, 3)
+    y_iterates, z_iterates = info.iterates
+    assert y_iterates.shape == (5, 3, 20, 32) and z_iterates.shape == (5, 3, 20, 32)
