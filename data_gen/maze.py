@@ -565,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         "--from-csv", nargs="+", default=None, metavar="PATH", help="build from public-format CSVs"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar"
+    )
     args = p.parse_args(argv)
     try:
         if args.from_csv:
