@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reasoners.presets import build  # noqa: E402
+from reasoners.presets import PRESETS, build  # noqa: E402
 from reasoners.supervision import initial_carry, train_step  # noqa: E402
 
 MODELS = ("hrm", "trm", "trm_mlp", "attractor")
@@ -255,6 +255,9 @@ def main(argv=None) -> None:
     rows = []
     for size in args.sizes:
         for name in args.models:
+            if size not in PRESETS[name]:
+                print(f"(no {size} preset for {name}: skipped)\n")
+                continue
             step, state = gridloop_step(name, size, args.batch, device)
             with_reference = args.reference and name == "trm" and size in ("tiny", "7m")
             fns = (
