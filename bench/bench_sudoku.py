@@ -179,20 +179,16 @@ def bench_build(n=1000):
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
     print(f"\n### `python -m data_gen.sudoku --n {n}` end to end ({numba.get_num_threads()} threads)\n")
-    print("| run | wall s | generate s | puzzles | hard puzzles/s (generate step) |")
+    print("| run | wall s | generate s | puzzles | hard puzzles kept per generate second |")
     print("|---|---|---|---|---|")
     for label, wall, stats in results:
         gen = stats["timings_s"]["generate_s"]
-        n_lineages = (
-            int(np.ceil(n * stats["args"]["pool_factor"]))
-            + 8
-            + int(np.ceil(stats["args"]["test_n"] * stats["args"]["pool_factor"]))
-            + 8
-        )
-        hard = n_lineages * (1 - stats["args"]["easy_share"])
+        hard = sum(c * (1 - stats["easy_share"][k]) for k, c in stats["counts"].items())
         print(f"| {label} | {wall:.1f} | {gen:.1f} | {sum(stats['counts'].values())} | {hard / gen:.1f} |")
-    st = results[-1][2]["rating_public_scale"]["train"]
-    print(f"\ntrain rating (public scale): mean {st['mean']}, histogram {st['histogram']}")
+    for split in ("train", "test"):
+        st = results[-1][2]["rating_public_scale"][split]
+        print(f"\n{split} rating (public scale): mean {st['mean']}, histogram {st['histogram']}")
+    print(f"target histogram: {results[-1][2]['target_histogram']}")
 
 
 def main():

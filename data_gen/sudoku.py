@@ -355,14 +355,14 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--climb-iters",
         type=int,
-        default=120_000,
+        default=150_000,
         help="neighbourhood steps per hill-climbing island (more = harder puzzles, slower)",
     )
     ap.add_argument("--island-pool", type=int, default=50, help="puzzles kept per island")
     ap.add_argument(
         "--per-island",
         type=int,
-        default=70,
+        default=50,
         help="hard puzzles wanted per island: sets the island count unless --islands is given",
     )
     ap.add_argument("--islands", type=int, default=None, help="climbing islands per split (a lineage each)")
