@@ -15,7 +15,9 @@ from puzzles import sudoku as S
 from tests._sudoku_oracles import plain_count
 
 CLIMB = ("--climb-iters", "3000", "--islands", "2")
-TINY_CLIMB = ("--climb-iters", "500", "--islands", "1")
+
+
+SMALL = ("--n", "12", "--test-n", "6", "--num-aug", "2", "--climb-iters", "500", "--islands", "1")  # fast
 
 
 def build(tmp_path, name, *extra):
@@ -32,22 +34,7 @@ def files_of(out):
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sudoku")
-    return build(
-        tmp,
-        "d",
-        "--n",
-        "40",
-        "--test-n",
-        "20",
-        "--num-aug",
-        "3",
-        "--climb-iters",
-        "3000",
-        "--islands",
-        "2",
-        "--seed",
-        "5",
-    )
+    return build(tmp, "d", "--n", "40", "--test-n", "20", "--num-aug", "3", *CLIMB, "--seed", "5")
 
 
 def test_written_dataset_has_the_reference_format(small_set):
@@ -117,35 +104,9 @@ def test_output_is_byte_identical_across_thread_counts(tmp_path):
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        a = build(
-            tmp_path,
-            "a",
-            "--n",
-            "12",
-            "--test-n",
-            "6",
-            "--num-aug",
-            "2",
-            "--climb-iters",
-            "500",
-            "--islands",
-            "1",
-        )
+        a = build(tmp_path, "a", *SMALL)
         numba.set_num_threads(max(2, before))
-        b = build(
-            tmp_path,
-            "b",
-            "--n",
-            "12",
-            "--test-n",
-            "6",
-            "--num-aug",
-            "2",
-            "--climb-iters",
-            "500",
-            "--islands",
-            "1",
-        )
+        b = build(tmp_path, "b", *SMALL)
     finally:
         numba.set_num_threads(before)
     fa, fb = files_of(a), files_of(b)
@@ -158,22 +119,7 @@ def test_output_is_byte_identical_across_thread_counts(tmp_path):
             assert sa == sb
         else:
             assert fa[k] == fb[k], k
-    c = build(
-        tmp_path,
-        "c",
-        "--n",
-        "12",
-        "--test-n",
-        "6",
-        "--num-aug",
-        "2",
-        "--climb-iters",
-        "500",
-        "--islands",
-        "1",
-        "--seed",
-        "1",
-    )
+    c = build(tmp_path, "c", *SMALL, "--seed", "1")
     assert files_of(c)["train.csv"] != fa["train.csv"]
 
 
