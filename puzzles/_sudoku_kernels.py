@@ -461,8 +461,19 @@ def climb_islands(seeds, pool_size, iters, archive_cap, geo):
 # ----------------------------------------------------------------------------- symmetry
 
 
+@njit(cache=True, inline="always")
+def _row_less(g, relabel, cp, a, b):
+    """Row a before row b, compared after column order ``cp`` and digit relabelling."""
+    for j in range(cp.shape[0]):
+        x = relabel[g[a, cp[j]]]
+        y = relabel[g[b, cp[j]]]
+        if x != y:
+            return x < y
+    return False
+
+
 @njit(cache=True)
-def _canon_one(puzzle, solution, n, br, bc, colperms, allow_transpose, out_grid, out_puzzle):
+def _canon_one(puzzle, solution, n, br, colperms, allow_transpose, out_grid, out_puzzle):
     """Lexicographically smallest image of ``solution`` under the Sudoku symmetry group.
 
     The group: band permutations and row permutations within bands, stack and column
@@ -473,7 +484,6 @@ def _canon_one(puzzle, solution, n, br, bc, colperms, allow_transpose, out_grid,
     automorphisms) the smallest image of ``puzzle`` is the puzzle's canonical form. The puzzle
     must have ``solution`` as its unique solution for this to be a canonical form of the puzzle.
     """
-    nbands = n // br
     best_set = False
     g = np.empty((n, n), np.int8)
     q = np.empty((n, n), np.int8)
@@ -513,17 +523,8 @@ def _canon_one(puzzle, solution, n, br, bc, colperms, allow_transpose, out_grid,
                         else:
                             r = -1
                             for rr in range(band * br, band * br + br):
-                                if not used[rr]:
-                                    if r == -1:
-                                        r = rr
-                                    else:
-                                        for j in range(n):
-                                            a = relabel[g[rr, cp[j]]]
-                                            b = relabel[g[r, cp[j]]]
-                                            if a != b:
-                                                if a < b:
-                                                    r = rr
-                                                break
+                                if not used[rr] and (r == -1 or _row_less(g, relabel, cp, rr, r)):
+                                    r = rr
                         used[r] = True
                         rows[pos] = r
                         if state == 0:
@@ -542,17 +543,8 @@ def _canon_one(puzzle, solution, n, br, bc, colperms, allow_transpose, out_grid,
                     # Next band: the one holding the smallest unused row.
                     first = -1
                     for rr in range(n):
-                        if not used[rr]:
-                            if first == -1:
-                                first = rr
-                            else:
-                                for j in range(n):
-                                    a = relabel[g[rr, cp[j]]]
-                                    b = relabel[g[first, cp[j]]]
-                                    if a != b:
-                                        if a < b:
-                                            first = rr
-                                        break
+                        if not used[rr] and (first == -1 or _row_less(g, relabel, cp, rr, first)):
+                            first = rr
                     band = first // br
                 if dead:
                     continue
@@ -574,8 +566,6 @@ def _canon_one(puzzle, solution, n, br, bc, colperms, allow_transpose, out_grid,
                             if a < b:
                                 bp[:, :] = cand_puz
                             break
-    _ = nbands
-    _ = bc
 
 
 @njit(cache=True, parallel=True)
@@ -584,7 +574,7 @@ def canonical_batch(puzzles, solutions, n, br, bc, colperms, allow_transpose):
     out_grid = np.zeros_like(solutions)
     out_puz = np.zeros_like(puzzles)
     for i in prange(b):
-        _canon_one(puzzles[i], solutions[i], n, br, bc, colperms, allow_transpose, out_grid[i], out_puz[i])
+        _canon_one(puzzles[i], solutions[i], n, br, colperms, allow_transpose, out_grid[i], out_puz[i])
     return out_puz, out_grid
 
 
