@@ -81,13 +81,18 @@ def _propagate(cand, placed, geo, full, use_hidden, dirty, seg, queue, qn):
             dirty[u] &= 2
             once = 0
             twice = 0
+            single = 0
             for i in range(n):
                 m = cand[units[u, i]]
                 twice |= once & m
                 once |= m
+                if (m & (m - 1)) == 0:
+                    single |= m
             if once != full:
                 return False
-            exactly = once & ~twice
+            # Digits of single-candidate cells are already where they must go; leaving them out
+            # skips the second scan for the many units with nothing new (same deductions).
+            exactly = once & ~twice & ~single
             if exactly:
                 for i in range(n):
                     c = units[u, i]
