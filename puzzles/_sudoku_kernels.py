@@ -198,6 +198,9 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     st_cand = np.empty((ncell + 1, ncell), np.int32)
     st_placed = np.empty((ncell + 1, ncell), np.int8)
     st_cell = np.empty(ncell + 1, np.int64)
+    bvlist = np.empty(ncell, np.int64)
+    bvm = np.empty(ncell, np.int32)  # candidates of bivalue cells, 0 elsewhere
+    npeer = peers.shape[1]
     depth = 0
     count = 0
     guesses = 0
@@ -205,23 +208,34 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     ok = _propagate(cand, placed, geo, full, propagate, dirty, seg, queue, qn)
     while True:
         if ok:
+            # At a fixed point the unplaced cells are exactly those with two or more candidates.
+            # One pass finds the first cell of fewest candidates and lists the bivalue cells; if
+            # there are any, the branch cell is the first of them with most bivalue peers sharing
+            # a candidate (the same choice as a single pass, without scoring cells that lose).
             best = -1
             bestc = n + 1
-            bestdeg = -1
+            nbv = 0
             for c in range(ncell):
-                if placed[c] == 0:
-                    pc = popc[cand[c]]
-                    if pc <= bestc:
-                        deg = 0
-                        if pc == 2:
-                            for k in range(peers.shape[1]):
-                                mp = cand[peers[c, k]]
-                                if popc[mp] == 2 and (mp & cand[c]) != 0:
-                                    deg += 1
-                        if pc < bestc or deg > bestdeg:
-                            bestc = pc
-                            best = c
-                            bestdeg = deg
+                m = cand[c]
+                pc = popc[m]
+                bvm[c] = m if pc == 2 else 0
+                if pc == 2:
+                    bvlist[nbv] = c
+                    nbv += 1
+                elif pc > 2 and pc < bestc:
+                    bestc = pc
+                    best = c
+            if nbv > 0:
+                bestdeg = -1
+                for j in range(nbv):
+                    c = bvlist[j]
+                    m = cand[c]
+                    deg = 0
+                    for k in range(npeer):
+                        deg += (bvm[peers[c, k]] & m) != 0
+                    if deg > bestdeg:
+                        bestdeg = deg
+                        best = c
             if best == -1:
                 count += 1
                 if count == 1:
