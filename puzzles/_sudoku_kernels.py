@@ -42,13 +42,14 @@ def _eliminate(c, mask, cand, cell_units, dirty, queue, qn):
 
 
 @njit(cache=True)
-def _propagate(cand, placed, geo, full, use_hidden, dirty, seg, queue, qn):
+def _propagate(cand, geo, full, use_hidden, dirty, seg, queue, qn):
     """Naked singles, hidden singles and locked candidates, until nothing changes.
 
     Incremental: ``queue[:qn]`` holds cells that became single, ``dirty[u]`` marks units whose
     candidates changed since they were last examined. Returns False on a contradiction (a cell
-    with no candidate, a digit with no place in a unit). ``placed[c]`` marks cells whose value
-    has already been eliminated from their peers.
+    with no candidate, a digit with no place in a unit). A cell enters the queue once, when it
+    becomes single (every elimination is a strict reduction), so no "placed" flags are kept; a
+    repeat would only rescan peers that no longer hold the digit.
     """
     units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, seg_box_sib, seg_line_sib, popc = geo
     nunit = units.shape[0]
@@ -62,9 +63,6 @@ def _propagate(cand, placed, geo, full, use_hidden, dirty, seg, queue, qn):
         while qn > 0:
             qn -= 1
             c = queue[qn]
-            if placed[c]:
-                continue
-            placed[c] = 1
             m = cand[c]
             for k in range(npeer):
                 p = peers[c, k]
@@ -182,7 +180,6 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     n = units.shape[1]
     full = (1 << n) - 1
     cand = np.empty(ncell, np.int32)
-    placed = np.zeros(ncell, np.int8)
     dirty = np.full(nunit, 3, np.int8)
     seg = np.zeros(ix_inter.shape[0] + 1, np.int32)
     queue = np.empty(2 * ncell + 2, np.int64)
@@ -196,7 +193,6 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
             queue[qn] = c
             qn += 1
     st_cand = np.empty((ncell + 1, ncell), np.int32)
-    st_placed = np.empty((ncell + 1, ncell), np.int8)
     st_cell = np.empty(ncell + 1, np.int64)
     bvlist = np.empty(ncell, np.int64)
     bvm = np.empty(ncell, np.int32)  # candidates of bivalue cells, 0 elsewhere
@@ -205,7 +201,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     count = 0
     guesses = 0
     guesses_first = -1
-    ok = _propagate(cand, placed, geo, full, propagate, dirty, seg, queue, qn)
+    ok = _propagate(cand, geo, full, propagate, dirty, seg, queue, qn)
     while True:
         if ok:
             # At a fixed point the unplaced cells are exactly those with two or more candidates.
@@ -260,7 +256,6 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
                 bit = m & (-m)
             st_cand[depth, :] = cand
             st_cand[depth, best] = m & ~bit
-            st_placed[depth, :] = placed
             st_cell[depth] = best
             depth += 1
             cand[best] = bit
@@ -270,7 +265,6 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
                 break
             depth -= 1
             cand[:] = st_cand[depth]
-            placed[:] = st_placed[depth]
             best = st_cell[depth]
         # Only the branch cell changed since the last fixed point.
         dirty[:] = 0
@@ -281,7 +275,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
             qn = 1
         for k in range(3):
             dirty[cell_units[best, k]] = 3
-        ok = _propagate(cand, placed, geo, full, propagate, dirty, seg, queue, qn)
+        ok = _propagate(cand, geo, full, propagate, dirty, seg, queue, qn)
     stats[0] = count
     stats[1] = guesses_first
     stats[2] = guesses
