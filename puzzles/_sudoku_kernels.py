@@ -42,13 +42,14 @@ def _eliminate(c, mask, cand, cell_units, dirty, queue, qn):
 
 
 @njit(cache=True)
-def _propagate(cand, placed, geo, full, use_hidden, dirty, seg, queue, qn):
+def _propagate(cand, geo, full, use_hidden, dirty, seg, queue, qn):
     """Naked singles, hidden singles and locked candidates, until nothing changes.
 
     Incremental: ``queue[:qn]`` holds cells that became single, ``dirty[u]`` marks units whose
     candidates changed since they were last examined. Returns False on a contradiction (a cell
-    with no candidate, a digit with no place in a unit). ``placed[c]`` marks cells whose value
-    has already been eliminated from their peers.
+    with no candidate, a digit with no place in a unit). A cell enters the queue once, when it
+    becomes single (every elimination is a strict reduction), so no "placed" flags are kept; a
+    repeat would only rescan peers that no longer hold the digit.
     """
     units, peers, cell_units, ix_inter, ix_boxrest, ix_linerest, seg_box_sib, seg_line_sib, popc = geo
     nunit = units.shape[0]
@@ -62,9 +63,6 @@ def _propagate(cand, placed, geo, full, use_hidden, dirty, seg, queue, qn):
         while qn > 0:
             qn -= 1
             c = queue[qn]
-            if placed[c]:
-                continue
-            placed[c] = 1
             m = cand[c]
             for k in range(npeer):
                 p = peers[c, k]
@@ -81,13 +79,18 @@ def _propagate(cand, placed, geo, full, use_hidden, dirty, seg, queue, qn):
             dirty[u] &= 2
             once = 0
             twice = 0
+            single = 0
             for i in range(n):
                 m = cand[units[u, i]]
                 twice |= once & m
                 once |= m
+                if (m & (m - 1)) == 0:
+                    single |= m
             if once != full:
                 return False
-            exactly = once & ~twice
+            # Digits of single-candidate cells are already where they must go; leaving them out
+            # skips the second scan for the many units with nothing new (same deductions).
+            exactly = once & ~twice & ~single
             if exactly:
                 for i in range(n):
                     c = units[u, i]
@@ -177,7 +180,6 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
     n = units.shape[1]
     full = (1 << n) - 1
     cand = np.empty(ncell, np.int32)
-    placed = np.zeros(ncell, np.int8)
     dirty = np.full(nunit, 3, np.int8)
     seg = np.zeros(ix_inter.shape[0] + 1, np.int32)
     queue = np.empty(2 * ncell + 2, np.int64)
@@ -191,32 +193,45 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
             queue[qn] = c
             qn += 1
     st_cand = np.empty((ncell + 1, ncell), np.int32)
-    st_placed = np.empty((ncell + 1, ncell), np.int8)
     st_cell = np.empty(ncell + 1, np.int64)
+    bvlist = np.empty(ncell, np.int64)
+    bvm = np.empty(ncell, np.int32)  # candidates of bivalue cells, 0 elsewhere
+    npeer = peers.shape[1]
     depth = 0
     count = 0
     guesses = 0
     guesses_first = -1
-    ok = _propagate(cand, placed, geo, full, propagate, dirty, seg, queue, qn)
+    ok = _propagate(cand, geo, full, propagate, dirty, seg, queue, qn)
     while True:
         if ok:
+            # At a fixed point the unplaced cells are exactly those with two or more candidates.
+            # One pass finds the first cell of fewest candidates and lists the bivalue cells; if
+            # there are any, the branch cell is the first of them with most bivalue peers sharing
+            # a candidate (the same choice as a single pass, without scoring cells that lose).
             best = -1
             bestc = n + 1
-            bestdeg = -1
+            nbv = 0
             for c in range(ncell):
-                if placed[c] == 0:
-                    pc = popc[cand[c]]
-                    if pc <= bestc:
-                        deg = 0
-                        if pc == 2:
-                            for k in range(peers.shape[1]):
-                                mp = cand[peers[c, k]]
-                                if popc[mp] == 2 and (mp & cand[c]) != 0:
-                                    deg += 1
-                        if pc < bestc or deg > bestdeg:
-                            bestc = pc
-                            best = c
-                            bestdeg = deg
+                m = cand[c]
+                pc = popc[m]
+                bvm[c] = m if pc == 2 else 0
+                if pc == 2:
+                    bvlist[nbv] = c
+                    nbv += 1
+                elif pc > 2 and pc < bestc:
+                    bestc = pc
+                    best = c
+            if nbv > 0:
+                bestdeg = -1
+                for j in range(nbv):
+                    c = bvlist[j]
+                    m = cand[c]
+                    deg = 0
+                    for k in range(npeer):
+                        deg += (bvm[peers[c, k]] & m) != 0
+                    if deg > bestdeg:
+                        bestdeg = deg
+                        best = c
             if best == -1:
                 count += 1
                 if count == 1:
@@ -241,7 +256,6 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
                 bit = m & (-m)
             st_cand[depth, :] = cand
             st_cand[depth, best] = m & ~bit
-            st_placed[depth, :] = placed
             st_cell[depth] = best
             depth += 1
             cand[best] = bit
@@ -251,7 +265,6 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
                 break
             depth -= 1
             cand[:] = st_cand[depth]
-            placed[:] = st_placed[depth]
             best = st_cell[depth]
         # Only the branch cell changed since the last fixed point.
         dirty[:] = 0
@@ -262,7 +275,7 @@ def _search(grid, geo, limit, randomize, propagate, solution, stats):
             qn = 1
         for k in range(3):
             dirty[cell_units[best, k]] = 3
-        ok = _propagate(cand, placed, geo, full, propagate, dirty, seg, queue, qn)
+        ok = _propagate(cand, geo, full, propagate, dirty, seg, queue, qn)
     stats[0] = count
     stats[1] = guesses_first
     stats[2] = guesses
