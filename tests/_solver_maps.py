@@ -52,12 +52,3 @@ class TanhMap:
 
     def __call__(self, z):
         return self.bind(*self.params())(z)
-
-
-def one_thread():
-    """Fixture body: the solvers tests use tiny tensors, where intra-op threads only add contention on a
-    busy 2-core machine (measured 17x slower per iteration); restore the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

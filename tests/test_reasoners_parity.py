@@ -58,12 +58,7 @@ RTOL = 1e-5
 CASES = [("trm_attention_sudoku", "trm"), ("trm_mlp_maze", "trm"), ("hrm_sudoku", "hrm")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: float = RTOL) -> None:

@@ -9,13 +9,7 @@ from reasoners import summary
 from reasoners.presets import PRESETS, build, count_parameters, preset_config
 from reasoners.supervision import initial_carry, train_step
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def meta_count(model: str, size: str, puzzle: str = "sudoku") -> int:

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from solvers import anderson, fixed_point_iter
-from tests._solver_maps import DEVICES, Affine, TanhMap, one_thread
+from tests._solver_maps import DEVICES, Affine, TanhMap
 
 F64 = torch.float64
-_one_thread = pytest.fixture(autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def fresh_residuals(f, x):

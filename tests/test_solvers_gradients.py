@@ -15,10 +15,10 @@ from solvers import (
     phantom_grad,
     spectral_radius,
 )
-from tests._solver_maps import DEVICES, Affine, TanhMap, one_thread
+from tests._solver_maps import DEVICES, Affine, TanhMap
 
 F64 = torch.float64
-_one_thread = pytest.fixture(autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def solve(f, B, D, dtype=F64, device="cpu"):
