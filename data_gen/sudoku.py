@@ -54,6 +54,16 @@ def histogram(public_rating: np.ndarray) -> dict[str, float]:
     return {name: round(float((b == k).sum()) / n, 4) for k, name in enumerate(BUCKET_NAMES)}
 
 
+def rating_summary(ratings) -> dict:
+    """Mean, median and bucket histogram of one split's ratings (None where the split is empty)."""
+    r = np.asarray(ratings, dtype=np.float64)
+    return {
+        "mean": round(float(r.mean()), 3) if len(r) else None,
+        "median": float(np.median(r)) if len(r) else None,
+        "histogram": histogram(r),
+    }
+
+
 def resample_to_target(public_rating: np.ndarray, n: int, shares=TARGET_SHARES) -> np.ndarray:
     """Indices (sorted) of ``n`` items drawn per bucket toward ``shares``.
 
@@ -470,22 +480,8 @@ def main(argv=None) -> int:
             "needs_guessing_share": {
                 k: round(float((np.asarray(v) > 0).mean()), 4) if len(v) else 0.0 for k, v in ours.items()
             },
-            "rating_ours": {
-                k: {
-                    "mean": round(float(np.mean(v)), 3) if len(v) else None,
-                    "median": float(np.median(v)) if len(v) else None,
-                    "histogram": histogram(v),
-                }
-                for k, v in ours.items()
-            },
-            "rating_public_scale": {
-                k: {
-                    "mean": round(float(np.mean(v)), 3) if len(v) else None,
-                    "median": float(np.median(v)) if len(v) else None,
-                    "histogram": histogram(v),
-                }
-                for k, v in public.items()
-            },
+            "rating_ours": {k: rating_summary(v) for k, v in ours.items()},
+            "rating_public_scale": {k: rating_summary(v) for k, v in public.items()},
             "target_histogram": dict(zip(BUCKET_NAMES, TARGET_SHARES, strict=True)),
             "seed": args.seed,
         }

@@ -270,13 +270,8 @@ def check_solution(puzzle, candidate, box=None) -> bool | np.ndarray:
 
     Also batched: with (B, N*N) arrays it returns a (B,) bool array.
     """
-    batched = isinstance(puzzle, np.ndarray) and puzzle.ndim == 2 and puzzle.shape[0] != puzzle.shape[1]
-    if batched or (
-        isinstance(puzzle, np.ndarray)
-        and puzzle.ndim == 2
-        and np.asarray(candidate).ndim == 2
-        and puzzle.shape[1] in (16, 36, 81)
-    ):
+    # (B, N*N) arrays are batches; an N x N array (at most 9 columns) is one grid.
+    if isinstance(puzzle, np.ndarray) and puzzle.ndim == 2 and puzzle.shape[1] in (16, 36, 81):
         p, geo = _as_batch(puzzle, box)
         c = np.asarray(candidate)
         if c.shape != p.shape:
