@@ -73,8 +73,14 @@ def supervision_step(
     batch: dict[str, torch.Tensor],
     *,
     generator: torch.Generator | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[Carry, dict[str, torch.Tensor]]:
     """One deep-supervision step with halting. Returns the new carry and the step's outputs.
+
+    ``shard = (rank, world_size)``: this batch is slice ``rank`` of a global batch split evenly over
+    ``world_size`` ranks. Exploration is then drawn for the whole global batch (from a generator
+    seeded alike on every rank) and sliced, so a DDP run explores exactly as one process with the
+    global batch does.
 
     ``outputs`` holds ``logits`` (B, L, V) and ``q_halt_logits`` / ``q_continue_logits`` (B,) with
     grad, ``target_q_continue`` (B,) when bootstrapping, and the reasoner's ``extras``.
@@ -104,17 +110,23 @@ def supervision_step(
             q_halt, q_cont = q_logits[..., 0], q_logits[..., 1]
             new_halted = new_halted | ((q_halt > q_cont) if cfg.q_continue else (q_halt > 0))
             # exploration: a random minimum number of steps for a random subset of slots
+            rank, world = shard
+            B = q_halt.shape[0]
+            rows = slice(rank * B, (rank + 1) * B)
             explore = (
-                torch.rand(q_halt.shape, generator=generator, device=q_halt.device, dtype=q_halt.dtype)
+                torch.rand((world * B,), generator=generator, device=q_halt.device, dtype=q_halt.dtype)[rows]
                 < cfg.halt_exploration_prob
             )
-            min_steps = explore * torch.randint(
-                2,
-                cfg.halt_max_steps + 1,
-                steps.shape,
-                generator=generator,
-                device=steps.device,
-                dtype=steps.dtype,
+            min_steps = (
+                explore
+                * torch.randint(
+                    2,
+                    cfg.halt_max_steps + 1,
+                    (world * B,),
+                    generator=generator,
+                    device=steps.device,
+                    dtype=steps.dtype,
+                )[rows]
             )
             new_halted = new_halted & (steps >= min_steps)
             if cfg.q_continue:
@@ -179,12 +191,13 @@ def train_step(
     *,
     loss: str = "stablemax",
     generator: torch.Generator | None = None,
+    shard: tuple[int, int] = (0, 1),
 ):
     """``supervision_step`` + ``act_loss``: returns ``(new carry, loss, metrics, outputs)``.
 
     The loss is summed over the batch; divide by the global batch size before ``backward``.
     """
-    new_carry, outputs = supervision_step(model, carry, batch, generator=generator)
+    new_carry, outputs = supervision_step(model, carry, batch, generator=generator, shard=shard)
     total, metrics = act_loss(outputs, new_carry, loss)
     return new_carry, total, metrics, outputs
 
