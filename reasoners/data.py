@@ -66,12 +66,20 @@ def ensure_dataset(root: str | os.PathLike, build: str | None, auto_build: bool,
     return root
 
 
-def load_dataset(root: str | os.PathLike, kind: str, *, need_train: bool = True) -> Dataset:
-    """Read ``root/{train,test}`` and check that they hold ``kind`` puzzles of one size."""
+def load_dataset(
+    root: str | os.PathLike, kind: str, *, side: int | None = None, need_train: bool = True
+) -> Dataset:
+    """Read ``root/{train,test}`` and check that they hold ``kind`` puzzles of one size (``side`` when
+    given)."""
     root = Path(root)
     test = read_split(root / "test")
     train = read_split(root / "train") if need_train else None
     task = task_from_metadata(kind, int(test.metadata["seq_len"]))
+    if side is not None and task.side != int(side):
+        raise ValueError(
+            f"{root} holds {task.side}x{task.side} grids but the data config says side={side}: "
+            "point data.dir at the right dataset or fix data.side"
+        )
     for name, split in (("train", train), ("test", test)):
         if split is None:
             continue
@@ -82,7 +90,23 @@ def load_dataset(root: str | os.PathLike, kind: str, *, need_train: bool = True)
                 f"{task.side}x{task.side} {kind} needs {task.seq_len} and {task.vocab_size}: "
                 f"is data.puzzle={kind!r} right for this dataset?"
             )
+    _check_kind(root, test, task)
     return Dataset(root, task, train, test)
+
+
+def _check_kind(root: Path, split: Split, task: Task, rows: int = 64) -> None:
+    """4x4 Sudoku and 4x4 mazes share vocab and length: tell them apart by their tokens."""
+    inputs, labels = split.inputs[:rows], split.labels[:rows]
+    if task.kind == "sudoku":
+        ok = bool(((labels >= 2) & (labels <= task.side + 1)).all())
+    else:
+        ok = bool(((inputs == 3).sum(-1) == 1).all() and ((inputs == 4).sum(-1) == 1).all())
+    if not ok:
+        other = "maze" if task.kind == "sudoku" else "sudoku"
+        raise ValueError(
+            f"{root} does not hold {task.kind} puzzles (its tokens do not fit): is it a {other} set? "
+            f"Set data.puzzle={other!r} or point data.dir at a {task.kind} dataset"
+        )
 
 
 def to_batch(split: Split, rows: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -1,0 +1,329 @@
+"""The trainer: every shipped config composes and builds; short runs of every reasoner write metrics and
+checkpoints; resume is exact; a non-finite loss stops the run and keeps the last good checkpoint; a
+2-process gloo DDP run equals one process with the same global batch; bad configs fail clearly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf, open_dict
+
+import reasoners.train as train_mod
+from reasoners.checkpoint import load_checkpoint, load_reasoner
+from reasoners.presets import PRESETS, build
+from reasoners.supervision import run_steps
+from reasoners.tasks import Task, score
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "reasoners" / "conf"
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """64 4x4 Sudoku puzzles x 3 (2 augmentations) for training, 16 for test."""
+    out = tmp_path_factory.mktemp("data") / "sudoku-4x4"
+    subprocess.run(
+        [sys.executable, "-m", "data_gen.sudoku", "--box", "2x2", "--n", "64", "--test-n", "16",
+         "--num-aug", "2", "--seed", "3", "--out", str(out), "--quiet"],
+        check=True, cwd=REPO,
+    )  # fmt: skip
+    return out
+
+
+def _cfg(tiny_data: Path, *overrides: str):
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=laptop_smoke",
+                f"data.dir={tiny_data}",
+                "data.auto_build=false",
+                "trainer.batch_size=8",
+                "trainer.max_steps=4",
+                "trainer.eval_interval=2",
+                "trainer.log_interval=1",
+                "trainer.lr_warmup_steps=2",
+                "trainer.progress=false",
+                "trainer.threads=1",
+                *overrides,
+            ],
+        )
+    return cfg
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def test_every_config_has_its_launch_command():
+    for path in CONF.rglob("*.yaml"):
+        lines = [ln for ln in path.read_text().splitlines() if ln.startswith("#")]
+        assert any("python -m reasoners." in ln for ln in lines[:3]), f"{path} lacks a launch command header"
+
+
+@pytest.mark.parametrize("experiment", ["none", *_group_options("experiment")])
+def test_every_shipped_combination_composes_and_builds(experiment):
+    """Every model x data x trainer x logger (x experiment) composes; its tiny model builds for the task."""
+    built = 0
+    exp = [] if experiment == "none" else [f"experiment={experiment}"]
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        for model in _group_options("model"):
+            for data in _group_options("data"):
+                for trainer in _group_options("trainer"):
+                    for logger in _group_options("logger"):
+                        cfg = compose(
+                            "train",
+                            overrides=[*exp, f"model={model}", f"data={data}", f"trainer={trainer}",
+                                       f"logger={logger}", "size=tiny"],
+                        )  # fmt: skip
+                        train_mod._check_config(cfg)
+                        if trainer != "cpu" or logger != "csv":
+                            continue  # the model does not depend on these groups
+                        task = Task(cfg.data.puzzle, int(cfg.data.side))
+                        arch = OmegaConf.to_container(cfg.model.arch)
+                        net = build(model, "tiny", task.kind, **task.model_overrides(), **arch)
+                        assert net.config.seq_len == task.seq_len and net.config.vocab_size == task.vocab_size
+                        built += 1
+        # sizes: every preset of every model composes (building 27m models is slow; their counts are
+        # tested in test_reasoners_presets)
+        for model in _group_options("model"):
+            for size in _group_options("size"):
+                cfg = compose("train", overrides=[*exp, f"model={model}", f"size={size}"])
+                assert cfg.size.name in PRESETS[cfg.model.name] or cfg.size.name == "27m"
+    assert built == len(_group_options("model")) * len(_group_options("data"))
+
+
+def test_experiments_set_their_data_and_keep_the_model_choice():
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        for exp in ("laptop_smoke", "laptop_sudoku"):
+            for model in ("hrm", "trm", "attractor"):
+                cfg = compose("train", overrides=[f"experiment={exp}", f"model={model}"])
+                assert cfg.model.name == model and cfg.data.name == exp and cfg.size.name == "tiny"
+
+
+def test_unknown_key_fails_with_hydras_message():
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="trainer.bach_size"):
+            compose("train", overrides=["trainer.bach_size=3"])
+        with pytest.raises(ConfigCompositionException, match="modle"):
+            compose("train", overrides=["modle=trm"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.lr=-1", "trainer.lr"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("trainer.precision=fp16", "trainer.precision"),
+        ("model.loss=mse", "model.loss"),
+        ("trainer.grad_clip=-2", "trainer.grad_clip"),
+    ],
+)
+def test_bad_values_name_the_key(tiny_data, tmp_path, override, message):
+    cfg = _cfg(tiny_data, override)
+    with pytest.raises(ValueError, match=message):
+        train_mod.train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_data_names_the_build_command(tmp_path):
+    cfg = _cfg(tmp_path / "nowhere")
+    with open_dict(cfg):
+        cfg.data.build = "python -m data_gen.sudoku --box 2x2 --out somewhere"
+    with pytest.raises(FileNotFoundError, match="python -m data_gen.sudoku --box 2x2 --out somewhere"):
+        train_mod.train(cfg, tmp_path / "run")
+
+
+def test_wrong_kind_or_size_of_data_is_explained(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="data.side"):
+        train_mod.train(_cfg(tiny_data, "data.side=6"), tmp_path / "a")
+    with pytest.raises(ValueError, match="data.puzzle='sudoku'"):
+        train_mod.train(_cfg(tiny_data, "data.puzzle=maze"), tmp_path / "b")
+
+
+def test_batch_larger_than_the_data_is_explained(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="trainer.batch_size"):
+        train_mod.train(_cfg(tiny_data, "trainer.batch_size=128"), tmp_path / "run")
+
+
+def test_auto_build_runs_the_data_command(tmp_path, torch_one_thread):
+    out = tmp_path / "built"
+    cfg = _cfg(out, "trainer.max_steps=1", "data.auto_build=true")
+    with open_dict(cfg):
+        cfg.data.build = (
+            f"python -m data_gen.sudoku --box 2x2 --n 16 --test-n 8 --num-aug 1 --seed 1 --out {out} --quiet"
+        )
+    train_mod.train(cfg, tmp_path / "run")
+    assert (out / "train" / "dataset.json").is_file() and (
+        tmp_path / "run" / "checkpoints" / "last.pt"
+    ).is_file()
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@pytest.mark.parametrize("model", ["hrm", "trm", "trm_mlp", "attractor"])
+def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
+    tiny_data, tmp_path, model, torch_one_thread
+):
+    run = tmp_path / "run"
+    summary = train_mod.train(_cfg(tiny_data, f"model={model}"), run)
+    rows = _rows(run / "metrics.csv")
+    train_rows = [r for r in rows if r["loss"]]
+    eval_rows = [r for r in rows if r["eval_exact"]]
+    assert [int(r["step"]) for r in train_rows] == [1, 2, 3, 4]
+    assert [int(r["step"]) for r in eval_rows] == [2, 4]
+    assert all(np.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in train_rows)
+    if model == "attractor":
+        assert all(float(r["solver_nstep"]) >= 2 for r in train_rows)
+        assert all(0 <= float(r["solver_rel_residual"]) for r in train_rows)
+    else:
+        assert not any(r["solver_nstep"] for r in train_rows)
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4 and ckpt["model_name"] == model and ckpt["task"] == {"kind": "sudoku", "side": 4}
+    assert (run / "config.yaml").is_file() and json.loads((run / "summary.json").read_text()) == summary
+
+    # the logged final evaluation equals an independent one of the exported (EMA) model
+    net, task, _ = load_reasoner(run / "checkpoints" / "last.pt")
+    from data_gen.format import read_split
+
+    test = read_split(tiny_data / "test")
+    batch = {
+        "inputs": torch.from_numpy(test.inputs.astype(np.int32)),
+        "puzzle_identifiers": torch.zeros(len(test.inputs), dtype=torch.int32),
+    }
+    preds = run_steps(net, batch)[-1]["preds"].numpy()
+    s = score(task, test.inputs, test.labels, preds)
+    assert summary["final"]["exact"] == pytest.approx(s["exact"].mean())
+    assert summary["final"]["cell"] == pytest.approx(s["cell"].mean())
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint(path)
+    return {**ckpt["model"], **{f"ema.{k}": v for k, v in ckpt["ema"]["shadow"].items()}}
+
+
+@pytest.mark.parametrize("model", ["trm", "hrm"])
+def test_resume_continues_the_run_exactly(tiny_data, tmp_path, model, torch_one_thread):
+    """N updates straight equal N/2, stop, resume, N/2: weights, EMA and metrics. A cosine schedule,
+    exploration, halting and HRM's bootstrapped target are all on; the carry crosses the stop."""
+    common = [
+        f"model={model}", "trainer.max_steps=8", "trainer.eval_interval=4", "trainer.lr_min_ratio=0.1",
+        "trainer.lr=3e-3", "+model.arch.halt_max_steps=3", "+model.arch.halt_exploration_prob=0.5",
+    ]  # fmt: skip
+    straight = tmp_path / "straight"
+    train_mod.train(_cfg(tiny_data, *common), straight)
+    split = tmp_path / "split"
+    train_mod.train(_cfg(tiny_data, *common, "trainer.stop_at_step=4"), split)
+    assert load_checkpoint(split / "checkpoints" / "last.pt")["step"] == 4
+    train_mod.train(_cfg(tiny_data, *common, "trainer.resume=auto"), split)
+
+    a, b = _weights(straight / "checkpoints" / "last.pt"), _weights(split / "checkpoints" / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    # the halting path was exercised: some sequences halted before the last step
+    ra, rb = _rows(straight / "metrics.csv"), _rows(split / "metrics.csv")
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    for x, y in zip(ra, rb, strict=True):
+        for key in ("loss", "train_exact", "halted", "eval_exact"):
+            if x[key]:
+                assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-4, abs=1e-6), key
+    assert any(r["halted"] and float(r["halted"]) > 0 for r in ra)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tiny_data, tmp_path, monkeypatch, torch_one_thread
+):
+    real = train_mod.act_loss
+    calls = {"n": 0}
+
+    def poisoned(outputs, carry, loss="stablemax"):
+        calls["n"] += 1
+        total, metrics = real(outputs, carry, loss)
+        return (total * float("nan") if calls["n"] == 3 else total), metrics
+
+    monkeypatch.setattr(train_mod, "act_loss", poisoned)
+    run = tmp_path / "run"
+    before = None
+    with pytest.raises(train_mod.NonFiniteLossError, match=r"update 3 .*last good checkpoint"):
+        train_mod.train(_cfg(tiny_data, "trainer.eval_interval=2", "trainer.max_steps=6"), run)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2
+    before = ckpt["model"]
+    assert all(torch.isfinite(v).all() for v in before.values() if v.is_floating_point())
+
+
+# ----------------------------------------------------------------------------- CLI and DDP
+
+
+def _cli(tiny_data: Path, run: Path, *extra: str) -> list[str]:
+    return [
+        "data=laptop_smoke", f"data.dir={tiny_data}", "data.auto_build=false", "trainer.batch_size=8",
+        "trainer.max_steps=3", "trainer.eval_interval=3", "trainer.log_interval=1", "trainer.progress=false",
+        "trainer.threads=1", "trainer.lr_warmup_steps=1", "+model.arch.halt_exploration_prob=0.5",
+        "+model.arch.halt_max_steps=2", f"hydra.run.dir={run}", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_writes_the_run_directory(tiny_data, tmp_path):
+    run = tmp_path / "cli"
+    subprocess.run([sys.executable, "-m", "reasoners.train", *_cli(tiny_data, run)], check=True, cwd=REPO)
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "metrics.csv").is_file()
+    assert (run / "train.log").is_file() and "test exact" in (run / "train.log").read_text()
+    assert OmegaConf.load(run / "config.yaml").trainer.max_steps == 3
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_gloo_ddp_equals_one_process(tiny_data, tmp_path):
+    """torchrun with 2 CPU ranks (gloo) and global batch 8 = one process with batch 8: same weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(
+        [sys.executable, "-m", "reasoners.train", *_cli(tiny_data, one)], check=True, cwd=REPO, env=env
+    )
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+         "-m", "reasoners.train", *_cli(tiny_data, two)],
+        check=True, cwd=REPO, env=env,
+    )  # fmt: skip
+    a, b = _weights(one / "checkpoints" / "last.pt"), _weights(two / "checkpoints" / "last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
+    # the weights moved, so the comparison means something
+    torch.manual_seed(0)  # the trainer's seed: the same initial weights
+    init = build("trm", "tiny", "sudoku", seq_len=16, vocab_size=6)
+    assert any(
+        (a[k] - v).abs().max() > 1e-3 for k, v in init.state_dict().items() if k in a and k.endswith("weight")
+    )
+    # carry of both ranks saved, rank 0 alone wrote the run dir
+    ckpt = load_checkpoint(two / "checkpoints" / "last.pt")
+    assert ckpt["carry"]["steps"].shape == (8,)
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    ra, rb = _rows(one / "metrics.csv"), _rows(two / "metrics.csv")
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    for x, y in zip(ra, rb, strict=True):
+        for key in ("loss", "eval_exact", "eval_cell"):
+            if x[key]:
+                assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-4), key
