@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from puzzles import maze as maze_rules
 from puzzles import sudoku as sudoku_rules
@@ -219,3 +220,50 @@ def test_labels_accept_ignore_marks():
     assert (traj.labels[:5] == 0).all()
     keep = labels[5:]
     assert traj.cell_accuracy[-1] == pytest.approx(float((traj.preds[-1][5:] == keep).mean()))
+
+
+# ----------------------------------------------------------------------------------- figure and GIF
+
+
+def test_a_different_valid_answer_is_not_drawn_wrong():
+    inputs, labels = example(MAZE)
+    other = maze_rules.parse_grid(MAZE_OTHER_PATH, answer=True).reshape(-1).astype(np.int64)
+    assert MAZE.rule_valid(inputs[None], other[None])[0] and not (other == labels).all()
+    rgb = vis._cell_colors(MAZE, inputs, labels, other, valid=True).reshape(-1, 3)
+    alt = (other == 5) & (labels != 5)
+    np.testing.assert_allclose(rgb[alt], np.broadcast_to(vis._MAZE["path_alt"], rgb[alt].shape))
+    wrong = vis._cell_colors(MAZE, inputs, labels, other, valid=False).reshape(-1, 3)
+    np.testing.assert_allclose(wrong[alt], np.broadcast_to(vis._MAZE["path_wrong"], wrong[alt].shape))
+    # Sudoku: a different full solution of a puzzle with several is blue, not red
+    empty = "." * 16
+    a = SUDOKU.encode("1234341221434321").astype(np.int64)
+    b = SUDOKU.encode("2143341212344321").astype(np.int64)
+    x = SUDOKU.encode(empty)
+    assert SUDOKU.rule_valid(np.stack([x, x]), np.stack([a, b])).all()
+    rgb = vis._cell_colors(SUDOKU, x, a, b, valid=True).reshape(-1, 3)
+    np.testing.assert_allclose(rgb[a != b], np.broadcast_to(vis._ALT, rgb[a != b].shape))
+
+
+def _png_size(n_steps: int, dpi: int = 100) -> tuple[int, int]:
+    # documented layout: 16 in wide; 0.7 in header + 2.4 in per row of 8 grids (<= 24 shown) + 3.6 in curves
+    rows = math.ceil(min(n_steps, 24) / 8)
+    return round(16 * dpi), round((0.7 + 2.4 * rows + 3.6) * dpi)
+
+
+@pytest.mark.parametrize(
+    "name, task, steps", [("attractor", MAZE, STEPS), ("trm_mlp", SUDOKU, 20)], ids=["maze", "sudoku"]
+)
+def test_figure_and_gif_are_valid_images_of_the_expected_size(tmp_path, name, task, steps):
+    inputs, labels = example(task)
+    traj = vis.record_trajectory(tiny(name, task), task, inputs, labels, steps=steps)
+    png = vis.plot_trajectory(traj, tmp_path / "fig" / "t.png")
+    gif = vis.write_gif(traj, tmp_path / "fig" / "t.gif")
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+        assert im.size == _png_size(steps)
+        im.verify()
+    with Image.open(gif) as im:
+        assert im.format == "GIF"
+        assert im.size == (400, 448)  # 5 x 5.6 in at 80 dpi
+        assert im.n_frames == steps
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["t.gif", "t.png"]  # no temp files
