@@ -34,8 +34,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from reasoners.layers import IGNORE_LABEL, LOSSES, log_stablemax
@@ -668,3 +670,125 @@ def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     with _atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------- entry point
+
+
+def _loss_name(config: dict) -> str:
+    """The training loss named anywhere in a checkpoint's config (a key ``loss`` whose value is a
+    known loss), else the reference's stablemax."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            loss = node.get("loss")
+            if isinstance(loss, str) and loss in LOSSES:
+                return loss
+            stack.extend(node.values())
+    return "stablemax"
+
+
+def default_out(checkpoint: str | os.PathLike) -> Path:
+    """``<run>/trajectory.png``: the run directory given, or the one holding the checkpoint file
+    (its parent, or the parent's parent when the file sits in ``checkpoints/``)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path / "trajectory.png"
+    folder = path.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    return folder / "trajectory.png"
+
+
+def load_example(task: Task, *, puzzle=None, data=None, index=None, split: str = "test"):
+    """``(inputs, labels or None, puzzle_identifier, description)`` of the puzzle to visualise: a
+    puzzle string, or example ``index`` of ``data``'s ``split`` (test by default); clear errors for
+    both, neither, or a puzzle / dataset that is not the checkpoint's task."""
+    what = f"a {task.side}x{task.side} {task.kind}"
+    if (puzzle is None) == (data is None):
+        raise ValueError(
+            'give exactly one of puzzle="<string>" or data=DIR index=K '
+            f"({'both' if puzzle is not None else 'neither'} given)"
+        )
+    if puzzle is not None:
+        if not isinstance(puzzle, str):
+            raise ValueError(
+                f"puzzle must be a string, got {type(puzzle).__name__} {puzzle!r}: quote it for Hydra, "
+                "e.g. 'puzzle=\"1..4.4.22..3.3..\"'"
+            )
+        try:
+            inputs = task.encode(puzzle)
+        except ValueError as e:
+            raise ValueError(f"puzzle is not {what}, which this checkpoint was trained on: {e}") from e
+        return inputs.astype(np.int64), None, 0, "puzzle string"
+    from reasoners.data import load_dataset
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(data)
+    try:
+        ds = load_dataset(root, task.kind, need_train=split == "train")
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(f"data={root} does not hold {what} (the checkpoint's task): {e}") from e
+    if ds.task != task:
+        raise ValueError(
+            f"data={root} holds {ds.task.side}x{ds.task.side} {ds.task.kind} puzzles, "
+            f"but the checkpoint was trained on {what}"
+        )
+    table = ds.train if split == "train" else ds.test
+    n = table.inputs.shape[0]
+    if index is None or not 0 <= int(index) < n:
+        raise IndexError(f"index={index} is out of range: the {split} split of {root} has {n} examples")
+    from reasoners.data import to_batch
+
+    b = to_batch(table, np.array([int(index)]))
+    return (
+        b["inputs"][0].numpy().astype(np.int64),
+        b["labels"][0].numpy(),
+        int(b["puzzle_identifiers"][0]),
+        f"{split} example {int(index)} of {root}",
+    )
+
+
+def visualize(cfg, log=print) -> dict:
+    """The whole command as a plain function of a config (a dict or DictConfig with the keys of
+    ``conf/visualize.yaml``): returns ``{"trajectory", "png", "gif"}``."""
+    from reasoners.checkpoint import load_reasoner
+
+    get = cfg.get
+    if not get("checkpoint"):
+        raise ValueError("checkpoint=PATH is required (a checkpoint file or a run directory)")
+    model, task, ckpt = load_reasoner(get("checkpoint"), ema=bool(get("ema", True)))
+    inputs, labels, pid, source = load_example(
+        task, puzzle=get("puzzle"), data=get("data"), index=get("index"), split=get("split") or "test"
+    )
+    traj = record_trajectory(
+        model,
+        task,
+        inputs,
+        labels,
+        puzzle_identifier=pid,
+        steps=get("steps"),
+        loss=_loss_name(ckpt.get("config") or {}),
+        model_name=ckpt.get("model_name"),
+        source=source,
+    )
+    if get("text"):
+        for frame in text_frames(traj):
+            log(frame + "\n")
+    png = Path(get("out") or default_out(get("checkpoint")))
+    plot_trajectory(traj, png)
+    gif = write_gif(traj, png.with_suffix(".gif")) if get("gif") else None
+    log(summary(traj))
+    log(f"wrote {png}" + (f" and {gif}" if gif else ""))
+    return {"trajectory": traj, "png": png, "gif": gif}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
+def main(cfg: DictConfig) -> None:
+    visualize(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from data_gen.format import build_split, write_dataset
 from puzzles import maze as maze_rules
 from puzzles import sudoku as sudoku_rules
 from reasoners import visualize as vis
@@ -267,3 +269,135 @@ def test_figure_and_gif_are_valid_images_of_the_expected_size(tmp_path, name, ta
         assert im.size == (400, 448)  # 5 x 5.6 in at 80 dpi
         assert im.n_frames == steps
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["t.gif", "t.png"]  # no temp files
+
+
+# ----------------------------------------------------------------------------------- the command
+
+
+def test_text_frames_one_grid_per_step(tmp_path, capsys):
+    ckpt = write_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", "trm_mlp", SUDOKU)
+    res = vis.visualize({"checkpoint": str(ckpt), "puzzle": SUDOKU_PUZZLE, "text": True})
+    out = capsys.readouterr().out
+    traj = res["trajectory"]
+    assert res["png"] == tmp_path / "run" / "trajectory.png" and res["png"].is_file()
+    assert res["gif"] is None
+    frames = vis.text_frames(traj)
+    assert len(frames) == STEPS
+    positions = [out.index(f"step {s + 1}/{STEPS}  ") for s in range(STEPS)]
+    assert positions == sorted(positions) and out.count(f"/{STEPS}  ") == STEPS
+    for s, frame in enumerate(frames):
+        grid = SUDOKU.render(traj.preds[s])
+        assert frame.endswith(grid) and grid in out[positions[s] :]
+    assert "training would halt at step" in out
+
+
+def test_data_mode_uses_the_label_and_the_chosen_split(tmp_path):
+    inputs, labels = example(SUDOKU)
+    rows_in = np.stack([np.ones(16), inputs]).astype(np.uint8)  # example 0: all blank
+    full = (sudoku_rules.solve("." * 16, SUDOKU.box) + 1).astype(np.uint8)
+    rows_lab = np.stack([full, labels]).astype(np.uint8)
+    split = build_split(rows_in, rows_lab, None, vocab_size=SUDOKU.vocab_size)
+    data = write_dataset(tmp_path / "data", {"train": split, "test": split})
+    ckpt = write_checkpoint(tmp_path / "run" / "c.pt", "trm_mlp", SUDOKU)
+    out = tmp_path / "o.png"
+    res = vis.visualize(
+        {"checkpoint": str(ckpt), "data": str(data), "index": 1, "out": str(out), "gif": True},
+        log=lambda _: None,
+    )
+    traj = res["trajectory"]
+    np.testing.assert_array_equal(traj.inputs, inputs)
+    np.testing.assert_array_equal(traj.labels, labels)
+    assert traj.exact is not None and "test example 1" in traj.source
+    assert out.is_file() and out.with_suffix(".gif").is_file()
+    res = vis.visualize(
+        {"checkpoint": str(ckpt), "data": str(data), "index": 0, "split": "train", "out": str(out)},
+        log=lambda _: None,
+    )
+    assert "train example 0" in res["trajectory"].source
+    np.testing.assert_array_equal(res["trajectory"].inputs, np.ones(16))
+
+
+def test_hydra_entry_point_end_to_end(tmp_path, monkeypatch, capsys):
+    ckpt = write_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", "attractor", MAZE)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run = ckpt.parent.parent  # a run directory: its checkpoints/last.pt is found
+    argv = ["visualize", f"checkpoint={run}", f'puzzle="{MAZE_PUZZLE}"', "gif=true", "text=true"]
+    monkeypatch.setattr(sys, "argv", argv)
+    vis.main()
+    out = capsys.readouterr().out
+    assert "attractor on a 6x6 maze: puzzle string" in out
+    assert out.count(f"/{STEPS}  ") == STEPS
+    for name in ("trajectory.png", "trajectory.gif"):
+        with Image.open(run / name) as im:
+            im.verify()
+    assert list(work.iterdir()) == []  # no outputs/, .hydra/ or log file in the working directory
+
+
+# ----------------------------------------------------------------------------------- bad inputs
+
+
+@pytest.fixture
+def sudoku_ckpt(tmp_path):
+    return str(write_checkpoint(tmp_path / "s.pt", "trm_mlp", SUDOKU))
+
+
+def test_wrong_size_or_kind_of_puzzle_is_a_clear_error(sudoku_ckpt):
+    with pytest.raises(ValueError, match=r"not a 4x4 sudoku.*17 characters"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "puzzle": SUDOKU_PUZZLE + "."})
+    with pytest.raises(ValueError, match=r"not a 4x4 sudoku.*36 characters"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "puzzle": MAZE_PUZZLE})
+    with pytest.raises(ValueError, match=r"not a 4x4 sudoku.*bad character '#'"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "puzzle": "#S  " + "#" * 10 + "G#"})
+    with pytest.raises(ValueError, match="quote it"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "puzzle": 1234123412341234})
+    with pytest.raises(ValueError, match=r"model takes 16 cells .* 6x6 maze has 36"):
+        vis.record_trajectory(tiny("trm_mlp", SUDOKU), MAZE, example(MAZE)[0])
+    with pytest.raises(ValueError, match="puzzle has 15 cells"):
+        vis.record_trajectory(tiny("trm_mlp", SUDOKU), SUDOKU, np.ones(15))
+
+
+def test_missing_checkpoint_and_puzzle_source_errors(tmp_path, sudoku_ckpt):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        vis.visualize({"checkpoint": str(tmp_path / "nope.pt"), "puzzle": SUDOKU_PUZZLE})
+    with pytest.raises(ValueError, match="checkpoint=PATH is required"):
+        vis.visualize({"puzzle": SUDOKU_PUZZLE})
+    with pytest.raises(ValueError, match=r"exactly one of .*\(both given\)"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "puzzle": SUDOKU_PUZZLE, "data": str(tmp_path)})
+    with pytest.raises(ValueError, match=r"exactly one of .*\(neither given\)"):
+        vis.visualize({"checkpoint": sudoku_ckpt})
+
+
+def test_dataset_errors(tmp_path, sudoku_ckpt):
+    inputs, labels = example(MAZE)
+    split = build_split(inputs[None], labels[None], None, vocab_size=MAZE.vocab_size)
+    mazes = write_dataset(tmp_path / "mazes", {"test": split})
+    with pytest.raises(ValueError, match="does not hold a 4x4 sudoku"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "data": str(mazes), "index": 0})
+    big = Task("sudoku", 6)
+    grid = (sudoku_rules.solve("." * 36, big.box) + 1).astype(np.uint8)[None]
+    six = write_dataset(tmp_path / "six", {"test": build_split(grid, grid, None, vocab_size=8)})
+    with pytest.raises(ValueError, match="6x6 sudoku puzzles, but the checkpoint was trained on a 4x4"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "data": str(six), "index": 0})
+    inputs, labels = example(SUDOKU)
+    ok = write_dataset(
+        tmp_path / "ok", {"test": build_split(inputs[None], labels[None], None, vocab_size=SUDOKU.vocab_size)}
+    )
+    with pytest.raises(IndexError, match="index=1 is out of range: the test split .* has 1 examples"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "data": str(ok), "index": 1})
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "data": str(ok), "index": 0, "split": "val"})
+    with pytest.raises(FileNotFoundError, match="does not hold a 4x4 sudoku"):
+        vis.visualize({"checkpoint": sudoku_ckpt, "data": str(tmp_path / "missing"), "index": 0})
+
+
+def test_default_out_and_training_loss_lookup(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    assert vis.default_out(run) == run / "trajectory.png"
+    assert vis.default_out(run / "checkpoints" / "step_10.pt") == run / "trajectory.png"
+    assert vis.default_out(tmp_path / "model.pt") == tmp_path / "trajectory.png"
+    assert vis._loss_name({"trainer": {"loss": "softmax"}}) == "softmax"
+    assert vis._loss_name({"loss": {"name": "x"}}) == "stablemax"
+    assert vis._loss_name({}) == "stablemax"
