@@ -1,0 +1,1 @@
+"""Hydra configs of the reasoners entry points (a package so ``pkg://reasoners.conf`` resolves)."""

@@ -1,0 +1,794 @@
+"""Look inside the loop: a reasoner's trajectory on one puzzle, as a figure, a GIF or text.
+
+    python -m reasoners.visualize checkpoint=RUN_DIR 'puzzle="1..4.4.22..3.3.."' [out=FILE] [gif=true]
+    python -m reasoners.visualize checkpoint=RUN_DIR/checkpoints/last.pt data=DIR index=0 split=test text=true
+
+(quote the puzzle twice, as shown: the shell keeps a maze's spaces, Hydra keeps the string a string).
+
+:func:`record_trajectory` runs the reasoner from its initial state for every supervision step, as
+evaluation does (:func:`reasoners.supervision.run_steps`, no halting), and records at each step the
+decoded grid, the per-cell confidence, loss and accuracy against the label (when known), validity by
+the puzzle's own rules, the halting probability ``sigmoid(q_halt)`` and, for the Attractor, every
+solver iterate's decoded grid and relative residual (the solver's own ``SolverInfo.trace``).
+
+The latent path: each state tensor (y and z for TRM / the Attractor, z_H and z_L for HRM; each
+(P + L, D)) is flattened *whole* (no pooling over positions: a mean over cells would hide which cells
+move) and all of them — the initial state, every carried state, every solver iterate and fixed point
+— are projected on the first two principal components of that set (an SVD of the centred points).
+One PCA per latent. This holds ``N x (P + L) x D`` floats per latent while recording, with ``N`` up to
+``1 + steps x (max_iter + 2)`` (the solver's iterates take as much again): a few MB for the tiny
+models, ~100 MB for a 7M Attractor on Sudoku, ~2 GB for one on 30x30 mazes.
+
+:func:`plot_trajectory` draws one PNG, :func:`write_gif` an animation of the grid (one frame per
+supervision step), :func:`text_frames` one text picture per step. Figures are bare matplotlib
+``Figure`` objects rendered by Agg (no pyplot, no GUI backend); files are written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from reasoners.layers import IGNORE_LABEL, LOSSES, log_stablemax
+from reasoners.supervision import run_steps, unwrap
+from reasoners.tasks import Task, score
+
+# Figure geometry (inches at ``dpi``): the strip wraps after GRID_COLS grids and shows at most
+# MAX_GRIDS steps (evenly spaced, first and last kept); see :func:`figure_size`.
+FIG_WIDTH = 16.0
+GRID_COLS = 8
+MAX_GRIDS = 24
+GRID_ROW_HEIGHT = 2.4
+HEADER_HEIGHT = 0.7
+CURVES_HEIGHT = 3.6
+GIF_SIZE = (5.0, 5.6)
+
+_MAZE_WALL, _MAZE_OPEN, _MAZE_START, _MAZE_GOAL, _MAZE_PATH = 1, 2, 3, 4, 5
+
+
+# ----------------------------------------------------------------------------------- the record
+
+
+@dataclass
+class LatentPath:
+    """One latent's points projected on its first two principal components, in recording order."""
+
+    name: str  # "y", "z", "z_H" or "z_L"
+    coords: np.ndarray  # (N, 2)
+    explained: np.ndarray  # (2,) share of the variance along PC1, PC2
+    step: np.ndarray  # (N,) supervision step (1-based; 0 = the initial state)
+    kind: np.ndarray  # (N,) "initial", "iterate", "fixed_point" or "state" (carried after the step)
+    iteration: np.ndarray  # (N,) solver iterate index k, -1 where not an iterate
+
+
+@dataclass
+class Trajectory:
+    """What one reasoner did on one puzzle, step by step (S supervision steps, L cells)."""
+
+    task: Task
+    model_name: str
+    halting_rule: str  # "q_halt > 0" (TRM, Attractor) or "q_halt > q_continue" (HRM)
+    halt_max_steps: int
+    inputs: np.ndarray  # (L,) input tokens
+    labels: np.ndarray | None  # (L,) on-disk label tokens (0 = no label for that cell), None if unknown
+    preds: np.ndarray  # (S, L) decoded grid (argmax token) after each step
+    confidence: np.ndarray  # (S, L) probability of the decoded token (normalised as the loss is)
+    valid: np.ndarray  # (S,) bool: a correct answer by the puzzle's own rules
+    q_halt: np.ndarray  # (S,) halting logits
+    q_continue: np.ndarray  # (S,)
+    loss_name: str = "stablemax"
+    loss: np.ndarray | None = None  # (S,) mean cross entropy over labelled cells
+    cell_accuracy: np.ndarray | None = None  # (S,)
+    exact: np.ndarray | None = None  # (S,) bool
+    # Attractor only (None otherwise); per step s: the solve's iterates x_0 .. x_{T_s - 1}
+    solver_trace: list[np.ndarray] | None = None  # (T_s,) relative residual ||F(x)-x|| / ||F(x)||
+    solver_preds: list[np.ndarray] | None = None  # (T_s, L) decoded grid of each iterate's y
+    solver_residual: np.ndarray | None = None  # (S,) relative residual at the returned S*
+    solver_converged: np.ndarray | None = None  # (S,) bool
+    solver_best: np.ndarray | None = None  # (S,) index of the returned iterate
+    solver_tol: float | None = None
+    latents: list[LatentPath] = field(default_factory=list)
+    source: str = ""  # where the puzzle came from, for titles
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.preds.shape[0])
+
+    @property
+    def halt_prob(self) -> np.ndarray:
+        """(S,) sigmoid(q_halt)."""
+        return 1.0 / (1.0 + np.exp(-self.q_halt.astype(np.float64)))
+
+    @property
+    def continue_prob(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.q_continue.astype(np.float64)))
+
+    @property
+    def halt_fires(self) -> np.ndarray:
+        """(S,) bool: training's halting rule holds after this step (exploration aside)."""
+        if self.halting_rule == "q_halt > q_continue":
+            return self.q_halt > self.q_continue
+        return self.q_halt > 0
+
+    @property
+    def halt_step(self) -> int:
+        """The step (1-based) at which training would halt: the first where the rule fires, else
+        ``halt_max_steps`` (evaluation always runs to ``halt_max_steps``)."""
+        fired = np.flatnonzero(self.halt_fires[: self.halt_max_steps])
+        return int(fired[0]) + 1 if fired.size else self.halt_max_steps
+
+    @property
+    def changed(self) -> np.ndarray:
+        """(S, L) bool: the decoded cell differs from the previous step's (never at step 1)."""
+        out = np.zeros_like(self.preds, dtype=bool)
+        out[1:] = self.preds[1:] != self.preds[:-1]
+        return out
+
+
+def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(coords (N, 2), explained (2,))``: the points (N, D) centred and projected on their first two
+    principal components (SVD). Signs are fixed so that the last point has coordinates >= 0."""
+    x = torch.as_tensor(np.asarray(points, dtype=np.float32))
+    x = x.reshape(x.shape[0], -1)
+    n = x.shape[0]
+    coords = np.zeros((n, 2))
+    explained = np.zeros(2)
+    if n < 2:
+        return coords, explained
+    xc = x - x.mean(0, keepdim=True)
+    u, s, _ = torch.linalg.svd(xc, full_matrices=False)  # (N, r), (r,)
+    k = min(2, s.shape[0])
+    proj = (u[:, :k] * s[:k]).double().numpy()
+    total = float((s.double() ** 2).sum())
+    coords[:, :k] = proj
+    if total > 0:
+        explained[:k] = (s[:k].double() ** 2).numpy() / total
+    signs = np.where(coords[-1] < 0, -1.0, 1.0)
+    return coords * signs, explained
+
+
+def _probabilities(logits: torch.Tensor, loss_name: str) -> torch.Tensor:
+    """Per-class probabilities under the loss's normalisation (stablemax or softmax)."""
+    if loss_name == "stablemax":
+        return log_stablemax(logits.double(), dim=-1).exp()
+    return torch.softmax(logits.float(), dim=-1)
+
+
+@contextlib.contextmanager
+def _record_solver(core: nn.Module):
+    """Ask the Attractor's solver for its iterates (``solver_trace="iterates"``, an existing config
+    field) for the duration of the recording; other reasoners are left alone."""
+    cfg = core.config
+    if not hasattr(cfg, "solver_trace") or getattr(cfg, "solver", None) == "unroll":
+        yield False
+        return
+    before = cfg.solver_trace
+    cfg.solver_trace = "iterates"
+    try:
+        yield True
+    finally:
+        cfg.solver_trace = before
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _check_tokens(name: str, tokens, task: Task) -> np.ndarray:
+    arr = np.asarray(tokens.cpu() if isinstance(tokens, torch.Tensor) else tokens).reshape(-1)
+    if arr.size != task.seq_len:
+        raise ValueError(
+            f"{name} has {arr.size} cells; a {task.side}x{task.side} {task.kind} needs {task.seq_len}"
+        )
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() >= task.vocab_size:
+        raise ValueError(f"{name} holds tokens outside 0..{task.vocab_size - 1} of a {task.kind}")
+    return arr
+
+
+@torch.no_grad()
+def record_trajectory(
+    model: nn.Module,
+    task: Task,
+    inputs,
+    labels=None,
+    *,
+    puzzle_identifier: int = 0,
+    steps: int | None = None,
+    loss: str = "stablemax",
+    model_name: str | None = None,
+    source: str = "",
+) -> Trajectory:
+    """Run ``model`` on one puzzle for ``steps`` supervision steps (default ``halt_max_steps``) from
+    its initial state, in eval mode, and record everything (see :class:`Trajectory`).
+
+    ``inputs``/``labels``: token rows (L,) in the on-disk format (labels: 0 or -100 = unlabelled
+    cell; ``None`` = no label). A clear ``ValueError`` when they do not fit the model or the task.
+    """
+    core = unwrap(model)
+    cfg = core.config
+    if (cfg.seq_len, cfg.vocab_size) != (task.seq_len, task.vocab_size):
+        raise ValueError(
+            f"the model takes {cfg.seq_len} cells over {cfg.vocab_size} tokens, but a "
+            f"{task.side}x{task.side} {task.kind} has {task.seq_len} cells over {task.vocab_size}"
+        )
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
+    n_steps = cfg.halt_max_steps if steps is None else int(steps)
+    if n_steps < 1:
+        raise ValueError(f"steps must be >= 1, got {n_steps}")
+    x = _check_tokens("puzzle", inputs, task)
+    y_label = None
+    if labels is not None:
+        lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+        lab = np.where(lab == IGNORE_LABEL, 0, lab)
+        y_label = _check_tokens("label", lab, task)
+    if not 0 <= puzzle_identifier < cfg.num_puzzle_ids:
+        raise ValueError(f"puzzle_identifier {puzzle_identifier} is outside the model's {cfg.num_puzzle_ids}")
+
+    device = next(core.parameters()).device
+    batch = {
+        "inputs": torch.as_tensor(x, dtype=torch.int32, device=device)[None],
+        "puzzle_identifiers": torch.tensor([puzzle_identifier], dtype=torch.int32, device=device),
+    }
+    if y_label is not None:
+        lab_t = torch.as_tensor(y_label, dtype=torch.int64, device=device)[None]
+        batch["labels"] = torch.where(lab_t == 0, IGNORE_LABEL, lab_t)
+
+    with _eval(model), _record_solver(core) as tracing:
+        initial = core.initial_state(1, device)
+        outs = run_steps(model, batch, n_steps, keep_state=True)
+
+    preds = torch.stack([o["preds"][0] for o in outs]).cpu().numpy()  # (S, L)
+    probs = [_probabilities(o["logits"][0], loss) for o in outs]
+    confidence = torch.stack([p.max(-1).values for p in probs]).float().cpu().numpy()  # (S, L)
+    traj = Trajectory(
+        task=task,
+        model_name=model_name or type(core).__name__.lower(),
+        halting_rule="q_halt > q_continue" if cfg.q_continue else "q_halt > 0",
+        halt_max_steps=cfg.halt_max_steps,
+        inputs=x,
+        labels=y_label,
+        preds=preds,
+        confidence=confidence,
+        valid=task.rule_valid(np.broadcast_to(x, preds.shape), preds),
+        q_halt=np.array([float(o["q_halt_logits"][0]) for o in outs]),
+        q_continue=np.array([float(o["q_continue_logits"][0]) for o in outs]),
+        loss_name=loss,
+        source=source,
+    )
+    if y_label is not None and (y_label != 0).any():
+        s = score(task, np.broadcast_to(x, preds.shape), np.broadcast_to(y_label, preds.shape), preds)
+        traj.cell_accuracy, traj.exact = s["cell"], s["exact"]
+        loss_fn = LOSSES[loss]
+        per_cell = torch.stack([loss_fn(o["logits"], batch["labels"])[0] for o in outs])  # (S, L)
+        count = max(int((y_label != 0).sum()), 1)
+        traj.loss = (per_cell.sum(-1) / count).double().cpu().numpy()
+
+    infos = [o["extras"].get("solver") for o in outs]
+    if all(i is not None for i in infos):
+        traj.solver_residual = np.array([float(i.rel_residual[0]) for i in infos])
+        traj.solver_converged = np.array([bool(i.converged[0]) for i in infos])
+        traj.solver_best = np.array([int(i.best_step[0]) for i in infos])
+        traj.solver_tol = float(cfg.tol)
+        if tracing:
+            traj.solver_trace = [i.trace[:, 0].double().cpu().numpy() for i in infos]
+            traj.solver_preds = [
+                core.decode(i.iterates[0][:, 0])[0].argmax(-1).cpu().numpy()  # (T, L)
+                for i in infos
+            ]
+    traj.latents = _latent_paths(initial, outs, infos if tracing else None)
+    return traj
+
+
+def _latent_paths(initial, outs: list[dict], infos) -> list[LatentPath]:
+    """One :class:`LatentPath` per state field, all recorded states in order."""
+    names = getattr(initial, "_fields", None) or tuple(f"s{i}" for i in range(len(initial)))
+    points = [[] for _ in names]
+    step, kind, iteration = [], [], []
+
+    def add(state, s: int, k: str, it: int = -1):
+        for i, t in enumerate(state):
+            points[i].append(t[0].flatten().float().cpu())
+        step.append(s)
+        kind.append(k)
+        iteration.append(it)
+
+    add(initial, 0, "initial")
+    for s, out in enumerate(outs, start=1):
+        if infos is not None:
+            its = infos[s - 1].iterates
+            for k in range(its[0].shape[0]):
+                add(tuple(t[k] for t in its), s, "iterate", k)
+        fp = out["extras"].get("fixed_point")
+        if fp is not None:
+            add(fp, s, "fixed_point")
+        add(out["state"], s, "state")
+    paths = []
+    for name, pts in zip(names, points, strict=True):
+        coords, explained = pca_2d(torch.stack(pts).numpy())
+        paths.append(LatentPath(name, coords, explained, np.array(step), np.array(kind), np.array(iteration)))
+    return paths
+
+
+# ----------------------------------------------------------------------------------- text
+
+
+def _step_summary(traj: Trajectory, s: int) -> str:
+    """One line about step ``s`` (0-based): accuracy, exact vs valid, halting, changes, solver."""
+    parts = [f"step {s + 1}/{traj.n_steps}"]
+    if traj.cell_accuracy is not None:
+        parts.append(f"cells {traj.cell_accuracy[s]:.0%}  exact {'yes' if traj.exact[s] else 'no'}")
+    parts.append(f"valid {'yes' if traj.valid[s] else 'no'}")
+    fires = "fires" if traj.halt_fires[s] else "no"
+    parts.append(f"halt p={traj.halt_prob[s]:.3f} ({traj.halting_rule}: {fires})")
+    if s:
+        parts.append(f"changed {int(traj.changed[s].sum())}")
+    if traj.solver_residual is not None:
+        n = f"{len(traj.solver_trace[s])} iterations, " if traj.solver_trace is not None else ""
+        conv = "converged" if traj.solver_converged[s] else "not converged"
+        parts.append(f"solver {n}residual {traj.solver_residual[s]:.1e} ({conv})")
+    return "  ".join(parts)
+
+
+def text_frames(traj: Trajectory) -> list[str]:
+    """One text frame per supervision step: a summary line, then the decoded grid."""
+    return [f"{_step_summary(traj, s)}\n{traj.task.render(traj.preds[s])}" for s in range(traj.n_steps)]
+
+
+def summary(traj: Trajectory) -> str:
+    """A few lines about the whole trajectory (what the entry point prints last)."""
+    last = traj.n_steps - 1
+    lines = [f"{traj.model_name} on a {traj.task.side}x{traj.task.side} {traj.task.kind}: {traj.source}"]
+    if traj.exact is not None:
+        first = np.flatnonzero(traj.exact)
+        settled = f", first exact at step {first[0] + 1}" if first.size else ""
+        lines.append(
+            f"final: cells {traj.cell_accuracy[last]:.1%}, exact {bool(traj.exact[last])}, "
+            f"valid {bool(traj.valid[last])}{settled}"
+        )
+    else:
+        lines.append(f"final: valid {bool(traj.valid[last])} (no label)")
+    fired = bool(traj.halt_fires[: traj.halt_max_steps].any())
+    lines.append(
+        f"training would halt at step {traj.halt_step} "
+        f"({traj.halting_rule}{'' if fired else ' never fires: halt_max_steps'})"
+    )
+    if traj.solver_residual is not None:
+        lines.append(
+            f"solver: {int(traj.solver_converged.sum())}/{traj.n_steps} steps converged "
+            f"(tol {traj.solver_tol:g}); final residual {traj.solver_residual[last]:.2e}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- drawing
+
+_GIVEN = (0.84, 0.84, 0.84)
+_CORRECT = (0.74, 0.91, 0.74)
+_WRONG = (0.98, 0.66, 0.66)
+_ALT = (0.72, 0.83, 0.98)  # differs from the label, but the whole answer is valid by the rules
+_BLANK = (1.0, 1.0, 1.0)
+_MAZE = {
+    "wall": (0.15, 0.15, 0.18),
+    "open": (1.0, 1.0, 1.0),
+    "start": (0.15, 0.35, 0.95),
+    "goal": (0.65, 0.15, 0.75),
+    "path": (0.15, 0.65, 0.25),
+    "path_wrong": (0.9, 0.15, 0.15),
+    "path_alt": (0.2, 0.55, 0.95),
+    "path_unknown": (0.95, 0.6, 0.1),
+    "missed": (0.98, 0.75, 0.75),
+}
+_CHANGED = (1.0, 0.5, 0.0)
+
+
+def _cell_colors(task: Task, inputs, labels, pred, valid: bool) -> np.ndarray:
+    """(side, side, 3) RGB of one decoded grid: givens, correct, wrong, valid-but-different."""
+    n = task.side
+    inputs, pred = np.asarray(inputs).reshape(-1), np.asarray(pred).reshape(-1)
+    lab = None if labels is None else np.asarray(labels).reshape(-1)
+    rgb = np.empty((inputs.size, 3))
+    if task.kind == "sudoku":
+        digit = (pred >= 2) & (pred <= n + 1)
+        given = inputs >= 2
+        rgb[:] = _BLANK
+        if lab is not None:
+            rgb[(lab != 0) & (pred == lab)] = _CORRECT
+            rgb[(lab != 0) & (pred != lab)] = _ALT if valid else _WRONG
+        elif valid:
+            rgb[:] = _CORRECT
+        rgb[given & (pred == inputs)] = _GIVEN
+        rgb[(given & (pred != inputs)) | ~digit] = _WRONG
+        return rgb.reshape(n, n, 3)
+    fixed = {_MAZE_WALL: "wall", _MAZE_OPEN: "open", _MAZE_START: "start", _MAZE_GOAL: "goal"}
+    for tok, name in fixed.items():
+        rgb[inputs == tok] = _MAZE[name]
+    path = pred == _MAZE_PATH
+    if lab is not None:
+        rgb[path & (lab == _MAZE_PATH)] = _MAZE["path"]
+        rgb[path & (lab != _MAZE_PATH)] = _MAZE["path_alt" if valid else "path_wrong"]
+        rgb[~path & (lab == _MAZE_PATH)] = _MAZE["open"] if valid else _MAZE["missed"]
+    else:
+        rgb[path] = _MAZE["path" if valid else "path_unknown"]
+    # a wall / S / G / open cell decoded as another non-path token: tinted red, the maze stays readable
+    other = ~path & (pred != inputs)
+    rgb[other] = 0.45 * rgb[other] + 0.55 * np.array(_MAZE["path_wrong"])
+    rgb[path & (inputs != _MAZE_OPEN)] = _MAZE["path_wrong"]  # a path drawn over a wall, S or G
+    return rgb.reshape(n, n, 3)
+
+
+def _draw_grid(ax, traj: Trajectory, s: int, *, big: bool = False) -> None:
+    """Step ``s`` (0-based) of the trajectory on ``ax``: colours, digits, changed cells, a title."""
+    task, n = traj.task, traj.task.side
+    pred = traj.preds[s]
+    ax.imshow(
+        _cell_colors(task, traj.inputs, traj.labels, pred, bool(traj.valid[s])),
+        interpolation="nearest",
+        extent=(-0.5, n - 0.5, n - 0.5, -0.5),
+    )
+    if task.kind == "sudoku":
+        text = task.to_text(pred)
+        size = (150 if big else 64) / n
+        for i, ch in enumerate(text):
+            ax.text(i % n, i // n, ch, ha="center", va="center", fontsize=size, color="0.1")
+        br, bc = task.box
+        for r in range(n + 1):
+            lw = 1.6 if r % br == 0 else 0.4
+            ax.plot([-0.5, n - 0.5], [r - 0.5, r - 0.5], color="0.2", lw=lw)
+        for c in range(n + 1):
+            lw = 1.6 if c % bc == 0 else 0.4
+            ax.plot([c - 0.5, c - 0.5], [-0.5, n - 0.5], color="0.2", lw=lw)
+    changed = np.flatnonzero(traj.changed[s])
+    if changed.size:
+        from matplotlib.collections import PatchCollection
+        from matplotlib.patches import Rectangle
+
+        boxes = [Rectangle((i % n - 0.42, i // n - 0.42), 0.84, 0.84) for i in changed]
+        lw = (2.0 if big else 1.0) * (1.0 if task.kind == "sudoku" else 0.6)
+        ax.add_collection(
+            PatchCollection(boxes, facecolor="none", edgecolor=_CHANGED, linewidth=lw, zorder=3)
+        )
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ok, no = "\u2713", "\u2717"
+    bits = []
+    if traj.exact is not None:
+        bits.append(f"{traj.cell_accuracy[s]:.0%}  exact {ok if traj.exact[s] else no}")
+    bits.append(f"valid {ok if traj.valid[s] else no}")
+    halt = "  HALT" if s + 1 == traj.halt_step else ""
+    if big:
+        bits.append(f"P(halt) {traj.halt_prob[s]:.2f}")
+    title = f"step {s + 1}{halt}\n" + "  ".join(bits)
+    ax.set_title(title, fontsize=13 if big else 8.5, color="firebrick" if halt else "black")
+
+
+def figure_size(traj: Trajectory) -> tuple[float, float]:
+    """(width, height) in inches of :func:`plot_trajectory`'s figure: FIG_WIDTH wide; a header, one
+    row of GRID_ROW_HEIGHT per GRID_COLS steps drawn (at most MAX_GRIDS), and a row of curves."""
+    rows = math.ceil(min(traj.n_steps, MAX_GRIDS) / GRID_COLS)
+    return FIG_WIDTH, HEADER_HEIGHT + rows * GRID_ROW_HEIGHT + CURVES_HEIGHT
+
+
+def _shown_steps(n_steps: int) -> list[int]:
+    if n_steps <= MAX_GRIDS:
+        return list(range(n_steps))
+    return sorted({int(round(i)) for i in np.linspace(0, n_steps - 1, MAX_GRIDS)})
+
+
+def plot_trajectory(traj: Trajectory, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Write the trajectory figure (PNG, ``figure_size(traj)`` inches at ``dpi``) atomically."""
+    from matplotlib.figure import Figure
+
+    # A bare Figure renders with Agg and never touches pyplot's global state or a GUI backend.
+    width, height = figure_size(traj)
+    fig = Figure(figsize=(width, height))
+    shown = _shown_steps(traj.n_steps)
+    rows = math.ceil(len(shown) / GRID_COLS)
+    curves = ["accuracy", "changes"] + (["solver"] if traj.solver_residual is not None else [])
+    curves += [f"latent{i}" for i in range(len(traj.latents))]
+    top = 1 - HEADER_HEIGHT / height
+    split = CURVES_HEIGHT / height
+    grids = fig.add_gridspec(
+        rows, GRID_COLS, left=0.02, right=0.98, top=top, bottom=split + 0.03, hspace=0.32, wspace=0.12
+    )
+    for j, s in enumerate(shown):
+        _draw_grid(fig.add_subplot(grids[j // GRID_COLS, j % GRID_COLS]), traj, s)
+    lower = fig.add_gridspec(
+        1, len(curves), left=0.04, right=0.985, top=split - 0.045, bottom=0.12, wspace=0.5
+    )
+    axes = {name: fig.add_subplot(lower[0, i]) for i, name in enumerate(curves)}
+    _plot_accuracy(axes["accuracy"], traj)
+    _plot_changes(axes["changes"], traj)
+    if "solver" in axes:
+        _plot_solver(axes["solver"], traj)
+    for i, latent in enumerate(traj.latents):
+        _plot_latent(axes[f"latent{i}"], traj, latent)
+    fig.suptitle(_headline(traj), fontsize=11, y=1 - 0.12 / height, va="top")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return _atomic_write(path, buf.getvalue())
+
+
+def _headline(traj: Trajectory) -> str:
+    t = traj.task
+    head = f"{traj.model_name} on a {t.side}x{t.side} {t.kind}"
+    head += f" ({traj.source})" if traj.source else ""
+    last = traj.n_steps - 1
+    facts = []
+    if traj.exact is not None:
+        facts.append(
+            f"final cells {traj.cell_accuracy[last]:.0%}, exact {'yes' if traj.exact[last] else 'no'}"
+        )
+    facts.append(f"valid by the rules {'yes' if traj.valid[last] else 'no'}")
+    facts.append(f"training halts at step {traj.halt_step} ({traj.halting_rule})")
+    legend = (
+        "grey given, green correct, red wrong, blue differs from the label but valid, orange box changed"
+        if t.kind == "sudoku"
+        else "green path, red wrong/missed, blue valid other path, orange path (no label), orange box changed"
+    )
+    return f"{head}: " + "; ".join(facts) + f"\n{legend}"
+
+
+def _plot_accuracy(ax, traj: Trajectory) -> None:
+    steps = np.arange(1, traj.n_steps + 1)
+    if traj.cell_accuracy is not None:
+        ax.plot(steps, traj.cell_accuracy, "-o", ms=3, color="tab:green", label="cell accuracy")
+        ax.plot(steps, traj.exact.astype(float), "s", ms=5, mfc="none", color="tab:green", label="exact")
+    ax.plot(steps, traj.valid.astype(float) * 0.98, "d", ms=4, color="tab:blue", label="valid (rules)")
+    ax.plot(steps, traj.confidence.mean(-1), "--", color="tab:gray", label="mean confidence")
+    ax.plot(steps, traj.halt_prob, "-", color="firebrick", label="P(halt)")
+    if traj.halting_rule == "q_halt > q_continue":
+        ax.plot(steps, traj.continue_prob, ":", color="firebrick", label="P(continue)")
+    if traj.halt_step <= traj.n_steps:
+        ax.axvline(traj.halt_step, color="firebrick", lw=0.8, alpha=0.6)
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_xlabel("supervision step")
+    ax.set_title(f"accuracy and halting (halts at {traj.halt_step})", fontsize=9)
+    ax.legend(fontsize=6.5, loc="best")
+
+
+def _plot_changes(ax, traj: Trajectory) -> None:
+    steps = np.arange(1, traj.n_steps + 1)
+    ax.bar(steps[1:], traj.changed.sum(-1)[1:], color=_CHANGED, alpha=0.8, label="cells changed")
+    ax.set_xlabel("supervision step")
+    ax.set_ylabel("cells changed since last step", fontsize=8)
+    ax.set_xlim(0.5, traj.n_steps + 0.5)
+    if traj.loss is not None:
+        twin = ax.twinx()
+        twin.plot(steps, traj.loss, "-o", ms=3, color="tab:purple")
+        twin.set_ylabel(f"{traj.loss_name} CE vs label", fontsize=8, color="tab:purple")
+    ax.set_title("which cells flip (and the loss)", fontsize=9)
+
+
+def _plot_solver(ax, traj: Trajectory) -> None:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    n = traj.n_steps
+    if traj.solver_trace is not None:
+        for s, trace in enumerate(traj.solver_trace):
+            ax.plot(np.arange(len(trace)), trace, "-", lw=1, color=cmap(s / max(n - 1, 1)))
+            best = traj.solver_best[s]
+            ax.plot([best], [trace[best]], ".", color=cmap(s / max(n - 1, 1)))
+        ax.set_xlabel("solver iteration (colour: step 1 dark -> last light)")
+    else:  # solver="unroll": one residual per step
+        ax.plot(np.arange(1, n + 1), traj.solver_residual, "-o", ms=3)
+        ax.set_xlabel("supervision step")
+    ax.axhline(traj.solver_tol, color="0.4", ls="--", lw=0.8, label=f"tol {traj.solver_tol:g}")
+    ax.set_yscale("log")
+    ax.set_title("solver residual ||F(S)-S|| / ||F(S)||", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _plot_latent(ax, traj: Trajectory, latent: LatentPath) -> None:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    xy, n = latent.coords, traj.n_steps
+    ax.plot(xy[:, 0], xy[:, 1], "-", color="0.7", lw=0.6, zorder=1)
+    colors = cmap((latent.step - 1).clip(0) / max(n - 1, 1))
+    for kind, style in (
+        ("iterate", dict(marker=".", s=10)),
+        ("state", dict(marker="o", s=22, edgecolors="k", linewidths=0.4)),
+    ):
+        m = latent.kind == kind
+        ax.scatter(xy[m, 0], xy[m, 1], c=colors[m], zorder=2, **style)
+    fp = np.flatnonzero(latent.kind == "fixed_point")
+    if fp.size:
+        ax.scatter(xy[fp, 0], xy[fp, 1], marker="x", s=18, c=colors[fp], zorder=3, label="S* per step")
+        ax.scatter(
+            *xy[fp[-1]], marker="*", s=160, c="red", edgecolors="k", zorder=4, label="final fixed point"
+        )
+    ax.scatter(*xy[0], marker="s", s=40, c="k", zorder=4, label="initial")
+    ax.set_xlabel(f"PC1 ({latent.explained[0]:.0%})", fontsize=8)
+    ax.set_ylabel(f"PC2 ({latent.explained[1]:.0%})", fontsize=8)
+    ax.set_title(f"PCA path of {latent.name}", fontsize=9)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6.5, loc="best")
+
+
+def write_gif(traj: Trajectory, path: str | os.PathLike, *, fps: float = 2.0, dpi: int = 80) -> Path:
+    """An animation of the decoded grid, one frame per supervision step (GIF_SIZE inches at ``dpi``),
+    written atomically with matplotlib's PillowWriter."""
+    from matplotlib.animation import PillowWriter
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=GIF_SIZE)
+    ax = fig.add_axes((0.04, 0.02, 0.92, 0.8))
+    writer = PillowWriter(fps=fps)
+    with _atomic_path(path) as tmp:
+        with writer.saving(fig, str(tmp), dpi):
+            for s in range(traj.n_steps):
+                ax.clear()
+                _draw_grid(ax, traj, s, big=True)
+                writer.grab_frame()
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def _atomic_path(path: str | os.PathLike):
+    """A temporary path beside ``path`` (same suffix), renamed over ``path`` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the figure is for sharing
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    with _atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------- entry point
+
+
+def _loss_name(config: dict) -> str:
+    """The training loss named anywhere in a checkpoint's config (a key ``loss`` whose value is a
+    known loss), else the reference's stablemax."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            loss = node.get("loss")
+            if isinstance(loss, str) and loss in LOSSES:
+                return loss
+            stack.extend(node.values())
+    return "stablemax"
+
+
+def default_out(checkpoint: str | os.PathLike) -> Path:
+    """``<run>/trajectory.png``: the run directory given, or the one holding the checkpoint file
+    (its parent, or the parent's parent when the file sits in ``checkpoints/``)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path / "trajectory.png"
+    folder = path.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    return folder / "trajectory.png"
+
+
+def load_example(task: Task, *, puzzle=None, data=None, index=None, split: str = "test"):
+    """``(inputs, labels or None, puzzle_identifier, description)`` of the puzzle to visualise: a
+    puzzle string, or example ``index`` of ``data``'s ``split`` (test by default); clear errors for
+    both, neither, or a puzzle / dataset that is not the checkpoint's task."""
+    what = f"a {task.side}x{task.side} {task.kind}"
+    if (puzzle is None) == (data is None):
+        raise ValueError(
+            'give exactly one of puzzle="<string>" or data=DIR index=K '
+            f"({'both' if puzzle is not None else 'neither'} given)"
+        )
+    if puzzle is not None:
+        if not isinstance(puzzle, str):
+            raise ValueError(
+                f"puzzle must be a string, got {type(puzzle).__name__} {puzzle!r}: quote it for Hydra, "
+                "e.g. 'puzzle=\"1..4.4.22..3.3..\"'"
+            )
+        try:
+            inputs = task.encode(puzzle)
+        except ValueError as e:
+            raise ValueError(f"puzzle is not {what}, which this checkpoint was trained on: {e}") from e
+        return inputs.astype(np.int64), None, 0, "puzzle string"
+    from reasoners.data import load_dataset
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(data)
+    try:
+        ds = load_dataset(root, task.kind, need_train=split == "train")
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(f"data={root} does not hold {what} (the checkpoint's task): {e}") from e
+    if ds.task != task:
+        raise ValueError(
+            f"data={root} holds {ds.task.side}x{ds.task.side} {ds.task.kind} puzzles, "
+            f"but the checkpoint was trained on {what}"
+        )
+    table = ds.train if split == "train" else ds.test
+    n = table.inputs.shape[0]
+    if index is None or not 0 <= int(index) < n:
+        raise IndexError(f"index={index} is out of range: the {split} split of {root} has {n} examples")
+    from reasoners.data import to_batch
+
+    b = to_batch(table, np.array([int(index)]))
+    return (
+        b["inputs"][0].numpy().astype(np.int64),
+        b["labels"][0].numpy(),
+        int(b["puzzle_identifiers"][0]),
+        f"{split} example {int(index)} of {root}",
+    )
+
+
+def visualize(cfg, log=print) -> dict:
+    """The whole command as a plain function of a config (a dict or DictConfig with the keys of
+    ``conf/visualize.yaml``): returns ``{"trajectory", "png", "gif"}``."""
+    from reasoners.checkpoint import load_reasoner
+
+    get = cfg.get
+    if not get("checkpoint"):
+        raise ValueError("checkpoint=PATH is required (a checkpoint file or a run directory)")
+    model, task, ckpt = load_reasoner(get("checkpoint"), ema=bool(get("ema", True)))
+    inputs, labels, pid, source = load_example(
+        task, puzzle=get("puzzle"), data=get("data"), index=get("index"), split=get("split") or "test"
+    )
+    traj = record_trajectory(
+        model,
+        task,
+        inputs,
+        labels,
+        puzzle_identifier=pid,
+        steps=get("steps"),
+        loss=_loss_name(ckpt.get("config") or {}),
+        model_name=ckpt.get("model_name"),
+        source=source,
+    )
+    if get("text"):
+        for frame in text_frames(traj):
+            log(frame + "\n")
+    png = Path(get("out") or default_out(get("checkpoint")))
+    plot_trajectory(traj, png)
+    gif = write_gif(traj, png.with_suffix(".gif")) if get("gif") else None
+    log(summary(traj))
+    log(f"wrote {png}" + (f" and {gif}" if gif else ""))
+    return {"trajectory": traj, "png": png, "gif": gif}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
+def main(cfg: DictConfig) -> None:
+    visualize(cfg)
+
+
+if __name__ == "__main__":
+    main()
