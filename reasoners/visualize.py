@@ -753,7 +753,7 @@ def load_example(task: Task, *, puzzle=None, data=None, index=None, split: str =
 
 def visualize(cfg, log=print) -> dict:
     """The whole command as a plain function of a config (a dict or DictConfig with the keys of
-    ``conf/visualize.yaml``): returns ``{"trajectory", "png", "gif"}``."""
+    ``conf/tools/visualize.yaml``): returns ``{"trajectory", "png", "gif"}``."""
     from reasoners.checkpoint import load_reasoner
 
     get = cfg.get
@@ -785,7 +785,7 @@ def visualize(cfg, log=print) -> dict:
     return {"trajectory": traj, "png": png, "gif": gif}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
+@hydra.main(version_base="1.3", config_path="conf/tools", config_name="visualize")
 def main(cfg: DictConfig) -> None:
     visualize(cfg)
 
