@@ -182,13 +182,16 @@ class Oracle(nn.Module):
     """A stand-in reasoner that answers from the labels in the batch.
 
     Before step ``solve_at`` it answers with the question itself (blanks: never right); from then on
-    with ``answer(inputs, labels)`` (the label by default). Its halting head fires from step
-    ``halt_at(inputs)`` on (per puzzle; never by default).
+    with ``answer(inputs, labels)`` (the label by default). Its q_halt logit is +1 from step
+    ``halt_at(inputs)`` on (per puzzle; never by default), else -1; its q_continue logit is ``q_cont``.
     """
 
-    def __init__(self, vocab_size: int, solve_at: int = 1, answer=None, halt_at=None, **config):
+    def __init__(
+        self, vocab_size: int, solve_at: int = 1, answer=None, halt_at=None, q_cont: float = 0.0, **config
+    ):
         super().__init__()
         self.config = OracleConfig(**config)
+        self.q_cont = q_cont
         self.vocab_size, self.solve_at = vocab_size, solve_at
         self.answer = answer or (lambda inputs, labels: labels)
         self.halt_at = halt_at or (lambda inputs: torch.full((inputs.shape[0],), 10**6))
@@ -203,5 +206,6 @@ class Oracle(nn.Module):
         tokens = torch.where((step >= self.solve_at)[:, None], right, inputs)
         logits = nn.functional.one_hot(tokens, self.vocab_size).float()
         fires = step >= self.halt_at(inputs).to(step.device)
-        q = torch.stack([torch.where(fires, 1.0, -1.0), torch.zeros_like(step, dtype=torch.float)], -1)
+        q_halt = torch.where(fires, 1.0, -1.0)
+        q = torch.stack([q_halt, torch.full_like(q_halt, self.q_cont)], -1)  # (B, 2) = [halt, continue]
         return (step,), logits, q, {}

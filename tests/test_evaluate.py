@@ -116,6 +116,20 @@ def test_oracle_curve_halting_and_other_valid_solutions(tmp_path, torch_one_thre
     assert h["valid"] == pytest.approx((~early).mean())
 
 
+def test_hrm_style_halting_compares_with_q_continue(tmp_path, torch_one_thread):
+    """q_continue models halt on q_halt > q_continue: a q_continue of 2 outvotes q_halt = +1."""
+    sudoku4_dataset(tmp_path / "data", n=6)
+    split = ev.load_test_split(tmp_path / "data", SUDOKU4)
+    config = ev.EvalConfig(steps=(1,))
+    for q_continue, q_cont, expected in ((False, 2.0, 2.0), (True, 2.0, 4.0), (True, 0.5, 2.0)):
+        oracle = Oracle(
+            6, halt_at=lambda x: torch.full((x.shape[0],), 2), q_cont=q_cont, q_continue=q_continue
+        )
+        result = ev.evaluate_model(oracle, SUDOKU4, split, config, **QUIET)
+        assert result["halting"]["mean_step"] == expected
+        assert result["halting"]["rule"] == ("q_halt > q_continue" if q_continue else "q_halt > 0")
+
+
 def test_difficulty_buckets(tmp_path, torch_one_thread):
     """Buckets from test.csv: an oracle right only on puzzles with at most 5 blanks."""
     blanks = np.array([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 6])
@@ -327,6 +341,25 @@ def test_shipped_config_composes_to_the_defaults(tmp_path):
         ev.config_from_cfg(typo)
     with pytest.raises(ValueError, match="no checkpoint given"):
         ev.run(cfg, **QUIET)
+
+
+def test_data_config_by_name(sudoku_run, tmp_path):
+    """data=NAME picks a data config of conf/data/ (as in training) instead of the checkpoint's."""
+    tmp, _ = sudoku_run
+    conf = tmp_path / "conf"
+    (conf / "data").mkdir(parents=True)
+    (conf / "evaluate.yaml").write_text((CONF / "evaluate.yaml").read_text())
+    other = tmp_path / "other"
+    sudoku4_dataset(other, n=5, seed=3)
+    (conf / "data" / "other.yaml").write_text(
+        f"name: other\npuzzle: sudoku\ndir: {other}\nauto_build: false\n"
+    )
+    overrides = [f"checkpoint={tmp / 'run'}", "data=other", "eval.steps=[1]", f"out={tmp_path / 'o.json'}"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("evaluate", overrides)
+    result = ev.run(cfg, **QUIET)
+    assert result["data_dir"] == str(other) and result["puzzles"] == 5
+    assert json.loads((tmp_path / "o.json").read_text())["puzzles"] == 5
 
 
 def test_cli_end_to_end(sudoku_run):
