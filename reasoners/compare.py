@@ -1,0 +1,396 @@
+"""Compare trained runs: one table (markdown + CSV) and one figure across reasoners and sizes.
+
+    python -m reasoners.train -m experiment=laptop_sudoku model=hrm,trm,attractor   # a sweep
+    python -m reasoners.compare multirun/2025-01-31/12-00-00 --evaluate
+    python -m reasoners.compare runs/trm-tiny runs/hrm-tiny --out reports/tiny
+
+Every folder under the given ones that holds a ``summary.json`` (written by the trainer when a run
+finishes) is a run; folders with ``metrics.csv`` but no summary yet are listed as unfinished and left
+out. A run's row gives its reasoner, size, dataset, parameters, training time and steps, and the
+final exact and rule-valid accuracy, from the run's ``evaluation.json`` when it has one (the
+deliberate measurement of :mod:`reasoners.evaluate`; ``from`` says ``eval``), else from
+``summary.json`` (``train``). The test-time-compute curve (exact accuracy after 1, 2, 4, ...
+supervision steps) comes from ``evaluation.json``; ``--evaluate`` first evaluates the runs that have
+none, or whose evaluation is of an older checkpoint.
+
+The figure (``comparison.png``) has two panels: exact accuracy against supervision steps (test-time
+compute) per run, a dotted line at the steps the runs were trained with, and the trainer's
+evaluation accuracy against training time (``metrics.csv``).
+Outputs go to ``<first dir>/comparison.{md,csv,png}`` or ``--out DIR``, written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_gen.format import atomic_write_bytes, atomic_write_text
+
+SUMMARY_KEYS = ("model", "size", "data", "parameters", "steps", "wall_s", "final")
+METRICS = ("exact", "valid", "cell")
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str  # the run's path relative to the parent of the folder it was found under
+    summary: dict
+    evaluation: dict | None = None
+    history: list[tuple[float, float]] = field(default_factory=list)  # (wall_s, eval_exact), metrics.csv
+
+    @property
+    def final(self) -> dict:
+        return (self.evaluation or self.summary)["final"]
+
+    @property
+    def curve(self) -> dict[int, dict]:
+        return {p["steps"]: p for p in (self.evaluation or {}).get("curve", [])}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def find_runs(
+    dirs: Sequence[str | os.PathLike], log: Callable[[str], None] = print
+) -> list[tuple[Path, str]]:
+    """``(run dir, name)`` of every run under ``dirs`` (each a run or a sweep folder), in order."""
+    if not dirs:
+        raise ValueError("no folders given: pass run directories or a sweep directory (multirun/...)")
+    found, seen, unfinished = [], set(), []
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a directory: pass run directories or a sweep directory")
+        for summary in sorted(d.rglob("summary.json")):
+            run = summary.parent
+            if run.resolve() in seen:
+                continue
+            seen.add(run.resolve())
+            found.append((run, str(run.relative_to(d.parent)) if run != d else d.name))
+        unfinished += [
+            m.parent for m in sorted(d.rglob("metrics.csv")) if not (m.parent / "summary.json").is_file()
+        ]
+    for run in dict.fromkeys(unfinished):
+        log(f"skipped {run}: no summary.json (still training, or stopped before the end)")
+    if not found:
+        names = ", ".join(str(d) for d in dirs)
+        raise ValueError(
+            f"no runs under {names}: a run directory holds summary.json, written by "
+            "`python -m reasoners.train` when the run finishes"
+        )
+    return found
+
+
+def read_summary(run: Path) -> dict:
+    path = run / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not readable JSON ({e}); rerun or delete that run") from None
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    missing += [f"final.{k}" for k in ("exact", "valid") if k not in summary.get("final", {})]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: was it written by reasoners.train?")
+    return summary
+
+
+def read_evaluation(run: Path, log: Callable[[str], None] = print) -> dict | None:
+    path = run / "evaluation.json"
+    if not path.is_file():
+        return None
+    try:
+        evaluation = json.loads(path.read_text())
+        if not ({"final", "curve"} <= set(evaluation)):
+            raise ValueError("no final/curve")
+    except (OSError, ValueError) as e:
+        log(f"ignored {path}: not an evaluation written by reasoners.evaluate ({e}); rerun it")
+        return None
+    return evaluation
+
+
+def read_history(run: Path) -> list[tuple[float, float]]:
+    """``(wall_s, eval_exact)`` of every evaluation row of ``metrics.csv`` (empty when absent)."""
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return []
+    points = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                points.append((float(row["wall_s"]), float(row["eval_exact"])))
+            except (KeyError, TypeError, ValueError):
+                continue  # a training row (eval columns empty) or a foreign file
+    return points
+
+
+def stale(run: Run) -> bool:
+    """The run has no evaluation, or it is of another checkpoint step than the summary's."""
+    return run.evaluation is None or run.evaluation.get("step") != run.summary.get("steps")
+
+
+def load_runs(dirs: Sequence[str | os.PathLike], log: Callable[[str], None] = print) -> list[Run]:
+    runs = []
+    for path, name in find_runs(dirs, log):
+        run = Run(path, name, read_summary(path), read_evaluation(path, log), read_history(path))
+        if run.evaluation is not None and stale(run):
+            log(
+                f"note: {path / 'evaluation.json'} is of step {run.evaluation.get('step')}, the run ended at "
+                f"step {run.summary['steps']}: rerun with --evaluate"
+            )
+        runs.append(run)
+    runs.sort(
+        key=lambda r: (str(r.summary["data"]), str(r.summary["model"]), r.summary["parameters"], r.name)
+    )
+    return runs
+
+
+def evaluate_runs(runs: list[Run], max_puzzles: int | None, device: str | None, log=print) -> None:
+    """Evaluate (and write ``evaluation.json`` for) every run whose evaluation is missing or stale."""
+    from reasoners.evaluate import EvalConfig, evaluate, write_outputs
+
+    config = EvalConfig(max_puzzles=max_puzzles)
+    for run in runs:
+        if stale(run):
+            log(f"evaluating {run.path}")
+            result = evaluate(run.path, config, device=device, log=log)
+            write_outputs(result)
+            run.evaluation = result
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def curve_steps(runs: Sequence[Run]) -> list[int]:
+    return sorted({s for r in runs for s in r.curve})
+
+
+def table_rows(runs: Sequence[Run]) -> list[dict]:
+    """One flat dict per run: what the CSV holds."""
+    steps = curve_steps(runs)
+    rows = []
+    for r in runs:
+        s, final, curve = r.summary, r.final, r.curve
+        task = s.get("task") or {}
+        row = {
+            "run": r.name,
+            "model": s["model"],
+            "size": s["size"],
+            "data": s["data"],
+            "task": f"{task.get('side')}x{task.get('side')} {task.get('kind')}" if task else "",
+            "parameters": s["parameters"],
+            "wall_s": s["wall_s"],
+            "steps": s["steps"],
+            "exact": final.get("exact"),
+            "valid": final.get("valid"),
+            "cell": final.get("cell"),
+            "from": "eval" if r.evaluation else "train",
+            "halting_mean_step": ((r.evaluation or {}).get("halting") or {}).get("mean_step"),
+        }
+        for k in steps:
+            row[f"exact@{k}"] = curve[k]["exact"] if k in curve else None
+        for k in steps:
+            row[f"valid@{k}"] = curve[k]["valid"] if k in curve else None
+        row["path"] = str(r.path)
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _count(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+    steps = [int(k.split("@")[1]) for k in rows[0] if k.startswith("exact@")]
+    head = [
+        "run",
+        "reasoner",
+        "size",
+        "data",
+        "parameters",
+        "training time",
+        "steps",
+        "exact",
+        "valid",
+        "from",
+    ]
+    head += [f"exact@{k}" for k in steps]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 5 + ["---"]) + "|"]
+    lines[1] += "---:|" * len(steps)
+    for r in rows:
+        cells = [
+            r["run"],
+            r["model"],
+            r["size"],
+            r["data"],
+            _count(r["parameters"]),
+            _duration(r["wall_s"]),
+            f"{r['steps']:,}",
+            _pct(r["exact"]),
+            _pct(r["valid"]),
+            r["from"],
+        ]
+        cells += [_pct(r[f"exact@{k}"]) for k in steps]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    note = (
+        "\n`from`: `eval` = the run's evaluation.json (python -m reasoners.evaluate), `train` = the "
+        "trainer's final evaluation (summary.json). `exact@k`: exact accuracy after k supervision steps."
+    )
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def labels(runs: Sequence[Run]) -> list[str]:
+    """Legend labels: reasoner, size and parameters, with the dataset when runs differ in it, and
+    the run name where that still leaves two alike."""
+    datasets = {r.summary["data"] for r in runs}
+    base = [
+        f"{r.summary['model']} {r.summary['size']} ({_count(r.summary['parameters'])}"
+        + (f", {r.summary['data']})" if len(datasets) > 1 else ")")
+        for r in runs
+    ]
+    return [f"{b} [{r.name}]" if base.count(b) > 1 else b for b, r in zip(base, runs, strict=True)]
+
+
+def plot(runs: Sequence[Run]) -> bytes:
+    """The two-panel figure as PNG bytes (matplotlib's Agg canvas, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_steps, ax_time = fig.subplots(1, 2)
+    names = labels(runs)
+    for i, (run, name) in enumerate(zip(runs, names, strict=True)):
+        color = f"C{i % 10}"
+        curve = sorted(run.curve.items())
+        if curve:
+            ax_steps.plot(
+                [k for k, _ in curve], [p["exact"] for _, p in curve], "o-", color=color, label=name
+            )
+        if run.history:
+            ax_time.plot(
+                [t / 60 for t, _ in run.history], [a for _, a in run.history], "-", color=color, label=name
+            )
+    ax_steps.set(
+        xlabel="supervision steps (test-time compute)", ylabel="exact accuracy", title="Test-time compute"
+    )
+    ax_time.set(xlabel="training time (min)", ylabel="exact accuracy (trainer's eval)", title="Training")
+    for ax, empty in (
+        (ax_steps, "no evaluation.json:\nrun compare with --evaluate"),
+        (ax_time, "no evaluation rows in metrics.csv"),
+    ):
+        if ax.lines:
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+    if ax_steps.lines:
+        # the supervision steps the runs were trained (and are evaluated) with
+        for k in sorted({(r.evaluation or {}).get("halt_max_steps") for r in runs} - {None}):
+            ax_steps.axvline(k, color="grey", linestyle=":", linewidth=1)
+        ax_steps.set_xscale("log", base=2)
+        steps = curve_steps(runs)
+        ax_steps.set_xticks(steps, [str(s) for s in steps])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def compare(
+    dirs: Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    *,
+    evaluate: bool = False,
+    max_puzzles: int | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Read the runs under ``dirs``, write ``comparison.{md,csv,png}`` into ``out`` (default: the
+    first dir) and return ``{"runs", "rows", "markdown", "paths"}``."""
+    runs = load_runs(dirs, log)
+    if evaluate:
+        evaluate_runs(runs, max_puzzles, device, log)
+    rows = table_rows(runs)
+    markdown = to_markdown(rows)
+    folder = Path(out) if out is not None else Path(dirs[0])
+    paths = {ext: folder / f"comparison.{ext}" for ext in ("md", "csv", "png")}
+    atomic_write_text(paths["md"], markdown)
+    atomic_write_text(paths["csv"], to_csv(rows))
+    atomic_write_bytes(paths["png"], plot(runs))
+    return {"runs": runs, "rows": rows, "markdown": markdown, "paths": paths}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reasoners.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR", help="run folders or sweep folders")
+    parser.add_argument("--out", default=None, help="output folder (default: the first folder given)")
+    parser.add_argument(
+        "--evaluate", action="store_true", help="evaluate runs without an up-to-date evaluation.json first"
+    )
+    parser.add_argument(
+        "--max-puzzles", type=_positive, default=None, help="with --evaluate: the first N test puzzles"
+    )
+    parser.add_argument(
+        "--device", default=None, help="with --evaluate: cuda, mps or cpu (default: the best)"
+    )
+    args = parser.parse_args(argv)
+    if (args.max_puzzles is not None or args.device is not None) and not args.evaluate:
+        parser.error("--max-puzzles and --device apply to --evaluate only")
+    try:
+        result = compare(
+            args.dirs, args.out, evaluate=args.evaluate, max_puzzles=args.max_puzzles, device=args.device
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result["markdown"])
+    print(f"wrote {', '.join(str(p) for p in result['paths'].values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
