@@ -186,17 +186,6 @@ class Rollout:
     solver: dict | None  # Attractor: mean map evaluations per step, last step's residuals
 
 
-def _score(task: Task, inputs, labels, preds) -> dict[str, np.ndarray]:
-    """:func:`reasoners.tasks.score`, keeping torch's thread count: the first parallel Numba rule
-    check starts Numba's OpenMP layer, which resets the OpenMP thread count torch shares (measured:
-    a tiny TRM step went from 30 ms to 1.7 s on a busy 2-core machine after a first check)."""
-    threads = torch.get_num_threads()
-    out = score(task, inputs, labels, preds)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return out
-
-
 def halting_rule(model: nn.Module) -> str:
     return "q_halt > q_continue" if unwrap(model).config.q_continue else "q_halt > 0"
 
@@ -239,7 +228,7 @@ def rollout(
             state, logits, q_logits, extras = model(state, batch)
             preds = logits.argmax(-1).cpu().numpy()  # (B, L)
             if step in steps:
-                for k, v in _score(task, inputs, labels, preds).items():
+                for k, v in score(task, inputs, labels, preds).items():
                     steps[step][k][at] = v
             if step <= halt_max:
                 q_halt, q_cont = q_logits[..., 0], q_logits[..., 1]
@@ -254,7 +243,7 @@ def rollout(
                 if step == halt_max:
                     residual[at] = info.rel_residual.float().cpu().numpy()
                     converged[at] = info.converged.cpu().numpy()
-    at_halt = _score(task, split.inputs[rows], split.labels[rows], halt_preds)
+    at_halt = score(task, split.inputs[rows], split.labels[rows], halt_preds)
     solver = None
     if evals:
         weight = sum(n for _, n in evals)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from puzzles import maze as maze_rules
 from puzzles import sudoku as sudoku_rules
@@ -104,6 +105,15 @@ class Task:
 
     def rule_valid(self, inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
         """(B,) bool: ``preds`` is a correct answer to ``inputs`` by the puzzle's own rules."""
+        # Numba's OpenMP layer shares the runtime with torch and resets its thread count on its first
+        # parallel launch: keep the caller's setting (an extra thread on a busy CPU costs many times).
+        threads = torch.get_num_threads()
+        try:
+            return self._rule_valid(inputs, preds)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _rule_valid(self, inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
         inputs = np.asarray(inputs).reshape(-1, self.seq_len).astype(np.int64)
         preds = np.asarray(preds).reshape(-1, self.seq_len).astype(np.int64)
         if self.kind == "sudoku":

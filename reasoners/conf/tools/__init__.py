@@ -1,0 +1,1 @@
+"""Hydra configs of the tools (visualize) whose keys must not collide with the trainer's groups."""
