@@ -130,9 +130,10 @@ def test_a_biased_sampler_is_detected():
     side, t = 7, 11
     naive = np.array(dm.naive_recipe_python(30000, size=side, t_edges=t, seed=5))
     key = np.uint64(mk.stream_key(np.uint64(99)))
-    _, pairs, _, _ = mk.filter_batch(key, 0, 100000, side, t, 1.0, 8, True)
+    lo, hi = mk.wall_bounds(side * side)
+    _, pairs, _, _ = mk.filter_batch(key, 0, 100000, side, lo, hi, t, False, 1.0, 8, True)
     idx = np.nonzero(pairs > 0)[0][:2000].astype(np.int64)
-    lengths = mk.build_batch(key, idx, pairs[idx], side, t, 8)[2]
+    lengths = mk.build_batch(key, idx, pairs[idx], side, lo, hi, t, False, 8)[2]
     assert sps.ks_2samp(naive[:, 0], lengths).pvalue < 1e-6
 
 
@@ -297,8 +298,9 @@ def test_cli(tmp_path, capsys):
 def test_early_rejection_never_changes_a_decision(side, t, envelope):
     """The filter's bound-based early rejection gives exactly the exact count's decisions."""
     key = np.uint64(mk.stream_key(np.uint64(17)))
-    st_exact, q_exact, _, _ = mk.filter_batch(key, 0, 20000, side, t, envelope, 8, True)
-    st_fast, q_fast, _, _ = mk.filter_batch(key, 0, 20000, side, t, envelope, 8, False)
+    lo, hi = mk.wall_bounds(side * side)
+    st_exact, q_exact, _, _ = mk.filter_batch(key, 0, 20000, side, lo, hi, t, False, envelope, 8, True)
+    st_fast, q_fast, _, _ = mk.filter_batch(key, 0, 20000, side, lo, hi, t, False, envelope, 8, False)
     assert np.array_equal(st_exact == mk.ST_ACCEPTED, st_fast == mk.ST_ACCEPTED)
     counted = q_fast >= 0
     assert np.array_equal(q_fast[counted], q_exact[counted]) and (~counted).sum() > 0
