@@ -169,10 +169,10 @@ def pilot_envelope(
             a_sum += float(a.sum())
         first += BATCH
     if qualified == 0:
-        what = "joined by a unique shortest path " if unique_path else ""
+        what = " joined by a unique shortest path" if unique_path else ""
         raise ValueError(
             f"none of {first} pilot layouts ({size}x{size}, {k_lo}..{k_hi} walls) holds two cells "
-            f"{t_edges} or more moves apart {what}: the setting is impossible or too rare "
+            f"{t_edges} or more moves apart{what}: the setting is impossible or too rare "
             "(lower --min-path, or pass --envelope to run without a pilot)"
         )
     env = min(1.0, _round_up_2sig(4 * a_max))
