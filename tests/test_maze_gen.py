@@ -325,7 +325,7 @@ GOLDEN_DEFAULT_SHA256 = "edfadb0b2d0418c592b579b297a9c56b3b1e601b2db98b04ccafcec
 
 @pytest.fixture(scope="module")
 def unique_set():
-    return dm.generate_mazes(40, seed=1, **LAPTOP)
+    return dm.generate_mazes(40, seed=1, envelope=1.0, batch=1 << 12, **LAPTOP)
 
 
 def test_defaults_unchanged():
