@@ -1,7 +1,8 @@
 """Build a Maze-Hard-style dataset: random-wall mazes whose shortest S-G path is long.
 
     python -m data_gen.maze --n 1000 [--test-n N] [--size 30] [--min-path L] [--count cells|edges]
-                            [--seed S] [--out DIR] [--aug] [--envelope C] [--overwrite]
+                            [--walls LO HI] [--unique-path] [--seed S] [--out DIR] [--aug]
+                            [--envelope C] [--overwrite]
     python -m data_gen.maze --from-csv DIR_OR_FILES --out DIR [--aug]
 
 The public recipe (Searchformer; HRM's "hard" filter): shuffle the side^2 cells, the first
@@ -38,9 +39,37 @@ dihedral transforms of each training maze (question and label transformed togeth
 builder does), off by default.
 
 Other sizes: without ``--min-path`` a size other than 30 uses ``round(110 * (size / 30) ** 1.5)``
-cells (10 -> 21, 15 -> 39, 20 -> 60): long for the size but common enough for quick CPU runs (naive
-yields ~5e-3, ~1.2e-3, ~3e-4 per draw, against 1.6e-5 at 30x30). Keeping the public yield instead
-would need ~33 moves at 10x10, close to the longest path a 10x10 layout ever has.
+cells (6 -> 10, 8 -> 15, 10 -> 21, 15 -> 39, 20 -> 60): long for the size but common enough for quick
+CPU runs (naive yields ~5e-3, ~1.2e-3, ~3e-4 per draw at 10, 15, 20, against 1.6e-5 at 30x30).
+Keeping the public yield instead would need ~33 moves at 10x10, close to the longest path a 10x10
+layout ever has. ``--min-path 0`` keeps every maze whose G is reachable (S != G: at least one move).
+
+Small learnable sets (a CPU "laptop tier"): ``--walls LO HI`` draws k ~ U{round(LO n)..round(HI n)}
+(Python's ``round``; the wall share is within half a cell of [LO, HI]) instead of the recipe's
+``n//10*3..n//10*5``, which ``--walls 0.3 0.5`` (the default) keeps exactly (it differs from
+round(0.3 n)..round(0.5 n) when 10 does not divide n: 9..15 walls at 6x6, not 11..18).
+``--unique-path`` keeps only mazes whose S-G shortest path is unique, so the label (the canonical
+A* path) is the only right answer rather than one tie-broken pick among many. For example (1500
+mazes at least 5 moves long, ~1 s of generation on 2 cores; ``--size 8 ... --min-path 7`` ~2 s):
+
+    python -m data_gen.maze --size 6 --walls 0.3 0.3 --unique-path --min-path 5 --envelope 1 \\
+        --n 1000 --test-n 500 --out data/maze-6x6-unique
+
+``--envelope 1`` is exact for any setting (a keep chance never exceeds 1); it only costs layouts
+when the largest keep chance is far below 1. Small grids with short thresholds have keep chances
+above 1/4, where the pilot returns 1 anyway, so passing it skips a pilot of 65536 exactly counted
+layouts (~2 s at 6x6, ~6 s at 8x8) and gives the same mazes.
+
+The sample stays exact with ``--unique-path``: the target is the naive recipe with one more
+condition (draw a layout, a uniform (S, G), keep it when the path is long enough *and* unique), which
+keeps a layout with chance Q' / (F (F - 1)), Q' its ordered pairs that are far enough apart and
+joined by one shortest path, and then holds a uniform one of those Q' pairs. So the filter counts
+Q' in place of Q, accepts with chance (Q' / (F (F - 1))) / C and picks among the Q' pairs (the
+pilot sizes C for Q'). Restricting the pick to the Q' pairs while still accepting on Q would be
+biased (towards open layouts, whose long pairs are mostly tied); so would redrawing (S, G) on the same
+layout after a tied pick. Rejecting the candidate after a tied pick among all Q pairs would be
+exact too (Q / C x 1 / Q per unique pair), but it throws away the built candidate 1 - Q'/Q of the
+time and needs the larger envelope of Q.
 """
 
 from __future__ import annotations
@@ -66,8 +95,13 @@ MAX_SOURCES = 8  # bounding BFS per component before falling back to the exact c
 # in 26M layouts (three runs) was 0.110, so 0.125 clipped none; a 400-layout pilot is far noisier.
 # The tail grows slowly with the run (about n^0.22): much larger runs may clip a few layouts
 # (counted and warned); --envelope 0.25 gives a wider margin at twice the time.
-KNOWN_ENVELOPES = {(30, 110): 0.125}
+KNOWN_ENVELOPES = {(30, 110): 0.125}  # recipe walls, any shortest path
 BATCH = 1 << 16
+RECIPE_WALLS = (0.3, 0.5)  # --walls default: the recipe's n//10*3..n//10*5 walls, exactly
+# Accepted layouts in a row that were all seen before (up to symmetry): the setting has run out of
+# distinct mazes (3x3 has one layout, 4x4 ~800 at the default threshold), so the run stops with an
+# error instead of spinning.
+MAX_DUPLICATE_RUN = 100_000
 
 
 def default_min_path(size: int, count: str = "cells") -> int:
@@ -76,13 +110,44 @@ def default_min_path(size: int, count: str = "cells") -> int:
     return cells if count == "cells" else cells - 1
 
 
+def wall_count_range(size: int, walls: tuple[float, float] | None = None) -> tuple[int, int]:
+    """Inclusive wall-count range of ``--walls LO HI`` on a size x size grid (n cells).
+
+    ``None`` or exactly ``RECIPE_WALLS`` gives the recipe's ``n//10*3 .. n//10*5``; other ranges give
+    ``round(LO n) .. round(HI n)``. Raises ``ValueError`` unless 0 <= LO <= HI < 1 and at least two
+    cells stay free for S and G.
+    """
+    n = size * size
+    if walls is None or tuple(walls) == RECIPE_WALLS:
+        return tuple(int(k) for k in _k.wall_bounds(n))
+    lo, hi = (float(w) for w in walls)
+    if not (0 <= lo < 1 and 0 <= hi < 1):  # also rejects NaN
+        raise ValueError(f"--walls fractions must lie in [0, 1), got {lo} {hi}")
+    if lo > hi:
+        raise ValueError(f"--walls LO HI needs LO <= HI, got {lo} {hi}")
+    k_lo, k_hi = round(lo * n), round(hi * n)
+    if n - k_hi < 2:
+        raise ValueError(
+            f"--walls {lo} {hi} allows {k_hi} walls of {n} cells at {size}x{size}, "
+            "leaving fewer than 2 free cells for S and G"
+        )
+    return k_lo, k_hi
+
+
 def _round_up_2sig(x: float) -> float:
     scale = 10.0 ** (np.floor(np.log10(x)) - 1)
     return float(np.ceil(round(x / scale, 9)) * scale)
 
 
 def pilot_envelope(
-    size: int, t_edges: int, seed: int, *, min_layouts: int = 400, max_candidates: int = 1 << 21
+    size: int,
+    t_edges: int,
+    seed: int,
+    *,
+    walls: tuple[float, float] | None = None,
+    unique_path: bool = False,
+    min_layouts: int = 400,
+    max_candidates: int = 1 << 21,
 ):
     """Envelope C from a pilot run on a separate stream: 4 x the largest keep chance seen, rounded up
     to two significant digits, at most 1. The pilot draws its own layouts, so C does not depend on
@@ -92,23 +157,35 @@ def pilot_envelope(
     layouts (~30M candidates). Clipping, if any, is counted in stats.json and warned about.
 
     Returns (C, pilot candidates, layouts with a pair, largest chance, mean chance = the naive
-    recipe's yield per draw).
+    recipe's yield per draw). Raises ``ValueError`` when no pilot layout holds a qualifying pair:
+    the setting is impossible (e.g. 3x3 has no walls, and its pairs 4 moves apart have 6 shortest
+    paths each) or too rare to size an envelope, and a run would not end.
     """
+    k_lo, k_hi = wall_count_range(size, walls)
     key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07)))
     n_cells = size * size
     first = qualified = 0
     a_max = a_sum = 0.0
     while qualified < min_layouts and first < max_candidates:
-        _, pairs, _, walls = _k.filter_batch(key, first, BATCH, size, t_edges, 1.0, MAX_SOURCES, True)
+        _, pairs, _, nwalls = _k.filter_batch(
+            key, first, BATCH, size, k_lo, k_hi, t_edges, unique_path, 1.0, MAX_SOURCES, True
+        )
         qual = pairs > 0
         qualified += int(qual.sum())
-        free = n_cells - walls[qual].astype(np.float64)
+        free = n_cells - nwalls[qual].astype(np.float64)
         if qual.any():
             a = pairs[qual] / (free * (free - 1))
             a_max = max(a_max, float(a.max()))
             a_sum += float(a.sum())
         first += BATCH
-    env = 1.0 if a_max == 0 else min(1.0, _round_up_2sig(4 * a_max))
+    if qualified == 0:
+        what = " joined by a unique shortest path" if unique_path else ""
+        raise ValueError(
+            f"none of {first} pilot layouts ({size}x{size}, {k_lo}..{k_hi} walls) holds two cells "
+            f"{t_edges} or more moves apart{what}: the setting is impossible or too rare "
+            "(lower --min-path, or pass --envelope to run without a pilot)"
+        )
+    env = min(1.0, _round_up_2sig(4 * a_max))
     return float(env), first, qualified, a_max, a_sum / first
 
 
@@ -160,22 +237,28 @@ def generate_mazes(
     progress: bool = False,
     max_candidates: int | None = None,
     dedupe: bool = True,
+    walls: tuple[float, float] | None = None,
+    unique_path: bool = False,
 ) -> MazeSet:
     """The first ``count`` distinct accepted layouts of the run ``seed`` (see the module docstring).
 
-    ``t_edges``: keep mazes whose shortest path has at least this many edges. ``dedupe=False`` keeps
-    repeated layouts (as the naive recipe would; for distribution tests on tiny grids). Raises
-    ``ValueError`` on bad settings, ``RuntimeError`` when ``max_candidates`` run out first.
+    ``t_edges``: keep mazes whose shortest path has at least this many edges. ``walls``: the wall
+    share range (see ``wall_count_range``; None = the recipe's). ``unique_path``: keep only mazes
+    with one shortest S-G path. ``dedupe=False`` keeps repeated layouts (as the naive recipe would;
+    for distribution tests on tiny grids). Raises ``ValueError`` on bad or impossible settings (also
+    when the setting runs out of distinct layouts), ``RuntimeError`` when ``max_candidates`` run out
+    first.
     """
-    _check_settings(size, t_edges, seed)
+    k_lo, k_hi = _check_settings(size, t_edges, seed, walls)
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     t0 = time.perf_counter()
     pilot = None
-    if envelope is None:
+    # the measured envelopes hold for the recipe's walls and any shortest path only
+    if envelope is None and (k_lo, k_hi) == wall_count_range(size) and not unique_path:
         envelope = KNOWN_ENVELOPES.get((size, t_edges))
     if envelope is None:
-        envelope, *pilot = pilot_envelope(size, t_edges, seed)
+        envelope, *pilot = pilot_envelope(size, t_edges, seed, walls=walls, unique_path=unique_path)
     if not 0 < envelope <= 1:
         raise ValueError(f"envelope must be in (0, 1], got {envelope}")
     key = np.uint64(_k.stream_key(np.uint64(seed)))
@@ -184,6 +267,7 @@ def generate_mazes(
     parts = []
     first = 0
     n_qualified = n_accepted = n_dupes = clipped = 0
+    dup_run = 0  # accepted duplicates since the last new layout
     a_max = 0.0
     bfs_total = 0
     n_cells = size * size
@@ -192,15 +276,15 @@ def generate_mazes(
         while len(keep) < count:
             if max_candidates is not None and first >= max_candidates:
                 raise RuntimeError(f"only {len(keep)} of {count} mazes after {first} candidates")
-            status, pairs, nbfs, walls = _k.filter_batch(
-                key, first, batch, size, t_edges, envelope, MAX_SOURCES
+            status, pairs, nbfs, nwalls = _k.filter_batch(
+                key, first, batch, size, k_lo, k_hi, t_edges, unique_path, envelope, MAX_SOURCES
             )
             # pairs is -1 where the filter rejected on a bound: such a layout's keep chance is below
             # the envelope, so the clipped count stays exact.
             qual = pairs > 0
             n_qualified += int(qual.sum())
             bfs_total += int(nbfs.sum())
-            free = n_cells - walls[qual].astype(np.float64)
+            free = n_cells - nwalls[qual].astype(np.float64)
             a = pairs[qual] / (free * (free - 1))
             if a.size:
                 a_max = max(a_max, float(a.max()))
@@ -209,7 +293,9 @@ def generate_mazes(
             n_accepted += acc.size
             if acc.size:
                 idx = (first + acc).astype(np.int64)
-                q, ans, lengths, npaths, w = _k.build_batch(key, idx, pairs[acc], size, t_edges, MAX_SOURCES)
+                q, ans, lengths, npaths, w = _k.build_batch(
+                    key, idx, pairs[acc], size, k_lo, k_hi, t_edges, unique_path, MAX_SOURCES
+                )
                 rows = []
                 for j in range(acc.size):
                     if len(keep) >= count:
@@ -218,8 +304,17 @@ def generate_mazes(
                         lk = layout_key(q[j], size)
                         if lk in seen:
                             n_dupes += 1
+                            dup_run += 1
+                            if dup_run > MAX_DUPLICATE_RUN:
+                                raise ValueError(
+                                    f"only {len(keep)} distinct layouts (up to rotation and reflection) "
+                                    f"of {count} after {dup_run} repeats in a row: this setting has too "
+                                    "few distinct mazes (ask for fewer, or change --size, --walls or "
+                                    "--min-path)"
+                                )
                             continue
                         seen.add(lk)
+                        dup_run = 0
                     keep.append(int(idx[j]))
                     rows.append(j)
                     bar.update(1)
@@ -264,15 +359,24 @@ def generate_mazes(
     return MazeSet(q, ans, lengths, npaths, w, idx, stats)
 
 
-def _check_settings(size: int, t_edges: int, seed: int) -> None:
+def _check_settings(
+    size: int, t_edges: int, seed: int, walls: tuple[float, float] | None = None
+) -> tuple[int, int]:
+    """Validate a run's settings; returns its wall-count range."""
     if not 3 <= size <= 1000:
         raise ValueError(f"--size must be in 3..1000, got {size}")
+    k_lo, k_hi = wall_count_range(size, walls)
     if t_edges < 1:
         raise ValueError(f"the threshold must allow at least one move, got {t_edges} edges")
-    if t_edges >= size * size:
-        raise ValueError(f"no path in a {size}x{size} grid has {t_edges} edges")
+    free = size * size - k_lo
+    if t_edges >= free:
+        raise ValueError(
+            f"no path in a {size}x{size} grid with at least {k_lo} walls has {t_edges} edges "
+            f"(at most {free} free cells, {free - 1} moves)"
+        )
     if not 0 <= seed < 2**63:
         raise ValueError(f"--seed must be in 0..2^63-1, got {seed}")
+    return k_lo, k_hi
 
 
 class _NoBar:
@@ -298,26 +402,45 @@ def _progress(total: int, enabled: bool):
 
 
 def naive_recipe_numba(
-    draws: int, *, size: int, t_edges: int, seed: int = 0
+    draws: int,
+    *,
+    size: int,
+    t_edges: int,
+    seed: int = 0,
+    walls: tuple[float, float] | None = None,
+    unique_path: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The public recipe, one (layout, S, G) per draw, in Numba: (path edges, walls) of kept draws."""
-    _check_settings(size, t_edges, seed)
+    k_lo, k_hi = _check_settings(size, t_edges, seed, walls)
     key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x5EED)))
-    lengths, walls = [], []
+    lengths, wall_counts = [], []
     for first in range(0, draws, BATCH):
-        d, w = _k.naive_batch(key, first, min(BATCH, draws - first), size)
+        d, w = _k.naive_batch(key, first, min(BATCH, draws - first), size, k_lo, k_hi, unique_path)
         keep = d >= t_edges
         lengths.append(d[keep])
-        walls.append(w[keep])
-    return np.concatenate(lengths), np.concatenate(walls)
+        wall_counts.append(w[keep])
+    return np.concatenate(lengths), np.concatenate(wall_counts)
 
 
-def naive_recipe_python(draws: int, *, size: int, t_edges: int, seed: int = 0) -> list[tuple[int, int]]:
+def naive_recipe_python(
+    draws: int,
+    *,
+    size: int,
+    t_edges: int,
+    seed: int = 0,
+    walls: tuple[float, float] | None = None,
+    unique_path: bool = False,
+) -> list[tuple[int, int]]:
     """The public recipe in plain Python (random.shuffle + deque BFS): (path edges, walls) of kept
-    draws. The slow baseline of the benchmark and the independent oracle of the distribution test."""
+    draws. The slow baseline of the benchmark and the independent oracle of the distribution test.
+    ``walls`` = (LO, HI) draws round(LO n)..round(HI n) walls (the recipe's range for None or
+    (0.3, 0.5)); ``unique_path`` also asks for a single shortest path (counted from the BFS layers)."""
     rng = random.Random(seed)
     n = size * size
-    lo, hi = (n // 10) * 3, (n // 10) * 5
+    if walls is None or tuple(walls) == (0.3, 0.5):
+        lo, hi = (n // 10) * 3, (n // 10) * 5
+    else:
+        lo, hi = round(walls[0] * n), round(walls[1] * n)
     kept = []
     for _ in range(draws):
         cells = list(range(n))
@@ -339,9 +462,30 @@ def naive_recipe_python(draws: int, *, size: int, t_edges: int, seed: int = 0) -
                 if 0 <= rr < size and 0 <= cc < size and v not in wall and v not in dist:
                     dist[v] = dist[u] + 1
                     queue.append(v)
-        if dist.get(g, -1) >= t_edges:
+        if dist.get(g, -1) >= t_edges and (not unique_path or _path_count(dist, size, g) == 1):
             kept.append((dist[g], k))
     return kept
+
+
+def _path_count(dist: dict[int, int], size: int, g: int) -> int:
+    """Shortest s-g paths from a BFS distance map that reached g (cells closer than g all settled):
+    layer by layer, a cell's count is the sum of its neighbours' one step closer."""
+    paths: dict[int, int] = {}
+    for v in sorted(dist, key=dist.get):
+        d = dist[v]
+        if d > dist[g]:
+            break
+        r, c = divmod(v, size)
+        paths[v] = (
+            1
+            if d == 0
+            else sum(
+                paths[rr * size + cc]
+                for rr, cc in ((r + 1, c), (r - 1, c), (r, c - 1), (r, c + 1))
+                if 0 <= rr < size and 0 <= cc < size and dist.get(rr * size + cc) == d - 1
+            )
+        )
+    return paths[g]
 
 
 # ----------------------------------------------------------------------------- dataset assembly
@@ -407,19 +551,32 @@ def build_generated(
     envelope: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    walls: tuple[float, float] | None = None,
+    unique_path: bool = False,
 ) -> dict:
     """Generate, split, verify and write a dataset; returns the stats written to stats.json."""
     if n < 0 or test_n < 0:
         raise ValueError(f"--n and --test-n must be >= 0, got {n} and {test_n}")
     if min_path is None:
         min_path = default_min_path(size, count) if size != PUBLIC_SIZE else PUBLIC_MIN_PATH
-    t_edges = pm.threshold_edges(min_path, count)
+    if min_path < 0:
+        raise ValueError(f"--min-path must be >= 0, got {min_path}")
+    # S != G, so every path has a move: "longer than 0 cells" asks for nothing more than reachability
+    t_edges = max(1, pm.threshold_edges(min_path, count))
+    k_lo, k_hi = _check_settings(size, t_edges, seed, walls)
     t0 = time.perf_counter()
     ms = generate_mazes(
-        test_n + n, size=size, t_edges=t_edges, seed=seed, envelope=envelope, progress=progress
+        test_n + n,
+        size=size,
+        t_edges=t_edges,
+        seed=seed,
+        envelope=envelope,
+        progress=progress,
+        walls=walls,
+        unique_path=unique_path,
     )
     t_gen = time.perf_counter() - t0
-    _verify(ms, t_edges)
+    _verify(ms, t_edges, (k_lo, k_hi), unique_path)
     t_verify = time.perf_counter() - t0 - t_gen
     test = slice(0, test_n)
     train = slice(test_n, test_n + n)
@@ -433,12 +590,20 @@ def build_generated(
                 ms.questions[sl], ms.answers[sl], ms.lengths[sl], ms.indices[sl], strict=True
             )
         ]
+    recipe = "walls k ~ U{n//10*3..n//10*5}, uniform ordered (S, G), keep shortest path > min_path"
+    if walls is not None and tuple(walls) != RECIPE_WALLS:
+        recipe = recipe.replace("n//10*3..n//10*5", "round(LO n)..round(HI n)")
+    if unique_path:
+        recipe += " and unique"
     stats = {
-        "recipe": "walls k ~ U{n//10*3..n//10*5}, uniform ordered (S, G), keep shortest path > min_path",
+        "recipe": recipe,
         "size": size,
         "min_path": min_path,
         "count": count,
         "threshold_edges": t_edges,
+        "walls": list(RECIPE_WALLS if walls is None else map(float, walls)),
+        "wall_count_range": [k_lo, k_hi],
+        "unique_path": unique_path,
         "seed": seed,
         "aug": aug,
         "generation": ms.stats,
@@ -455,17 +620,24 @@ def build_generated(
     return stats
 
 
-def _verify(ms: MazeSet, t_edges: int) -> None:
-    """Re-check every generated maze with the independent checker (BFS + path validation)."""
+def _verify(ms: MazeSet, t_edges: int, wall_range: tuple[int, int], unique_path: bool) -> None:
+    """Re-check every generated maze with the independent checker (BFS + path validation), its wall
+    count, and with ``unique_path`` its shortest-path count (exact Python count, not the kernel's)."""
     if len(ms.questions) == 0:
         return
     codes, lengths, shortest = pm.check_paths(ms.questions, ms.answers)
-    bad = np.nonzero((codes != 0) | (lengths != shortest) | (shortest != ms.lengths) | (shortest < t_edges))[
-        0
-    ]
+    nwalls = (ms.questions == pm.WALL).sum(axis=1)
+    bad = (codes != 0) | (lengths != shortest) | (shortest != ms.lengths) | (shortest < t_edges)
+    bad |= (nwalls < wall_range[0]) | (nwalls > wall_range[1]) | (nwalls != ms.walls)
+    if unique_path:
+        side = int(round(ms.questions.shape[1] ** 0.5))
+        bad |= np.array([pm.count_shortest_paths(q.reshape(side, side)) != 1 for q in ms.questions])
+    bad = np.nonzero(bad)[0]
     if bad.size:
+        i = bad[0]
         raise RuntimeError(
-            f"generated maze {int(ms.indices[bad[0]])} failed verification (code {codes[bad[0]]})"
+            f"generated maze {int(ms.indices[i])} failed verification (path check code {codes[i]}, "
+            f"shortest {shortest[i]} edges, {nwalls[i]} walls)"
         )
 
 
@@ -545,7 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         "--min-path",
         type=int,
         default=None,
-        help="keep mazes whose shortest path is longer than this (default 110 at 30x30, scaled)",
+        help="keep mazes whose shortest path is longer than this (default 110 at 30x30, scaled as "
+        "side^1.5: 6 -> 10, 8 -> 15, 10 -> 21; 0 keeps any maze whose G is reachable)",
     )
     p.add_argument(
         "--count", choices=("cells", "edges"), default="cells", help="unit of --min-path and rating"
@@ -559,7 +732,23 @@ def main(argv: list[str] | None = None) -> int:
         "--envelope",
         type=float,
         default=None,
-        help="acceptance envelope C (default: 0.125 at 30x30 > 110 cells, else from a pilot run)",
+        help="acceptance envelope C (default: 0.125 at 30x30 > 110 cells, else from a pilot run); "
+        "1 is exact for any setting and skips the pilot, best on small grids",
+    )
+    p.add_argument(
+        "--walls",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LO", "HI"),
+        help="wall share range, 0 <= LO <= HI < 1: k ~ U{round(LO n)..round(HI n)} walls of n cells "
+        "(default 0.3 0.5: the public recipe's n//10*3..n//10*5 exactly)",
+    )
+    p.add_argument(
+        "--unique-path",
+        action="store_true",
+        help="keep only mazes whose shortest S-G path is unique (exact: the naive recipe with that "
+        "extra condition)",
     )
     p.add_argument(
         "--from-csv", nargs="+", default=None, metavar="PATH", help="build from public-format CSVs"
@@ -592,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
             envelope=args.envelope,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            walls=args.walls,
+            unique_path=args.unique_path,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

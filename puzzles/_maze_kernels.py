@@ -94,11 +94,11 @@ def wall_bounds(n_cells):
 
 
 @njit(cache=True)
-def _sample_layout(state, side, perm, open_):
-    """Walls = the first k cells of a uniform shuffle, k ~ U{lo..hi}; fills ``open_`` (padded)."""
+def _sample_layout(state, side, perm, open_, wall_lo, wall_hi):
+    """Walls = the first k cells of a uniform shuffle, k ~ U{wall_lo..wall_hi} (the recipe's range is
+    ``wall_bounds``); fills ``open_`` (padded)."""
     n = side * side
-    lo, hi = wall_bounds(n)
-    k = lo + _below(state, hi - lo + 1)
+    k = wall_lo + _below(state, wall_hi - wall_lo + 1)
     for j in range(n):
         perm[j] = j
     # Only the first k positions of the shuffle matter: a partial Fisher-Yates draws exactly them.
@@ -150,6 +150,32 @@ def _bfs(open_, wp, src, dist, queue):
             dist[v] = d
             queue[tail] = v
             tail += 1
+    return tail
+
+
+@njit(cache=True)
+def _bfs_unique(open_, wp, src, dist, queue, npaths):
+    """``_bfs`` (same visiting order, same return) that also writes ``npaths``: the number of shortest
+    ``src``-cell paths saturated at 2, so 1 means unique. A cell is dequeued only after all its
+    predecessors (one layer closer), so its count is final by then and feeds the next layer."""
+    dist[src] = 0
+    npaths[src] = 1
+    queue[0] = src
+    head = 0
+    tail = 1
+    while head < tail:
+        u = queue[head]
+        head += 1
+        d = dist[u] + 1
+        for v in (u + wp, u - wp, u - 1, u + 1):
+            if open_[v]:
+                if dist[v] < 0:
+                    dist[v] = d
+                    npaths[v] = npaths[u]
+                    queue[tail] = v
+                    tail += 1
+                elif dist[v] == d:
+                    npaths[v] = 2  # a second predecessor: two or more shortest paths
     return tail
 
 
@@ -419,8 +445,11 @@ def _centre(open_, side):
 
 
 @njit(cache=True)
-def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out, hist, thresh, norm):
-    """Number of ordered pairs (a, b) of open cells with BFS distance >= ``t`` edges.
+def _count_pairs(
+    open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out, hist, thresh, norm, unique, npaths
+):
+    """Number of ordered pairs (a, b) of open cells with BFS distance >= ``t`` edges (with ``unique``:
+    and exactly one shortest a-b path; ``npaths`` is then scratch for ``_bfs_unique``).
 
     Component by component: a component of at most ``t`` cells is skipped; otherwise BFS from its
     first cell (the centre cell for the first component), a double sweep, and the midpoint of the
@@ -439,6 +468,10 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
     counted so far plus that bound plus r (r - 1) for the r cells not yet seen cannot pass the
     test, it returns (-1, BFS count). From the centre cell the bound is tiny for most layouts.
     Pass ``thresh < 0`` for the exact count.
+
+    With ``unique`` only the exact count changes (a path-counting BFS per source): the eccentricity
+    tests and the bound above concern pairs at distance >= t, a superset, so every early "no pair"
+    and every early rejection stays exact.
     """
     wp = side + 2
     npad = wp * wp
@@ -545,7 +578,7 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
         if not (decided and not qualified):
             # Qualified, or undecided after max_sources BFS: count exactly.
             done, total, nbfs = _count_component(
-                open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, total, nbfs
+                open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, total, nbfs, unique, npaths
             )
             if done:
                 return total, nbfs
@@ -555,7 +588,7 @@ def _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue,
 
 
 @njit(cache=True)
-def _count_component(open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, total, nbfs):
+def _count_component(open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, total, nbfs, unique, npaths):
     """Exact pair count of one component (cells ``comp[:m]``); see ``_count_pairs``."""
     for j in range(m):
         w = comp[j]
@@ -563,21 +596,25 @@ def _count_component(open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, to
             continue
         for jj in range(m):
             dist[comp[jj]] = -1
-        _bfs(open_, wp, w, dist, queue)
+        if unique:
+            _bfs_unique(open_, wp, w, dist, queue, npaths)
+        else:
+            _bfs(open_, wp, w, dist, queue)
         nbfs += 1
         e = dist[queue[m - 1]]
         cnt = 0
         for jj in range(m):
             v = comp[jj]
             dv = dist[v]
-            if dv >= t:
+            if dv >= t and (not unique or npaths[v] == 1):
                 cnt += 1
             if e + dv < ub[v]:
                 ub[v] = e + dv
         if pick >= 0 and total + cnt > pick:
             r = pick - total
+            # npaths is stale off this component, but there dist is -1 and the test fails first
             for v in range(npad):
-                if dist[v] >= t:
+                if dist[v] >= t and (not unique or npaths[v] == 1):
                     if r == 0:
                         out[0] = w
                         out[1] = v
@@ -588,8 +625,9 @@ def _count_component(open_, wp, npad, t, m, pick, comp, dist, ub, queue, out, to
 
 
 @njit(cache=True)
-def count_pairs_padded(open_, side, t, max_sources):
-    """Ordered pairs of open cells at BFS distance >= t (the exact count; for tests and stats)."""
+def count_pairs_padded(open_, side, t, max_sources, unique=False):
+    """Ordered pairs of open cells at BFS distance >= t (with ``unique``: whose shortest path is also
+    unique). The exact count; for tests and stats."""
     npad = open_.shape[0]
     seen = np.empty(npad, np.uint8)
     comp = np.empty(npad, np.int32)
@@ -598,14 +636,17 @@ def count_pairs_padded(open_, side, t, max_sources):
     queue = np.empty(npad, np.int32)
     out = np.empty(2, np.int64)
     hist = np.empty(npad + 2, np.int64)
-    return _count_pairs(open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out, hist, -1.0, 1.0)
+    npaths = np.empty(npad, np.uint8)
+    return _count_pairs(
+        open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out, hist, -1.0, 1.0, unique, npaths
+    )
 
 
 # ----------------------------------------------------------------------------- generation
 
 
 @njit(cache=True, parallel=True)
-def filter_batch(key, first, count, side, t, envelope, max_sources, exact=False):
+def filter_batch(key, first, count, side, wall_lo, wall_hi, t, unique, envelope, max_sources, exact=False):
     """Decide candidates ``first .. first + count - 1`` of the run keyed by ``key``.
 
     Candidate i draws a layout, then two uniforms (acceptance, pair choice). It is accepted when
@@ -617,6 +658,10 @@ def filter_batch(key, first, count, side, t, envelope, max_sources, exact=False)
     Unless ``exact``, a candidate may be rejected on an upper bound of Q (see ``_count_pairs``):
     its Q is then reported as -1 and its status as rejected (it may hold no pair at all).
     Decisions never depend on ``exact``.
+
+    Layouts have ``wall_lo..wall_hi`` walls (inclusive; 2 <= F needed). With ``unique``,
+    Q counts only the pairs whose shortest path is also unique (see ``data_gen.maze`` for why that
+    keeps the sample exact).
 
     Returns per-candidate status (0 no pair, 1 rejected, 2 accepted), Q, BFS count, wall count.
     """
@@ -638,9 +683,10 @@ def filter_batch(key, first, count, side, t, envelope, max_sources, exact=False)
         queue = np.empty(npad, np.int32)
         out = np.empty(2, np.int64)
         hist = np.empty(npad + 2, np.int64)
+        npaths = np.empty(npad, np.uint8)
         for j in range(c, count, nchunk):
             _start(state, key, first + j)
-            k = _sample_layout(state, side, perm, open_)
+            k = _sample_layout(state, side, perm, open_, wall_lo, wall_hi)
             u_accept = _uniform(state)
             f = n - k
             walls[j] = k
@@ -648,7 +694,22 @@ def filter_batch(key, first, count, side, t, envelope, max_sources, exact=False)
             # early once an upper bound on Q settles it (same decision as the exact count).
             thresh = -1.0 if exact else u_accept * envelope
             q, b = _count_pairs(
-                open_, side, t, max_sources, -1, seen, comp, dist, ub, queue, out, hist, thresh, f * (f - 1.0)
+                open_,
+                side,
+                t,
+                max_sources,
+                -1,
+                seen,
+                comp,
+                dist,
+                ub,
+                queue,
+                out,
+                hist,
+                thresh,
+                f * (f - 1.0),
+                unique,
+                npaths,
             )
             if q < 0:
                 status[j] = ST_REJECTED
@@ -667,9 +728,10 @@ def filter_batch(key, first, count, side, t, envelope, max_sources, exact=False)
 
 
 @njit(cache=True, parallel=True)
-def build_batch(key, indices, pairs, side, t, max_sources):
-    """Rebuild accepted candidates (their indices and pair counts from ``filter_batch``): pick
-    (S, G) uniformly among the qualifying ordered pairs and mark the canonical A* path.
+def build_batch(key, indices, pairs, side, wall_lo, wall_hi, t, unique, max_sources):
+    """Rebuild accepted candidates (their indices and pair counts from ``filter_batch``, called with
+    the same walls and ``unique``): pick (S, G) uniformly among the qualifying ordered pairs and mark
+    the canonical A* path.
 
     Returns questions and answers as (B, side^2) tokens, path length in edges, the number of
     shortest paths (float64) and the wall count.
@@ -695,14 +757,32 @@ def build_batch(key, indices, pairs, side, t, max_sources):
         queue = np.empty(npad, np.int32)
         out = np.empty(2, np.int64)
         path = np.empty(npad, np.int32)
+        npaths_scratch = np.empty(npad, np.uint8)
         for i in range(c, b, nchunk):
             _start(state, key, indices[i])
-            k = _sample_layout(state, side, perm, open_)
+            k = _sample_layout(state, side, perm, open_, wall_lo, wall_hi)
             _uniform(state)  # the acceptance draw, already used by filter_batch
             u_pair = _uniform(state)
             # pairs[i] is this layout's count from filter_batch; the same enumeration finds the pick.
             pick = np.int64(u_pair * pairs[i])
-            _count_pairs(open_, side, t, max_sources, pick, seen, comp, dist, ub, queue, out, out, -1.0, 1.0)
+            _count_pairs(
+                open_,
+                side,
+                t,
+                max_sources,
+                pick,
+                seen,
+                comp,
+                dist,
+                ub,
+                queue,
+                out,
+                out,
+                -1.0,
+                1.0,
+                unique,
+                npaths_scratch,
+            )
             s = out[0]
             g = out[1]
             m = astar_padded(open_, wp, s, g, path)
@@ -723,9 +803,10 @@ def build_batch(key, indices, pairs, side, t, max_sources):
 
 
 @njit(cache=True, parallel=True)
-def naive_batch(key, first, count, side):
+def naive_batch(key, first, count, side, wall_lo, wall_hi, unique):
     """The public recipe, one draw per candidate: layout, uniform ordered (S, G) of distinct free
-    cells, BFS distance. Returns per-candidate distance in edges (-1 when unreachable) and walls.
+    cells, BFS distance. Returns per-candidate distance in edges (-1 when unreachable; with
+    ``unique`` also when S-G has more than one shortest path) and walls.
 
     Uses its own streams (candidate i of key) so it can run beside ``filter_batch`` on one key.
     """
@@ -741,9 +822,10 @@ def naive_batch(key, first, count, side):
         open_ = np.empty(npad, np.uint8)
         dist = np.empty(npad, np.int32)
         queue = np.empty(npad, np.int32)
+        npaths = np.empty(npad, np.uint8)
         for j in range(c, count, nchunk):
             _start(state, key, first + j)
-            k = _sample_layout(state, side, perm, open_)
+            k = _sample_layout(state, side, perm, open_, wall_lo, wall_hi)
             f = n - k
             a = _below(state, f)
             b = _below(state, f - 1)
@@ -754,7 +836,11 @@ def naive_batch(key, first, count, side):
             s = (cs // side + 1) * wp + cs % side + 1
             g = (cg // side + 1) * wp + cg % side + 1
             dist[:] = -1
-            _bfs(open_, wp, s, dist, queue)
-            lengths[j] = dist[g]
+            if unique:
+                _bfs_unique(open_, wp, s, dist, queue, npaths)
+                lengths[j] = dist[g] if dist[g] < 0 or npaths[g] == 1 else -1
+            else:
+                _bfs(open_, wp, s, dist, queue)
+                lengths[j] = dist[g]
             walls[j] = k
     return lengths, walls

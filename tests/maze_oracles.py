@@ -1,5 +1,6 @@
-"""Independent oracles for the maze tests: scipy BFS, a heapq A* written from the public recipe's
-description, brute-force enumeration of simple paths."""
+"""Independent oracles for the maze tests: scipy BFS (from S and between all cells), a heapq A* written
+from the public recipe's description, brute-force enumeration of simple paths, and a count of
+far-apart pairs with a unique shortest path from distances alone."""
 
 from __future__ import annotations
 
@@ -40,6 +41,43 @@ def scipy_distances(grid: np.ndarray) -> np.ndarray:
     out = np.where(np.isinf(d), -1, d).astype(np.int64).reshape(side, side)
     out[~openm] = -1
     return out
+
+
+def all_pairs_distances(grid: np.ndarray) -> np.ndarray:
+    """(side^2, side^2) BFS distances between all cells through scipy, -1 when unreachable or a wall."""
+    side = grid.shape[0]
+    openm = (grid != pm.WALL).reshape(-1)
+    rows, cols = [], []
+    for p in np.flatnonzero(openm):
+        r, c = divmod(int(p), side)
+        for rr, cc in ((r + 1, c), (r, c + 1)):
+            if rr < side and cc < side and openm[rr * side + cc]:
+                rows += [p, rr * side + cc]
+                cols += [rr * side + cc, p]
+    g = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(side * side, side * side)).tocsr()
+    d = shortest_path(g, unweighted=True)
+    d = np.where(np.isinf(d), -1, d).astype(np.int64)
+    d[~openm, :] = -1
+    d[:, ~openm] = -1
+    return d
+
+
+def unique_far_pairs(grid: np.ndarray, t: int) -> int:
+    """Ordered pairs (a, b) of open cells at distance >= t joined by exactly one shortest path.
+
+    Counted without path counts: the cells on some shortest a-b path are those v with
+    d(a, v) + d(v, b) = d(a, b), and each of the d(a, b) + 1 layers holds at least one of them, so the
+    path is unique exactly when there are d(a, b) + 1 such cells.
+    """
+    d = all_pairs_distances(grid)
+    total = 0
+    for a in np.flatnonzero(grid.reshape(-1) != pm.WALL):
+        da = d[a]  # (n,) distances from a
+        ok = da >= 0
+        on = ok[:, None] & (d >= 0) & (da[:, None] + d == da[None, :])  # (v, b): v on a shortest a-b path
+        unique = on.sum(axis=0) == da + 1
+        total += int((ok & (da >= t) & unique).sum())
+    return total
 
 
 def reference_astar(grid: np.ndarray) -> list[tuple[int, int]] | None:

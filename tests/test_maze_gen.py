@@ -1,15 +1,24 @@
 """data_gen.maze: generated mazes re-verified by independent oracles, the fast generator's
 distribution against the naive recipe (two-sample tests), determinism across thread counts, the
-split by layout, the on-disk format, --from-csv and bad input."""
+split by layout, the on-disk format, --from-csv, bad input, and the laptop-tier options (--walls,
+--unique-path, small sides)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numba
 import numpy as np
 import pytest
-from maze_oracles import random_question, reference_astar, scipy_distances
+from maze_oracles import (
+    all_simple_paths,
+    mark,
+    random_question,
+    reference_astar,
+    scipy_distances,
+    unique_far_pairs,
+)
 from scipy import stats as sps
 
 from data_gen import maze as dm
@@ -130,9 +139,10 @@ def test_a_biased_sampler_is_detected():
     side, t = 7, 11
     naive = np.array(dm.naive_recipe_python(30000, size=side, t_edges=t, seed=5))
     key = np.uint64(mk.stream_key(np.uint64(99)))
-    _, pairs, _, _ = mk.filter_batch(key, 0, 100000, side, t, 1.0, 8, True)
+    lo, hi = mk.wall_bounds(side * side)
+    _, pairs, _, _ = mk.filter_batch(key, 0, 100000, side, lo, hi, t, False, 1.0, 8, True)
     idx = np.nonzero(pairs > 0)[0][:2000].astype(np.int64)
-    lengths = mk.build_batch(key, idx, pairs[idx], side, t, 8)[2]
+    lengths = mk.build_batch(key, idx, pairs[idx], side, lo, hi, t, False, 8)[2]
     assert sps.ks_2samp(naive[:, 0], lengths).pvalue < 1e-6
 
 
@@ -297,8 +307,178 @@ def test_cli(tmp_path, capsys):
 def test_early_rejection_never_changes_a_decision(side, t, envelope):
     """The filter's bound-based early rejection gives exactly the exact count's decisions."""
     key = np.uint64(mk.stream_key(np.uint64(17)))
-    st_exact, q_exact, _, _ = mk.filter_batch(key, 0, 20000, side, t, envelope, 8, True)
-    st_fast, q_fast, _, _ = mk.filter_batch(key, 0, 20000, side, t, envelope, 8, False)
+    lo, hi = mk.wall_bounds(side * side)
+    st_exact, q_exact, _, _ = mk.filter_batch(key, 0, 20000, side, lo, hi, t, False, envelope, 8, True)
+    st_fast, q_fast, _, _ = mk.filter_batch(key, 0, 20000, side, lo, hi, t, False, envelope, 8, False)
     assert np.array_equal(st_exact == mk.ST_ACCEPTED, st_fast == mk.ST_ACCEPTED)
     counted = q_fast >= 0
     assert np.array_equal(q_fast[counted], q_exact[counted]) and (~counted).sum() > 0
+
+
+# ------------------------------------------------------------------ --walls, --unique-path, small sides
+
+# The laptop tier: 6x6, 11 walls (30.6%), at least 5 moves, one shortest path.
+LAPTOP = {"size": 6, "t_edges": 5, "walls": (0.3, 0.3), "unique_path": True}
+# generate_mazes(25, size=8, t_edges=12, seed=5) on main before --walls / --unique-path existed
+GOLDEN_DEFAULT_SHA256 = "edfadb0b2d0418c592b579b297a9c56b3b1e601b2db98b04ccafcec11cf7cdf1"
+
+
+@pytest.fixture(scope="module")
+def unique_set():
+    return dm.generate_mazes(40, seed=1, envelope=1.0, batch=1 << 12, **LAPTOP)
+
+
+def test_defaults_unchanged():
+    """The new options at their defaults (omitted or given) draw exactly what the generator drew
+    before they existed."""
+    for kwargs in ({}, {"walls": (0.3, 0.5), "unique_path": False}):
+        ms = dm.generate_mazes(25, size=8, t_edges=12, seed=5, **kwargs)
+        digest = hashlib.sha256(ms.questions.tobytes() + ms.answers.tobytes()).hexdigest()
+        assert digest == GOLDEN_DEFAULT_SHA256, kwargs
+
+
+def test_wall_count_range():
+    assert dm.wall_count_range(30) == dm.wall_count_range(30, (0.3, 0.5)) == (270, 450)
+    # the default keeps the recipe's n//10*3..n//10*5, not round(0.3 n)..round(0.5 n) = 11..18
+    assert dm.wall_count_range(6) == dm.wall_count_range(6, [0.3, 0.5]) == (9, 15)
+    assert dm.wall_count_range(6, (0.3, 0.500001)) == (11, 18)
+    assert dm.wall_count_range(6, (0.3, 0.3)) == (11, 11)
+    assert dm.wall_count_range(8, (0.3, 0.3)) == (19, 19)
+    assert dm.wall_count_range(7, (0.0, 0.25)) == (0, 12)
+
+
+@pytest.mark.parametrize("side, t", [(5, 1), (6, 4), (8, 9)])
+def test_unique_pair_count_matches_distance_oracle(side, t):
+    """Q' (far pairs with one shortest path) equals a count from scipy all-pairs distances alone."""
+    rng = np.random.default_rng(side * 10 + t)
+    for _ in range(20):
+        q = random_question(rng, side, rng.uniform(0.1, 0.45))
+        open_ = np.zeros((side + 2, side + 2), np.uint8)
+        open_[1:-1, 1:-1] = q != pm.WALL
+        expected = unique_far_pairs(q, t)
+        for max_sources in (0, 8):
+            assert mk.count_pairs_padded(open_.reshape(-1), side, t, max_sources, True)[0] == expected
+
+
+def test_unique_path_mazes_verified_by_brute_force(unique_set):
+    ms = unique_set
+    assert len(ms.questions) == 40 and (ms.npaths == 1).all()
+    for q, a, length, walls in zip(ms.questions, ms.answers, ms.lengths, ms.walls, strict=True):
+        qg = q.reshape(6, 6)
+        paths = all_simple_paths(qg)  # every simple S-G path, by exhaustive DFS
+        shortest = min(len(p) for p in paths) - 1
+        best = [p for p in paths if len(p) - 1 == shortest]
+        assert len(best) == 1 and shortest == length >= LAPTOP["t_edges"]
+        assert np.array_equal(a.reshape(6, 6), mark(qg, best[0]))
+        assert walls == int((qg == pm.WALL).sum()) == 11
+
+
+def test_wall_share_stays_in_range():
+    side, lo, hi = 7, 0.2, 0.4  # 49 cells: round(9.8) = 10 .. round(19.6) = 20 walls
+    # t = 1: every keep chance is <= 1, so envelope 1 is exact (no pilot needed)
+    ms = dm.generate_mazes(
+        300, size=side, t_edges=1, seed=2, walls=(lo, hi), envelope=1.0, batch=1 << 12, dedupe=False
+    )
+    counted = (ms.questions == pm.WALL).sum(axis=1)
+    assert np.array_equal(counted, ms.walls)
+    assert counted.min() == 10 and counted.max() == 20  # both ends drawn, nothing outside
+    share = counted / side**2
+    assert ((share >= lo - 0.5 / side**2) & (share <= hi + 0.5 / side**2)).all()
+
+
+@pytest.fixture(scope="module")
+def naive_unique():
+    side, t, walls = 6, 5, (0.2, 0.45)
+    naive = np.array(
+        dm.naive_recipe_python(30000, size=side, t_edges=t, seed=5, walls=walls, unique_path=True)
+    )
+    return side, t, walls, naive
+
+
+def _two_sample_p(naive: np.ndarray, lengths: np.ndarray, walls: np.ndarray) -> float:
+    return min(sps.ks_2samp(naive[:, 0], lengths).pvalue, sps.ks_2samp(naive[:, 1], walls).pvalue)
+
+
+def test_unique_path_distribution_matches_naive_recipe(naive_unique):
+    """With --unique-path the sample is the naive draw-and-reject recipe with that extra condition
+    (plain Python, its own path count), not merely a sample of unique mazes."""
+    side, t, walls, naive = naive_unique
+    assert len(naive) > 2000
+    fast = dm.generate_mazes(2000, size=side, t_edges=t, seed=5, dedupe=False, walls=walls, unique_path=True)
+    assert fast.stats["clipped_layouts"] == 0
+    assert _two_sample_p(naive, fast.lengths, fast.walls) > 1e-3
+
+
+def test_accepting_on_all_far_pairs_is_detected(naive_unique):
+    """Power check: accepting a layout on Q (all far pairs) but picking among its unique ones only
+    over-weights open layouts; the same two-sample test must notice."""
+    side, t, walls, naive = naive_unique
+    lo, hi = dm.wall_count_range(side, walls)
+    key = np.uint64(mk.stream_key(np.uint64(99)))
+    status, _, _, _ = mk.filter_batch(key, 0, 50000, side, lo, hi, t, False, 1.0, 8, False)
+    _, q_unique, _, _ = mk.filter_batch(key, 0, 50000, side, lo, hi, t, True, 1.0, 8, True)
+    idx = np.nonzero((status == mk.ST_ACCEPTED) & (q_unique > 0))[0][:2000].astype(np.int64)
+    _, _, lengths, _, nwalls = mk.build_batch(key, idx, q_unique[idx], side, lo, hi, t, True, 8)
+    assert _two_sample_p(naive, lengths, nwalls) < 1e-6
+
+
+def test_small_side_cli_records_settings(tmp_path):
+    """--size 6 --min-path 0 works (any reachable G), the pilot sizes the envelope, and stats.json
+    records the new settings."""
+    out = tmp_path / "m6"
+    argv = ["--size", "6", "--walls", "0.3", "0.3", "--unique-path", "--min-path", "0"]
+    assert dm.main([*argv, "--n", "30", "--test-n", "10", "--out", str(out), "--no-progress"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["walls"] == [0.3, 0.3] and stats["wall_count_range"] == [11, 11]
+    assert stats["unique_path"] is True and stats["threshold_edges"] == 1
+    assert "unique" in stats["recipe"] and "round(LO n)" in stats["recipe"]
+    gen = stats["generation"]
+    assert gen["envelope_pilot"] is not None and gen["clipped_layouts"] == 0
+    for name, n in (("train", 30), ("test", 10)):
+        assert stats[name]["mazes"] == n and stats[name]["shortest_paths"]["unique_fraction"] == 1.0
+        rows = read_public_csv(out / f"{name}.csv")
+        assert len(rows) == n
+        for _, q, a, rating, _ in rows:
+            assert q.count("#") == 11 and pm.count_shortest_paths(q) == 1
+            assert pm.check_path(q, a).exact and rating == pm.shortest_path_length(q) + 1
+    assert dm.default_min_path(6) == 10 and dm.default_min_path(8) == 15  # the documented defaults
+
+
+@pytest.mark.parametrize(
+    "walls, match",
+    [
+        ((0.5, 0.3), "LO <= HI"),
+        ((-0.1, 0.3), r"\[0, 1\)"),
+        ((0.3, 1.0), r"\[0, 1\)"),
+        ((float("nan"), 0.3), r"\[0, 1\)"),
+        ((0.9, 0.98), "fewer than 2 free cells"),  # 35 walls of 36
+    ],
+)
+def test_bad_walls(walls, match):
+    with pytest.raises(ValueError, match=match):
+        dm.generate_mazes(1, size=6, t_edges=1, walls=walls, envelope=1.0)
+
+
+def test_impossible_settings_fail_clearly(monkeypatch, tmp_path, capsys):
+    # 18 walls leave 18 free cells: no path has 18 moves
+    with pytest.raises(ValueError, match="no path .* 18 edges"):
+        dm.generate_mazes(1, size=6, t_edges=18, walls=(0.5, 0.5), envelope=1.0)
+    # 3x3 has no walls; its pairs 4 moves apart (opposite corners) have 6 shortest paths each
+    with pytest.raises(ValueError, match="unique shortest path: the setting is impossible"):
+        dm.pilot_envelope(3, 4, 0, unique_path=True, max_candidates=1 << 16)
+    # 3x3 has one layout: a second distinct one never comes, so the run stops instead of spinning
+    monkeypatch.setattr(dm, "MAX_DUPLICATE_RUN", 1000)
+    with pytest.raises(ValueError, match="only 1 distinct layouts"):
+        dm.generate_mazes(2, size=3, t_edges=1, envelope=1.0)
+    for argv, msg in (
+        (["--walls", "0.5", "0.3"], "LO <= HI"),
+        (["--min-path", "-1"], "--min-path"),
+        (["--walls", "0.2"], None),  # argparse: two values needed
+    ):
+        full = [*argv, "--size", "6", "--n", "2", "--out", str(tmp_path / "x"), "--no-progress"]
+        if msg is None:
+            with pytest.raises(SystemExit):
+                dm.main(full)
+        else:
+            assert dm.main(full) == 2
+            assert msg in capsys.readouterr().err
