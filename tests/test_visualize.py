@@ -5,20 +5,19 @@ fail with clear errors."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 
 import numpy as np
 import pytest
 import torch
+from _tiny_runs import save_tiny_checkpoint
 from PIL import Image
 
 from data_gen.format import build_split, write_dataset
 from puzzles import maze as maze_rules
 from puzzles import sudoku as sudoku_rules
 from reasoners import visualize as vis
-from reasoners.checkpoint import save_checkpoint
 from reasoners.layers import IGNORE_LABEL, LOSSES
 from reasoners.presets import build
 from reasoners.tasks import Task
@@ -54,19 +53,7 @@ def example(task: Task) -> tuple[np.ndarray, np.ndarray]:
 
 def write_checkpoint(path, name: str, task: Task, **overrides):
     model = tiny(name, task, **overrides)
-    save_checkpoint(
-        path,
-        {
-            "model_name": name,
-            "model_config": dataclasses.asdict(model.config),
-            "task": {"kind": task.kind, "side": task.side},
-            "model": model.state_dict(),
-            "ema": None,
-            "config": {},
-            "metrics": {},
-        },
-    )
-    return path
+    return save_tiny_checkpoint(path, model, name, task, data={})
 
 
 def batch_of(inputs, labels=None):
