@@ -40,6 +40,7 @@ class HRMConfig:
     H_layers: int = 4
     L_layers: int = 4
     expansion: float = 4.0
+    ffn_multiple: int = 256  # SwiGLU inner width rounded up to a multiple of this (reference: 256)
     mixer: str = "attention"  # "attention" or "mlp"
     positions: str = "rope"  # "rope", "learned" or "none"
     puzzle_dim: int | None = None  # None -> d_model; the prefix is ceil(puzzle_dim / d_model) positions
@@ -100,6 +101,7 @@ class HRM(nn.Module):
             mixer=c.mixer,
             seq_len=total_len,
             eps=c.norm_eps,
+            ffn_multiple=c.ffn_multiple,
         )
         self.high_net = Stack(c.H_layers, **block)  # f_H
         self.low_net = Stack(c.L_layers, **block)  # f_L

@@ -97,17 +97,20 @@ def find_multiple(a: int, b: int) -> int:
     return -(a // -b) * b
 
 
-def swiglu_width(dim: int, expansion: float) -> int:
-    """Inner width of the reference SwiGLU: round(expansion * dim * 2/3) rounded up to 256."""
-    return find_multiple(round(expansion * dim * 2 / 3), 256)
+def swiglu_width(dim: int, expansion: float, multiple: int = 256) -> int:
+    """Inner width of the reference SwiGLU: round(expansion * dim * 2/3) rounded up to ``multiple``
+    (256 in the reference; at d=64 that makes the inner width 256 instead of 171)."""
+    if multiple <= 0:
+        raise ValueError(f"ffn_multiple must be positive, got {multiple}")
+    return find_multiple(round(expansion * dim * 2 / 3), multiple)
 
 
 class SwiGLU(nn.Module):
     """``down(silu(gate(x)) * up(x))`` with gate and up fused into one projection."""
 
-    def __init__(self, dim: int, expansion: float):
+    def __init__(self, dim: int, expansion: float, multiple: int = 256):
         super().__init__()
-        inner = swiglu_width(dim, expansion)
+        inner = swiglu_width(dim, expansion, multiple)
         self.gate_up = Linear(dim, 2 * inner)
         self.down = Linear(inner, dim)
 
@@ -177,9 +180,9 @@ class TokenMixer(nn.Module):
     The residual and its RMSNorm run over the *token* axis (the reference transposes to (B, D, L)).
     """
 
-    def __init__(self, seq_len: int, expansion: float, eps: float = 1e-5):
+    def __init__(self, seq_len: int, expansion: float, eps: float = 1e-5, multiple: int = 256):
         super().__init__()
-        self.mlp = SwiGLU(seq_len, expansion)
+        self.mlp = SwiGLU(seq_len, expansion, multiple)
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,6 +205,7 @@ class Block(nn.Module):
         mixer: str = "attention",
         seq_len: int = 0,
         eps: float = 1e-5,
+        ffn_multiple: int = 256,
     ):
         super().__init__()
         self.eps = eps
@@ -212,10 +216,10 @@ class Block(nn.Module):
             if seq_len <= 0:
                 raise ValueError("the mlp token mixer needs the full sequence length (prefix + cells)")
             self.attn = None
-            self.token_mlp = TokenMixer(seq_len, expansion, eps)
+            self.token_mlp = TokenMixer(seq_len, expansion, eps, ffn_multiple)
         else:
             raise ValueError(f"unknown mixer {mixer!r}: expected 'attention' or 'mlp'")
-        self.mlp = SwiGLU(dim, expansion)
+        self.mlp = SwiGLU(dim, expansion, ffn_multiple)
 
     def forward(
         self, h: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -12,10 +12,11 @@ attractor 7m   TRM-7M's network, solved to its (y, z) fixed     the Attractor pa
                point: Anderson m=5, <= 16 evaluations, tol
                1e-3, n_inner=1, UPG(k=5, tau=0.5)
 attractor 27m  the same with 8 layers                           the Attractor paper's 27M
-``* tiny``     d=64, 2 heads, 2 layers (HRM 1 + 1), T=2, n=2    REFERENCE.md section 6's laptop tier
+``* tiny``     d=64, 2 heads, 2 layers (HRM 1 + 1), T=2, n=2,   REFERENCE.md section 6's laptop tier, made
+               SwiGLU width rounded to 64, one prefix position  cheaper (see ``_TINY_NET``)
 =============  ===============================================  ==============================================
 
-All keep the reference prefix of 16 positions (HRM: 1), RoPE (TRM-MLP: no positions, as the TRM
+All but ``tiny`` keep the reference prefix of 16 positions (HRM: 1), RoPE (TRM-MLP: no positions, as the TRM
 README runs it), expansion 4 and halting at 16 supervision steps. The Attractor presets use a
 full-width puzzle row (``puzzle_dim = 16 * d``) instead of TRM's d-wide row zero-padded to 16
 positions: where the injected ``x`` is zero the normalised map has a continuum of fixed points (any
@@ -48,7 +49,11 @@ MODELS = {
     "attractor": (Attractor, AttractorConfig),
 }
 
-_TINY_NET = dict(d_model=64, n_heads=2, expansion=4.0)
+# The laptop shape: SwiGLU width rounded to 64 (171 -> 192) instead of 256, and (TRM, Attractor) one
+# prefix position instead of 16: these sets have one puzzle identifier, so the prefix is a learned
+# constant, and at 6x6 sixteen positions would be 30% of the tokens. Measured on 1 CPU thread, 6x6
+# Sudoku, batch 64: 1.75x the training throughput of the reference rounding and prefix.
+_TINY_NET = dict(d_model=64, n_heads=2, expansion=4.0, ffn_multiple=64)
 _BIG_NET = dict(d_model=512, n_heads=8, expansion=4.0)
 _ATTRACTOR = dict(
     solver="anderson",
@@ -69,16 +74,18 @@ PRESETS: dict[str, dict[str, dict]] = {
         "27m": dict(_BIG_NET, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2),
     },
     "trm": {
-        "tiny": dict(_TINY_NET, n_layers=2, T_cycles=2, n_inner=2),
+        "tiny": dict(_TINY_NET, n_layers=2, T_cycles=2, n_inner=2, prefix_len=1),
         "7m": dict(_BIG_NET, n_layers=2, T_cycles=3, n_inner=6),
         "27m": dict(_BIG_NET, n_layers=8, T_cycles=3, n_inner=6),
     },
     "trm_mlp": {
-        "tiny": dict(_TINY_NET, n_layers=2, T_cycles=2, n_inner=2, mixer="mlp", positions="none"),
+        "tiny": dict(
+            _TINY_NET, n_layers=2, T_cycles=2, n_inner=2, mixer="mlp", positions="none", prefix_len=1
+        ),
         "7m": dict(_BIG_NET, n_layers=2, T_cycles=3, n_inner=6, mixer="mlp", positions="none"),
     },
     "attractor": {
-        "tiny": dict(**_TINY_NET, **_ATTRACTOR, n_layers=2, prefix_len=16, puzzle_dim=16 * 64),
+        "tiny": dict(**_TINY_NET, **_ATTRACTOR, n_layers=2, prefix_len=1, puzzle_dim=64),
         "7m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=2, prefix_len=16, puzzle_dim=16 * 512),
         "27m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=8, prefix_len=16, puzzle_dim=16 * 512),
     },

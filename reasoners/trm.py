@@ -41,6 +41,7 @@ class TRMConfig:
     n_heads: int = 8
     n_layers: int = 2
     expansion: float = 4.0
+    ffn_multiple: int = 256  # SwiGLU inner width rounded up to a multiple of this (reference: 256)
     mixer: str = "attention"  # "attention" or "mlp" (TRM-MLP: token-mixing SwiGLU)
     positions: str = "rope"  # "rope", "learned" or "none"
     prefix_len: int = 16  # P: puzzle-embedding prefix positions
@@ -97,6 +98,7 @@ class TRM(nn.Module):
             mixer=c.mixer,
             seq_len=total_len,
             eps=c.norm_eps,
+            ffn_multiple=c.ffn_multiple,
         )
         self.output_head = Linear(c.d_model, c.vocab_size)
         self.q_head = Linear(c.d_model, 2, bias=True)  # [halt, continue]

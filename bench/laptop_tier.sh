@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The laptop tier: train HRM, TRM and the Attractor one after another on this CPU for the experiment's
+# wall-time budget each, evaluate them, and compare them in one table and figure.
+#
+#   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, 15 minutes per reasoner
+#   bash bench/laptop_tier.sh laptop_smoke         # 4x4 Sudoku, 3 minutes per reasoner
+#   bash bench/laptop_tier.sh laptop_maze          # 6x6 unique-path mazes
+#   MODELS=trm bash bench/laptop_tier.sh laptop_sudoku trainer.max_minutes=5   # extra Hydra overrides
+#
+# Writes runs/laptop_tier/<experiment>/{<n>-<model>-tiny/, comparison.md, comparison.csv, comparison.png}.
+# Run it on an otherwise idle machine: the budget is wall time, so other load costs training steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+experiment=${1:-laptop_sudoku}
+shift || true
+case $experiment in
+  laptop_maze) models=${MODELS:-trm_mlp,trm,attractor} ;;
+  *) models=${MODELS:-hrm,trm,attractor} ;;
+esac
+out=runs/laptop_tier/$experiment
+rm -rf "$out"
+python -m reasoners.train -m "experiment=$experiment" "model=$models" trainer.progress=false \
+  "hydra.sweep.dir=$out" "$@"
+python -m reasoners.compare "$out" --evaluate --out "$out"
+cat "$out/comparison.md"
