@@ -21,5 +21,12 @@ out=runs/laptop_tier/$experiment
 rm -rf "$out"
 python -m reasoners.train -m "experiment=$experiment" "model=$models" trainer.progress=false \
   "hydra.sweep.dir=$out" "$@"
-python -m reasoners.compare "$out" --evaluate --out "$out"
+# Evaluate every run (all test puzzles, curve to 32 steps; a small solver-budget grid for the Attractor).
+for run in "$out"/*/; do
+  if [ -f "$run/summary.json" ]; then
+    python -m reasoners.evaluate "checkpoint=$run" eval.attractor.max_puzzles=128 \
+      'eval.attractor.max_iter=[4,8,16,32]' 'eval.attractor.tol=[1e-2,1e-3]' > /dev/null
+  fi
+done
+python -m reasoners.compare "$out" --out "$out"
 cat "$out/comparison.md"
