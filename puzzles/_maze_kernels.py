@@ -787,11 +787,11 @@ def _union_levels(levels, i0, i1, out, nrow):
 
 
 @njit(cache=True)
-def _pair_bound(levels, e, t, alive, hist, nrow):
-    """Upper bound on the ordered pairs (a, b) of ``alive`` cells with d(a, b) >= t, from one BFS
-    (levels 0..e of source s): d(a, b) <= d(s, a) + d(s, b), so the pairs number at most
-    sum_i h_i * #{alive cells at distance >= t - i}, h_i = alive cells at distance i. ``alive`` must
-    lie within distance >= t - e of s. Overwrites ``hist``."""
+def _pair_bound(levels, e, t, a_set, b_set, hist, nrow):
+    """Upper bound on the ordered pairs (a, b), a in ``a_set``, b in ``b_set``, with d(a, b) >= t, from
+    one BFS (levels 0..e of source s): d(a, b) <= d(s, a) + d(s, b), so they number at most
+    sum_i #{a at distance i} * #{b at distance >= t - i}. Both sets must lie at distance >= t - e from
+    s. Overwrites ``hist``."""
     top = np.uint64(nrow - 1)
     lo = max(0, t - e)
     for i in range(lo, e + 1):
@@ -799,35 +799,98 @@ def _pair_bound(levels, e, t, alive, hist, nrow):
         cnt = 0
         r = _ONE
         while r < top:
-            cnt += _popcount(lv[r] & alive[r])
+            cnt += _popcount(lv[r] & b_set[r])
             r += _ONE
         hist[i] = cnt
     hist[e + 1] = 0
     for i in range(e - 1, lo - 1, -1):
-        hist[i] += hist[i + 1]  # now: alive cells at distance >= i
+        hist[i] += hist[i + 1]  # now: b cells at distance >= i
     bound = 0.0
     for i in range(lo, e + 1):
-        bound += (hist[i] - hist[i + 1]) * np.float64(hist[max(t - i, lo)])
+        lv = levels[i]
+        cnt = 0
+        r = _ONE
+        while r < top:
+            cnt += _popcount(lv[r] & a_set[r])
+            r += _ONE
+        bound += cnt * np.float64(hist[max(t - i, lo)])
     return bound
 
 
 @njit(cache=True)
-def _count_pairs_bits(
-    orow, side, t, max_sources, thresh, norm, nfree, unseen, core, comp, alive, keep, levels, hist
-):
-    """The filter's question, "is ``thresh < Q / norm``?", on bit rows, for the layouts that do not
-    need an exact count. Returns (-1, BFS count) when an upper bound on Q already says no, (0, BFS
-    count) when Q = 0, and (-2, BFS count) when an exact count is needed (some component holds a pair,
-    or stays undecided after its bounding BFS): the caller then runs ``_count_pairs``.
+def _count_component_bits(comp, alive, todo, keep, levels, hist, nrow, t, thresh, norm, total, rest, nbfs):
+    """Exact pair count of one component (cells ``comp``, candidates ``alive``) on bit rows: a BFS
+    from each alive cell counts its partners at distance >= t and shrinks ``alive`` (as in
+    ``_count_pairs_bits``); a cell that is no longer alive when its turn comes has none. With
+    ``thresh >= 0`` it stops as soon as the pairs counted so far (``total`` included) plus a bound on
+    those of the cells still to do (``_pair_bound``) plus ``rest`` cannot pass ``thresh < Q / norm``.
 
-    Components are taken in another order than in ``_count_pairs`` (see below), with the same "too
-    few cells" stops and the same first-BFS bound. Within an undecided component each BFS (from
-    s, eccentricity e_s) shrinks the set of *alive* cells, those that may still have a partner at
+    Returns (pairs counted so far plus ``total``, BFS count plus ``nbfs``, stopped early)."""
+    for r in range(nrow):
+        todo[r] = alive[r]
+    scan = 1
+    while True:
+        while scan < nrow - 1 and todo[scan] == 0:
+            scan += 1
+        if scan == nrow - 1:
+            return total, nbfs, False
+        c = _lowbit(todo[scan])
+        todo[scan] &= ~(_ONE << np.uint64(c))
+        for r in range(nrow):
+            keep[r] = comp[r]
+        e = _bfs_bits(keep, nrow, scan, c, levels, hist)
+        nbfs += 1
+        for i in range(t, e + 1):
+            total += hist[i]
+        lo = t - e
+        if lo > 0:
+            for r in range(nrow):
+                keep[r] = 0
+            _union_levels(levels, lo, e, keep, nrow)
+            for r in range(nrow):
+                alive[r] &= keep[r]
+                todo[r] &= keep[r]
+        if thresh >= 0 and not (
+            thresh < (total + _pair_bound(levels, e, t, todo, alive, hist, nrow) + rest) / norm
+        ):
+            return total, nbfs, True
+
+
+@njit(cache=True)
+def _count_pairs_bits(
+    orow,
+    side,
+    t,
+    max_sources,
+    thresh,
+    norm,
+    nfree,
+    unique,
+    unseen,
+    core,
+    comp,
+    alive,
+    keep,
+    todo,
+    levels,
+    hist,
+):
+    """``_count_pairs`` for the filter, on bit rows: Q, the ordered pairs at distance >= t, or -1 once
+    an upper bound on Q says ``thresh < Q / norm`` fails (never with ``thresh < 0``). Returns (Q or -1
+    or -2, BFS count); -2 (only with ``unique``) asks the caller for ``_count_pairs``, because a
+    component holds a pair or stays undecided and unique shortest paths need the queue count.
+
+    Components come in another order than in ``_count_pairs``: isolated cells are dropped at once,
+    then the centre cell's component, then those of cells with three or four open neighbours (the
+    big ones), then the rest; the order changes how soon a layout is settled, never its answer. Each
+    component gets the same "too few cells" stops and first-BFS bound. Then every BFS (from s,
+    eccentricity e_s) shrinks the set of *alive* cells, those that may still have a partner at
     distance >= t: a cell w with d(s, w) < t - e_s has ecc(w) <= d(w, s) + e_s < t. No alive cell
-    means no pair (the test ``max ub < t`` of ``_count_pairs``), and each BFS also gives the
-    ``_pair_bound`` of the alive cells, which tightens as they shrink. Sources: a farthest cell
-    (double sweep), the midpoint of the long path found, then the alive cell farthest from the last
-    source; ``1 + max_sources`` BFS at most, as in ``_count_pairs``.
+    means no pair (the test ``max ub < t`` of ``_count_pairs``), and each BFS gives a bound on the
+    pairs of the alive cells (``_pair_bound``) that tightens as they shrink. Sources: a farthest
+    cell (double sweep), the midpoint of the long path found, then the alive cell farthest from the
+    last source, ``1 + max_sources`` BFS at most; a component still undecided, or holding a pair, is
+    counted exactly (``_count_component_bits``).
     """
     nrow = side + 2
     # Isolated cells are components of one cell: drop them all at once. Later components are seeded
@@ -855,6 +918,7 @@ def _count_pairs_bits(
         isolated += _popcount(x & ~(a | b | c | d))
     remaining = nfree - isolated
     nbfs = 0
+    total = 0
     # centre cell: the open cell of the middle row nearest its middle (``_centre``)
     mr = side // 2 + 1
     sr = -1
@@ -899,60 +963,69 @@ def _count_pairs_bits(
             bound = 0.0
             for i in range(max(0, t - e), e + 1):
                 bound += (hist[i] - hist[i + 1]) * np.float64(hist[max(t - i, 0)])
-            if not (thresh < (bound + rest) / norm):
+            if not (thresh < (total + bound + rest) / norm):
                 return -1, nbfs
-        if e >= t:
-            return -2, nbfs
         for r in range(nrow):
             comp[r] = 0
             alive[r] = 0
         _union_levels(levels, 0, e, comp, nrow)
-        _union_levels(levels, t - e, e, alive, nrow)
-        src_r, src_c = _first_cell(levels[e], orow, nrow)  # a farthest cell: the double sweep
-        settled = False
-        for it in range(max_sources + 1):
-            for r in range(nrow):
-                keep[r] = comp[r]
-            e = _bfs_bits(keep, nrow, src_r, src_c, levels, hist)
-            nbfs += 1
-            lo = t - e  # alive cells nearer than this to the source are alive no more
-            if lo > 0:
+        _union_levels(levels, max(t - e, 0), e, alive, nrow)
+        if e < t:
+            src_r, src_c = _first_cell(levels[e], orow, nrow)  # a farthest cell: the double sweep
+            settled = False
+            for it in range(max_sources + 1):
                 for r in range(nrow):
-                    keep[r] = 0
-                _union_levels(levels, lo, e, keep, nrow)
-                settled = True
-                for r in range(1, nrow - 1):
-                    alive[r] &= keep[r]
-                    if alive[r]:
-                        settled = False
-                if settled:
-                    break
-            if thresh >= 0 and not (thresh < (_pair_bound(levels, e, t, alive, hist, nrow) + rest) / norm):
-                return -1, nbfs
-            if e >= t:
-                return -2, nbfs
-            if it == 0:
-                # the midpoint of the long path just found, walking back from a farthest cell
-                wr, wc = _first_cell(levels[e], orow, nrow)
-                for i in range(e - 1, e // 2 - 1, -1):
-                    lv = levels[i]
-                    if (lv[wr + 1] >> np.uint64(wc)) & _ONE:
-                        wr += 1
-                    elif (lv[wr - 1] >> np.uint64(wc)) & _ONE:
-                        wr -= 1
-                    elif (lv[wr] >> np.uint64(wc - 1)) & _ONE:
-                        wc -= 1
-                    else:
-                        wc += 1
-                src_r, src_c = wr, wc
-            else:
-                for i in range(e, lo - 1, -1):  # the alive cell farthest from this source
-                    src_r, src_c = _first_cell(levels[i], alive, nrow)
-                    if src_r >= 0:
+                    keep[r] = comp[r]
+                e = _bfs_bits(keep, nrow, src_r, src_c, levels, hist)
+                nbfs += 1
+                lo = t - e  # alive cells nearer than this to the source are alive no more
+                if lo > 0:
+                    for r in range(nrow):
+                        keep[r] = 0
+                    _union_levels(levels, lo, e, keep, nrow)
+                    settled = True
+                    for r in range(1, nrow - 1):
+                        alive[r] &= keep[r]
+                        if alive[r]:
+                            settled = False
+                    if settled:
                         break
-        if not settled:
-            return -2, nbfs
-    return 0, nbfs
+                if thresh >= 0:
+                    bound = _pair_bound(levels, e, t, alive, alive, hist, nrow)
+                    if not (thresh < (total + bound + rest) / norm):
+                        return -1, nbfs
+                if e >= t:
+                    break
+                if it == 0:
+                    # the midpoint of the long path just found, walking back from a farthest cell
+                    wr, wc = _first_cell(levels[e], orow, nrow)
+                    for i in range(e - 1, e // 2 - 1, -1):
+                        lv = levels[i]
+                        if (lv[wr + 1] >> np.uint64(wc)) & _ONE:
+                            wr += 1
+                        elif (lv[wr - 1] >> np.uint64(wc)) & _ONE:
+                            wr -= 1
+                        elif (lv[wr] >> np.uint64(wc - 1)) & _ONE:
+                            wc -= 1
+                        else:
+                            wc += 1
+                    src_r, src_c = wr, wc
+                else:
+                    for i in range(e, lo - 1, -1):  # the alive cell farthest from this source
+                        src_r, src_c = _first_cell(levels[i], alive, nrow)
+                        if src_r >= 0:
+                            break
+            if settled:
+                continue
+        # The component holds a pair, or is still undecided: count its pairs.
+        if unique:
+            return -2, nbfs  # pairs with one shortest path: the queue count (``_count_pairs``)
+        total, nbfs, stopped = _count_component_bits(
+            comp, alive, todo, keep, levels, hist, nrow, t, thresh, norm, total, rest, nbfs
+        )
+        if stopped:
+            return -1, nbfs
+    return total, nbfs
 
 
 # ----------------------------------------------------------------------------- generation
@@ -978,9 +1051,9 @@ def filter_batch(
     Q counts only the pairs whose shortest path is also unique (see ``data_gen.maze`` for why that
     keeps the sample exact).
 
-    Up to ``BITS_MAX_SIDE`` (unless ``bits`` is False, for tests) layouts are drawn and settled on bit
-    rows (``_count_pairs_bits``), which hands the few that need an exact count to ``_count_pairs``:
-    the same layouts and decisions, fewer and cheaper BFS.
+    Up to ``BITS_MAX_SIDE`` (unless ``bits`` is False, for tests) layouts are drawn and counted on bit
+    rows (``_count_pairs_bits``; with ``unique`` it hands the few that need an exact count to
+    ``_count_pairs``): the same layouts and decisions, fewer and cheaper BFS.
 
     Returns per-candidate status (0 no pair, 1 rejected, 2 accepted), Q, BFS count, wall count.
     """
@@ -1004,6 +1077,7 @@ def filter_batch(
         comp = np.empty(nrow, np.uint64)
         alive = np.empty(nrow, np.uint64)
         keep = np.empty(nrow, np.uint64)
+        todo = np.empty(nrow, np.uint64)
         levels = np.zeros((n + 2 if use_bits else 1, nrow), np.uint64)  # rows 0 and nrow - 1 stay 0
         seen = np.empty(npad, np.uint8)
         comp_cells = np.empty(npad, np.int32)
@@ -1036,11 +1110,13 @@ def filter_batch(
                     thresh,
                     f * (f - 1.0),
                     f,
+                    unique,
                     unseen,
                     core,
                     comp,
                     alive,
                     keep,
+                    todo,
                     levels,
                     hist,
                 )
