@@ -684,36 +684,41 @@ def _lowbit(typingctx, x):
 def cell_codes(side):
     """``codes[j] = (row << 6) | col`` of cell j in padded coordinates: the bit-row address of the
     cell that ``_sample_layout`` would write at padded index ``row * (side + 2) + col``."""
-    codes = np.empty(side * side, np.int32)
+    codes = np.empty(side * side, np.uint32)
     for j in range(side * side):
         codes[j] = ((j // side + 1) << 6) | (j % side + 1)
     return codes
 
 
 @njit(cache=True)
-def _sample_bits(state, side, perm, codes, orow, wall_lo, wall_hi):
-    """``_sample_layout`` as bit rows: the same draws (so the same layout), with the shuffle carrying
-    bit-row addresses instead of cell numbers (no division per cell) and the stream's counter kept
-    in a register. Returns the wall count k."""
+def _sample_bits(state, side, perm, codes, swaps, orow, wall_lo, wall_hi):
+    """``_sample_layout`` as bit rows: the same draws, so the same layout and stream position.
+
+    The shuffle carries bit-row addresses (``codes``) instead of cell numbers, so a wall costs no
+    division. Its k swap positions depend on the stream alone, so they are drawn first, in one
+    vectorised loop (``swaps`` is scratch). Swap j fixes position j for good (later swaps touch only
+    positions > j), so its value is the j-th wall and is never written back. Indices are unsigned:
+    no negative-index wraparound code. Returns the wall count k.
+    """
     n = side * side
     k = wall_lo + _below(state, wall_hi - wall_lo + 1)
-    perm[:] = codes
-    z = state[0]
+    z0 = state[0]
     for j in range(k):
-        z += _GOLDEN  # _below(state, n - j), inlined
-        r = j + np.int64(np.float64(_mix64(z) >> np.uint64(11)) * _INV53 * (n - j))
-        tmp = perm[j]
-        perm[j] = perm[r]
-        perm[r] = tmp
-    state[0] = z
+        # _below(state, n - j) of the j-th swap, inlined: counter z0 + (j + 1) * golden
+        z = z0 + np.uint64(j + 1) * _GOLDEN
+        swaps[j] = np.uint64(j + np.int64(np.float64(_mix64(z) >> np.uint64(11)) * _INV53 * (n - j)))
+    state[0] = z0 + np.uint64(k) * _GOLDEN
+    perm[:] = codes
     full = ((_ONE << np.uint64(side)) - _ONE) << _ONE
     orow[0] = 0
     orow[side + 1] = 0
     for r in range(1, side + 1):
         orow[r] = full
     for j in range(k):
-        v = perm[j]
-        orow[v >> 6] &= ~(_ONE << np.uint64(v & 63))
+        r = swaps[j]
+        v = perm[r]
+        perm[r] = perm[np.uint64(j)]
+        orow[np.uint64(v >> np.uint32(6))] &= ~(_ONE << np.uint64(v & np.uint32(63)))
     return k
 
 
@@ -1072,6 +1077,8 @@ def filter_batch(
         perm = np.empty(n, np.int32)
         open_ = np.empty(npad, np.uint8)
         orow = np.empty(nrow, np.uint64)
+        cperm = np.empty(n, np.uint32)
+        swaps = np.empty(n, np.uint64)
         unseen = np.empty(nrow, np.uint64)
         core = np.empty(nrow, np.uint64)
         comp = np.empty(nrow, np.uint64)
@@ -1090,7 +1097,7 @@ def filter_batch(
         for j in range(c, count, nchunk):
             _start(state, key, first + j)
             if use_bits:
-                k = _sample_bits(state, side, perm, codes, orow, wall_lo, wall_hi)
+                k = _sample_bits(state, side, cperm, codes, swaps, orow, wall_lo, wall_hi)
             else:
                 k = _sample_layout(state, side, perm, open_, wall_lo, wall_hi)
             u_accept = _uniform(state)

@@ -525,6 +525,8 @@ def test_bit_sampler_draws_the_same_layout(side):
     wp = side + 2
     codes = mk.cell_codes(side)
     perm = np.empty(side * side, np.int32)
+    cperm = np.empty(side * side, np.uint32)
+    swaps = np.empty(side * side, np.uint64)
     open_a = np.empty(wp * wp, np.uint8)
     open_b = np.empty(wp * wp, np.uint8)
     rows = np.empty(wp, np.uint64)
@@ -534,7 +536,7 @@ def test_bit_sampler_draws_the_same_layout(side):
         mk._start(s_a, key, i)
         mk._start(s_b, key, i)
         k_a = mk._sample_layout(s_a, side, perm, open_a, lo, hi)
-        k_b = mk._sample_bits(s_b, side, perm, codes, rows, lo, hi)
+        k_b = mk._sample_bits(s_b, side, cperm, codes, swaps, rows, lo, hi)
         mk._bits_to_bytes(rows, side, open_b)
         assert k_a == k_b and np.array_equal(open_a, open_b) and s_a[0] == s_b[0]
         assert wp * wp - open_a.sum() - (4 * wp - 4) == k_a  # k walls inside a zero border
