@@ -941,6 +941,8 @@ def _count_pairs_bits(
     scan = 1  # no unseen cell above this row
     scan_core = 1  # no unseen core cell above this row
     while remaining > t:
+        if thresh >= 0 and not (thresh < (total + remaining * (remaining - 1.0)) / norm):
+            return -1, nbfs  # the unseen cells hold too few pairs to pass, whatever their layout
         if sr < 0:
             while scan_core < nrow - 1 and core[scan_core] & unseen[scan_core] == 0:
                 scan_core += 1
