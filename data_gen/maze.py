@@ -21,7 +21,9 @@ qualifies); we keep it with probability a / C for a fixed envelope C and pick (S
 its Q pairs. The accepted mazes then follow exactly the naive recipe's distribution provided
 a <= C for every layout met; stats.json reports how many layouts exceeded C ("clipped": kept with
 probability 1 instead of a / C, so under-weighted). Since only "is Q > u C F (F - 1)?" matters, a
-cheap upper bound on Q from the first BFS rejects many layouts before the exact count. The default
+cheap upper bound on Q from the first BFS rejects many layouts before the exact count. Up to 62x62
+the layouts are drawn and counted on bit rows (one uint64 per row, a BFS level is a few vector
+instructions; ``puzzles._maze_kernels._count_pairs_bits``): the same layouts and decisions. The default
 C comes from a measurement at the public setting (0.125 at 30x30, > 110 cells: the largest a met
 in 26M layouts was 0.110) and otherwise from a pilot run on a separate random stream: 4 x the
 largest a among its first 400 layouts holding a pair, rounded up to two significant digits

@@ -9,7 +9,7 @@ cells exactly as the public recipe's hash ``x + 100000 * y`` does (y = row, x = 
 Randomness: every candidate ``i`` draws from its own counter-based stream (SplitMix64 keyed by
 ``(seed, i)``), so a candidate's layout and decisions never depend on which thread ran it or on the
 batch it came in. We do not call ``np.random.seed(seed + i)`` per candidate as the Sudoku kernels do:
-Mersenne-Twister reseeding costs ~1.6 us, about a sixth of the whole per-layout budget here, and
+Mersenne-Twister reseeding costs ~1.6 us, about half the whole per-layout budget here, and
 ``seed + i`` would make ``--seed 1`` replay ``--seed 0``'s candidates shifted by one.
 """
 
