@@ -7,7 +7,7 @@ tests).
     python bench/bench_maze.py --quick    # smaller counts, same table
 
 Timings are warm (every kernel compiled before the clock starts). Python's mazes/s at the public
-threshold cannot be measured to completion (one maze per ~90 s): it is its measured draws/s times
+threshold cannot be measured to completion (one maze per ~20-30 s): it is its measured draws/s times
 the naive yield, which the fast generator measures exactly as the mean keep chance over its layouts.
 """
 

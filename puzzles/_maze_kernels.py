@@ -9,14 +9,15 @@ cells exactly as the public recipe's hash ``x + 100000 * y`` does (y = row, x = 
 Randomness: every candidate ``i`` draws from its own counter-based stream (SplitMix64 keyed by
 ``(seed, i)``), so a candidate's layout and decisions never depend on which thread ran it or on the
 batch it came in. We do not call ``np.random.seed(seed + i)`` per candidate as the Sudoku kernels do:
-Mersenne-Twister reseeding costs ~1.6 us, about a sixth of the whole per-layout budget here, and
+Mersenne-Twister reseeding costs ~1.6 us, about half the whole per-layout budget here, and
 ``seed + i`` would make ``--seed 1`` replay ``--seed 0``'s candidates shifted by one.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 # Check codes (shared with puzzles/maze.py, which turns them into messages).
 OK = 0
@@ -642,11 +643,405 @@ def count_pairs_padded(open_, side, t, max_sources, unique=False):
     )
 
 
+# ----------------------------------------------------------------------------- bit-parallel filter
+#
+# Most layouts are settled by a few BFS that only need level sets, not per-cell distances, so the
+# filter runs them on bit rows: row R of the padded grid is one uint64 whose bit C is cell (R, C), 1 =
+# open. One BFS level is a dilation (shift left/right, OR the rows above and below) masked by the
+# cells not yet reached, and its popcount is the number of cells at that distance. That needs
+# side + 2 <= 64; larger grids use the queue BFS throughout.
+
+BITS_MAX_SIDE = 62
+_ONE = np.uint64(1)
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64, as int64 (LLVM ctpop: one instruction where the CPU has it)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.int64(types.uint64), codegen
+
+
+@intrinsic
+def _lowbit(typingctx, x):
+    """Index of the lowest set bit of a nonzero uint64, as int64 (LLVM cttz)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        flag = context.get_constant(types.boolean, True)  # the result for 0 is never used
+        return builder.cttz(args[0], flag)
+
+    return types.int64(types.uint64), codegen
+
+
+@njit(cache=True)
+def cell_codes(side):
+    """``codes[j] = (row << 6) | col`` of cell j in padded coordinates: the bit-row address of the
+    cell that ``_sample_layout`` would write at padded index ``row * (side + 2) + col``."""
+    codes = np.empty(side * side, np.uint32)
+    for j in range(side * side):
+        codes[j] = ((j // side + 1) << 6) | (j % side + 1)
+    return codes
+
+
+@njit(cache=True)
+def _sample_bits(state, side, perm, codes, swaps, orow, wall_lo, wall_hi):
+    """``_sample_layout`` as bit rows: the same draws, so the same layout and stream position.
+
+    The shuffle carries bit-row addresses (``codes``) instead of cell numbers, so a wall costs no
+    division. Its k swap positions depend on the stream alone, so they are drawn first, in one
+    vectorised loop (``swaps`` is scratch). Swap j fixes position j for good (later swaps touch only
+    positions > j), so its value is the j-th wall and is never written back. Indices are unsigned:
+    no negative-index wraparound code. Returns the wall count k.
+    """
+    n = side * side
+    k = wall_lo + _below(state, wall_hi - wall_lo + 1)
+    z0 = state[0]
+    for j in range(k):
+        # _below(state, n - j) of the j-th swap, inlined: counter z0 + (j + 1) * golden
+        z = z0 + np.uint64(j + 1) * _GOLDEN
+        swaps[j] = np.uint64(j + np.int64(np.float64(_mix64(z) >> np.uint64(11)) * _INV53 * (n - j)))
+    state[0] = z0 + np.uint64(k) * _GOLDEN
+    perm[:] = codes
+    full = ((_ONE << np.uint64(side)) - _ONE) << _ONE
+    orow[0] = 0
+    orow[side + 1] = 0
+    for r in range(1, side + 1):
+        orow[r] = full
+    for j in range(k):
+        r = swaps[j]
+        v = perm[r]
+        perm[r] = perm[np.uint64(j)]
+        orow[np.uint64(v >> np.uint32(6))] &= ~(_ONE << np.uint64(v & np.uint32(63)))
+    return k
+
+
+@njit(cache=True)
+def _bits_to_bytes(orow, side, open_):
+    """Bit rows to the padded uint8 grid of the queue kernels."""
+    wp = side + 2
+    for r in range(wp):
+        x = orow[r]
+        for c in range(wp):
+            open_[r * wp + c] = (x >> np.uint64(c)) & _ONE
+
+
+@njit(cache=True)
+def _bfs_bits(avail, nrow, sr, sc, levels, hist):
+    """BFS from cell (row ``sr``, column ``sc``) through the cells set in ``avail``, removing those it
+    reaches from ``avail``. Fills ``levels[i]`` with the rows of the cells at distance i and ``hist[i]``
+    with their number, for i = 0..e; returns e, the eccentricity of the source. Rows 0 and
+    ``nrow - 1`` of ``levels`` (every level) and of ``avail`` must be zero; they are never written.
+
+    Row indices are unsigned throughout: Numba then emits no negative-index wraparound and LLVM
+    vectorises the row loops (a level of a 30 x 30 grid is a handful of AVX-512 instructions).
+    """
+    top = np.uint64(nrow - 1)
+    cur = levels[0]
+    for r in range(1, nrow - 1):
+        cur[np.uint64(r)] = 0
+    bit = _ONE << np.uint64(sc)
+    cur[sr] = bit
+    avail[sr] &= ~bit
+    hist[0] = 1
+    e = 0
+    while True:
+        cur = levels[e]
+        nxt = levels[e + 1]
+        cnt = 0
+        r = _ONE
+        while r < top:
+            x = ((cur[r] << _ONE) | (cur[r] >> _ONE) | cur[r - _ONE] | cur[r + _ONE]) & avail[r]
+            nxt[r] = x
+            avail[r] &= ~x
+            cnt += _popcount(x)
+            r += _ONE
+        if cnt == 0:
+            return e
+        e += 1
+        hist[e] = cnt
+
+
+@njit(cache=True, inline="always")
+def _first_cell(level, mask, nrow):
+    """(row, column) of the first cell of ``level`` in row-major order that is also in ``mask``
+    (-1, -1 if none)."""
+    for r in range(1, nrow - 1):
+        x = level[r] & mask[r]
+        if x:
+            return r, _lowbit(x)
+    return -1, -1
+
+
+@njit(cache=True)
+def _union_levels(levels, i0, i1, out, nrow):
+    """``out[r] |= levels[i, r]`` for i = i0..i1: the cells at those distances."""
+    top = np.uint64(nrow - 1)
+    for i in range(i0, i1 + 1):
+        lv = levels[i]
+        r = _ONE
+        while r < top:
+            out[r] |= lv[r]
+            r += _ONE
+
+
+@njit(cache=True)
+def _pair_bound(levels, e, t, a_set, b_set, hist, nrow):
+    """Upper bound on the ordered pairs (a, b), a in ``a_set``, b in ``b_set``, with d(a, b) >= t, from
+    one BFS (levels 0..e of source s): d(a, b) <= d(s, a) + d(s, b), so they number at most
+    sum_i #{a at distance i} * #{b at distance >= t - i}. Both sets must lie at distance >= t - e from
+    s. Overwrites ``hist``."""
+    top = np.uint64(nrow - 1)
+    lo = max(0, t - e)
+    for i in range(lo, e + 1):
+        lv = levels[i]
+        cnt = 0
+        r = _ONE
+        while r < top:
+            cnt += _popcount(lv[r] & b_set[r])
+            r += _ONE
+        hist[i] = cnt
+    hist[e + 1] = 0
+    for i in range(e - 1, lo - 1, -1):
+        hist[i] += hist[i + 1]  # now: b cells at distance >= i
+    bound = 0.0
+    for i in range(lo, e + 1):
+        lv = levels[i]
+        cnt = 0
+        r = _ONE
+        while r < top:
+            cnt += _popcount(lv[r] & a_set[r])
+            r += _ONE
+        bound += cnt * np.float64(hist[max(t - i, lo)])
+    return bound
+
+
+@njit(cache=True)
+def _count_component_bits(comp, alive, todo, keep, levels, hist, nrow, t, thresh, norm, total, rest, nbfs):
+    """Exact pair count of one component (cells ``comp``, candidates ``alive``) on bit rows: a BFS
+    from each alive cell counts its partners at distance >= t and shrinks ``alive`` (as in
+    ``_count_pairs_bits``); a cell that is no longer alive when its turn comes has none. With
+    ``thresh >= 0`` it stops as soon as the pairs counted so far (``total`` included) plus a bound on
+    those of the cells still to do (``_pair_bound``) plus ``rest`` cannot pass ``thresh < Q / norm``.
+
+    Returns (pairs counted so far plus ``total``, BFS count plus ``nbfs``, stopped early)."""
+    for r in range(nrow):
+        todo[r] = alive[r]
+    scan = 1
+    while True:
+        while scan < nrow - 1 and todo[scan] == 0:
+            scan += 1
+        if scan == nrow - 1:
+            return total, nbfs, False
+        c = _lowbit(todo[scan])
+        todo[scan] &= ~(_ONE << np.uint64(c))
+        for r in range(nrow):
+            keep[r] = comp[r]
+        e = _bfs_bits(keep, nrow, scan, c, levels, hist)
+        nbfs += 1
+        for i in range(t, e + 1):
+            total += hist[i]
+        lo = t - e
+        if lo > 0:
+            for r in range(nrow):
+                keep[r] = 0
+            _union_levels(levels, lo, e, keep, nrow)
+            for r in range(nrow):
+                alive[r] &= keep[r]
+                todo[r] &= keep[r]
+        if thresh >= 0 and not (
+            thresh < (total + _pair_bound(levels, e, t, todo, alive, hist, nrow) + rest) / norm
+        ):
+            return total, nbfs, True
+
+
+@njit(cache=True)
+def _count_pairs_bits(
+    orow,
+    side,
+    t,
+    max_sources,
+    thresh,
+    norm,
+    nfree,
+    unique,
+    unseen,
+    core,
+    comp,
+    alive,
+    keep,
+    todo,
+    levels,
+    hist,
+):
+    """``_count_pairs`` for the filter, on bit rows: Q, the ordered pairs at distance >= t, or -1 once
+    an upper bound on Q says ``thresh < Q / norm`` fails (never with ``thresh < 0``). Returns (Q or -1
+    or -2, BFS count); -2 (only with ``unique``) asks the caller for ``_count_pairs``, because a
+    component holds a pair or stays undecided and unique shortest paths need the queue count.
+
+    Components come in another order than in ``_count_pairs``: isolated cells are dropped at once,
+    then the centre cell's component, then those of cells with three or four open neighbours (the
+    big ones), then the rest; the order changes how soon a layout is settled, never its answer. Each
+    component gets the same "too few cells" stops and first-BFS bound. Then every BFS (from s,
+    eccentricity e_s) shrinks the set of *alive* cells, those that may still have a partner at
+    distance >= t: a cell w with d(s, w) < t - e_s has ecc(w) <= d(w, s) + e_s < t. No alive cell
+    means no pair (the test ``max ub < t`` of ``_count_pairs``), and each BFS gives a bound on the
+    pairs of the alive cells (``_pair_bound``) that tightens as they shrink. Sources: a farthest
+    cell (double sweep), the midpoint of the long path found, then the alive cell farthest from the
+    last source, ``1 + max_sources`` BFS at most; a component still undecided, or holding a pair, is
+    counted exactly (``_count_component_bits``).
+    """
+    nrow = side + 2
+    # Isolated cells are components of one cell: drop them all at once. Later components are seeded
+    # at cells with three or four open neighbours first: those lie in the big components, and once
+    # those are seen the unseen cells soon become too few to matter (the order never changes a
+    # decision, only how soon it is reached).
+    unseen[0] = 0
+    unseen[nrow - 1] = 0
+    core[0] = 0
+    core[nrow - 1] = 0
+    up = orow[0 : nrow - 2]
+    mid = orow[1 : nrow - 1]
+    down = orow[2:nrow]
+    un = unseen[1 : nrow - 1]
+    co = core[1 : nrow - 1]
+    isolated = 0
+    for j in range(nrow - 2):
+        x = mid[j]
+        a = x << _ONE
+        b = x >> _ONE
+        c = up[j]
+        d = down[j]
+        un[j] = x & (a | b | c | d)
+        co[j] = x & ((a & b & (c | d)) | (c & d & (a | b)))
+        isolated += _popcount(x & ~(a | b | c | d))
+    remaining = nfree - isolated
+    nbfs = 0
+    total = 0
+    # centre cell: the open cell of the middle row nearest its middle (``_centre``)
+    mr = side // 2 + 1
+    sr = -1
+    sc = -1
+    row = orow[mr]
+    for d in range(side):
+        if side // 2 + d < side and (row >> np.uint64(side // 2 + 1 + d)) & _ONE:
+            sr, sc = mr, side // 2 + 1 + d
+            break
+        if side // 2 - d >= 0 and (row >> np.uint64(side // 2 + 1 - d)) & _ONE:
+            sr, sc = mr, side // 2 + 1 - d
+            break
+    if sr >= 0 and not (unseen[sr] >> np.uint64(sc)) & _ONE:
+        sr = -1  # an isolated centre, already counted
+    scan = 1  # no unseen cell above this row
+    scan_core = 1  # no unseen core cell above this row
+    while remaining > t:
+        if thresh >= 0 and not (thresh < (total + remaining * (remaining - 1.0)) / norm):
+            return -1, nbfs  # the unseen cells hold too few pairs to pass, whatever their layout
+        if sr < 0:
+            while scan_core < nrow - 1 and core[scan_core] & unseen[scan_core] == 0:
+                scan_core += 1
+            if scan_core < nrow - 1:
+                sr, sc = scan_core, _lowbit(core[scan_core] & unseen[scan_core])
+            else:
+                while unseen[scan] == 0:
+                    scan += 1
+                sr, sc = scan, _lowbit(unseen[scan])
+        e = _bfs_bits(unseen, nrow, sr, sc, levels, hist)
+        sr = -1
+        nbfs += 1
+        m = 0
+        for i in range(e + 1):
+            m += hist[i]
+        remaining -= m
+        if m <= t or 2 * e < t:
+            continue  # no two cells t apart: too few cells, or all within e of the source
+        rest = remaining * (remaining - 1.0) if remaining > t else 0.0  # pairs among unseen cells
+        if thresh >= 0:
+            # the first-BFS bound of ``_count_pairs`` (every cell at distance >= t - e is alive)
+            hist[e + 1] = 0
+            for i in range(e - 1, -1, -1):
+                hist[i] += hist[i + 1]
+            bound = 0.0
+            for i in range(max(0, t - e), e + 1):
+                bound += (hist[i] - hist[i + 1]) * np.float64(hist[max(t - i, 0)])
+            if not (thresh < (total + bound + rest) / norm):
+                return -1, nbfs
+        for r in range(nrow):
+            comp[r] = 0
+            alive[r] = 0
+        _union_levels(levels, 0, e, comp, nrow)
+        _union_levels(levels, max(t - e, 0), e, alive, nrow)
+        if e < t:
+            src_r, src_c = _first_cell(levels[e], orow, nrow)  # a farthest cell: the double sweep
+            settled = False
+            for it in range(max_sources + 1):
+                for r in range(nrow):
+                    keep[r] = comp[r]
+                e = _bfs_bits(keep, nrow, src_r, src_c, levels, hist)
+                nbfs += 1
+                lo = t - e  # alive cells nearer than this to the source are alive no more
+                if lo > 0:
+                    for r in range(nrow):
+                        keep[r] = 0
+                    _union_levels(levels, lo, e, keep, nrow)
+                    settled = True
+                    for r in range(1, nrow - 1):
+                        alive[r] &= keep[r]
+                        if alive[r]:
+                            settled = False
+                    if settled:
+                        break
+                if thresh >= 0:
+                    bound = _pair_bound(levels, e, t, alive, alive, hist, nrow)
+                    if not (thresh < (total + bound + rest) / norm):
+                        return -1, nbfs
+                if e >= t:
+                    break
+                if it == 0:
+                    # the midpoint of the long path just found, walking back from a farthest cell
+                    wr, wc = _first_cell(levels[e], orow, nrow)
+                    for i in range(e - 1, e // 2 - 1, -1):
+                        lv = levels[i]
+                        if (lv[wr + 1] >> np.uint64(wc)) & _ONE:
+                            wr += 1
+                        elif (lv[wr - 1] >> np.uint64(wc)) & _ONE:
+                            wr -= 1
+                        elif (lv[wr] >> np.uint64(wc - 1)) & _ONE:
+                            wc -= 1
+                        else:
+                            wc += 1
+                    src_r, src_c = wr, wc
+                else:
+                    for i in range(e, lo - 1, -1):  # the alive cell farthest from this source
+                        src_r, src_c = _first_cell(levels[i], alive, nrow)
+                        if src_r >= 0:
+                            break
+            if settled:
+                continue
+        # The component holds a pair, or is still undecided: count its pairs.
+        if unique:
+            return -2, nbfs  # pairs with one shortest path: the queue count (``_count_pairs``)
+        total, nbfs, stopped = _count_component_bits(
+            comp, alive, todo, keep, levels, hist, nrow, t, thresh, norm, total, rest, nbfs
+        )
+        if stopped:
+            return -1, nbfs
+    return total, nbfs
+
+
 # ----------------------------------------------------------------------------- generation
 
 
 @njit(cache=True, parallel=True)
-def filter_batch(key, first, count, side, wall_lo, wall_hi, t, unique, envelope, max_sources, exact=False):
+def filter_batch(
+    key, first, count, side, wall_lo, wall_hi, t, unique, envelope, max_sources, exact=False, bits=True
+):
     """Decide candidates ``first .. first + count - 1`` of the run keyed by ``key``.
 
     Candidate i draws a layout, then two uniforms (acceptance, pair choice). It is accepted when
@@ -663,10 +1058,17 @@ def filter_batch(key, first, count, side, wall_lo, wall_hi, t, unique, envelope,
     Q counts only the pairs whose shortest path is also unique (see ``data_gen.maze`` for why that
     keeps the sample exact).
 
+    Up to ``BITS_MAX_SIDE`` (unless ``bits`` is False, for tests) layouts are drawn and counted on bit
+    rows (``_count_pairs_bits``; with ``unique`` it hands the few that need an exact count to
+    ``_count_pairs``): the same layouts and decisions, fewer and cheaper BFS.
+
     Returns per-candidate status (0 no pair, 1 rejected, 2 accepted), Q, BFS count, wall count.
     """
     n = side * side
     npad = (side + 2) * (side + 2)
+    nrow = side + 2
+    use_bits = bits and side <= BITS_MAX_SIDE
+    codes = cell_codes(side)
     status = np.empty(count, np.int8)
     pairs = np.empty(count, np.int32)
     nbfs = np.empty(count, np.int32)
@@ -676,8 +1078,18 @@ def filter_batch(key, first, count, side, wall_lo, wall_hi, t, unique, envelope,
         state = np.empty(1, np.uint64)
         perm = np.empty(n, np.int32)
         open_ = np.empty(npad, np.uint8)
+        orow = np.empty(nrow, np.uint64)
+        cperm = np.empty(n, np.uint32)
+        swaps = np.empty(n, np.uint64)
+        unseen = np.empty(nrow, np.uint64)
+        core = np.empty(nrow, np.uint64)
+        comp = np.empty(nrow, np.uint64)
+        alive = np.empty(nrow, np.uint64)
+        keep = np.empty(nrow, np.uint64)
+        todo = np.empty(nrow, np.uint64)
+        levels = np.zeros((n + 2 if use_bits else 1, nrow), np.uint64)  # rows 0 and nrow - 1 stay 0
         seen = np.empty(npad, np.uint8)
-        comp = np.empty(npad, np.int32)
+        comp_cells = np.empty(npad, np.int32)
         dist = np.empty(npad, np.int32)
         ub = np.empty(npad, np.int32)
         queue = np.empty(npad, np.int32)
@@ -686,31 +1098,59 @@ def filter_batch(key, first, count, side, wall_lo, wall_hi, t, unique, envelope,
         npaths = np.empty(npad, np.uint8)
         for j in range(c, count, nchunk):
             _start(state, key, first + j)
-            k = _sample_layout(state, side, perm, open_, wall_lo, wall_hi)
+            if use_bits:
+                k = _sample_bits(state, side, cperm, codes, swaps, orow, wall_lo, wall_hi)
+            else:
+                k = _sample_layout(state, side, perm, open_, wall_lo, wall_hi)
             u_accept = _uniform(state)
             f = n - k
             walls[j] = k
-            # The decision only asks whether u * envelope < Q / (F (F - 1)): _count_pairs may stop
+            # The decision only asks whether u * envelope < Q / (F (F - 1)): the counts may stop
             # early once an upper bound on Q settles it (same decision as the exact count).
             thresh = -1.0 if exact else u_accept * envelope
-            q, b = _count_pairs(
-                open_,
-                side,
-                t,
-                max_sources,
-                -1,
-                seen,
-                comp,
-                dist,
-                ub,
-                queue,
-                out,
-                hist,
-                thresh,
-                f * (f - 1.0),
-                unique,
-                npaths,
-            )
+            q = -2
+            b = 0
+            if use_bits:
+                q, b = _count_pairs_bits(
+                    orow,
+                    side,
+                    t,
+                    max_sources,
+                    thresh,
+                    f * (f - 1.0),
+                    f,
+                    unique,
+                    unseen,
+                    core,
+                    comp,
+                    alive,
+                    keep,
+                    todo,
+                    levels,
+                    hist,
+                )
+                if q == -2:
+                    _bits_to_bytes(orow, side, open_)
+            if q == -2:
+                q, b2 = _count_pairs(
+                    open_,
+                    side,
+                    t,
+                    max_sources,
+                    -1,
+                    seen,
+                    comp_cells,
+                    dist,
+                    ub,
+                    queue,
+                    out,
+                    hist,
+                    thresh,
+                    f * (f - 1.0),
+                    unique,
+                    npaths,
+                )
+                b += b2
             if q < 0:
                 status[j] = ST_REJECTED
                 pairs[j] = -1

@@ -482,3 +482,94 @@ def test_impossible_settings_fail_clearly(monkeypatch, tmp_path, capsys):
         else:
             assert dm.main(full) == 2
             assert msg in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bit-parallel filter
+
+
+def _bit_rows(open_padded: np.ndarray) -> np.ndarray:
+    """(side + 2, side + 2) 0/1 grid -> one uint64 per row, bit c = column c."""
+    weights = np.left_shift(np.uint64(1), np.arange(open_padded.shape[1], dtype=np.uint64))
+    return (open_padded.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("side", [3, 7, 30, 62])
+def test_bit_bfs_matches_queue_bfs(side):
+    """Levels, per-distance counts, eccentricity and reached set of the bit-row BFS equal the queue
+    BFS's distances, from random sources on random layouts (sparse to fragmented)."""
+    rng = np.random.default_rng(side)
+    wp = side + 2
+    levels = np.zeros((wp * wp, wp), np.uint64)
+    hist = np.empty(wp * wp + 2, np.int64)
+    for _ in range(30):
+        q = random_question(rng, side, rng.uniform(0.0, 0.6))
+        open_ = np.zeros((wp, wp), np.uint8)
+        open_[1:-1, 1:-1] = q != pm.WALL
+        cells = np.argwhere(open_)
+        r, c = cells[rng.integers(len(cells))]
+        dist = mk.bfs_padded(open_.reshape(-1), wp, r * wp + c).reshape(wp, wp)
+        avail = _bit_rows(open_)
+        e = mk._bfs_bits(avail, wp, r, c, levels, hist)
+        assert e == dist.max()
+        assert np.array_equal(hist[: e + 1], np.bincount(dist[dist >= 0]))
+        for i in range(e + 1):
+            assert np.array_equal(levels[i], _bit_rows(dist == i)), i
+        assert np.array_equal(avail, _bit_rows(open_.astype(bool) & (dist < 0)))
+
+
+@pytest.mark.parametrize("side", [3, 10, 30, 62])
+def test_bit_sampler_draws_the_same_layout(side):
+    """The bit-row sampler reproduces ``_sample_layout`` draw for draw: same walls, same stream
+    position afterwards (so the acceptance and pair draws that follow are the same too)."""
+    key = np.uint64(mk.stream_key(np.uint64(side)))
+    wp = side + 2
+    codes = mk.cell_codes(side)
+    perm = np.empty(side * side, np.int32)
+    cperm = np.empty(side * side, np.uint32)
+    swaps = np.empty(side * side, np.uint64)
+    open_a = np.empty(wp * wp, np.uint8)
+    open_b = np.empty(wp * wp, np.uint8)
+    rows = np.empty(wp, np.uint64)
+    s_a, s_b = np.empty(1, np.uint64), np.empty(1, np.uint64)
+    for i in range(50):
+        lo, hi = (0, side * side - 2) if i % 2 else mk.wall_bounds(side * side)
+        mk._start(s_a, key, i)
+        mk._start(s_b, key, i)
+        k_a = mk._sample_layout(s_a, side, perm, open_a, lo, hi)
+        k_b = mk._sample_bits(s_b, side, cperm, codes, swaps, rows, lo, hi)
+        mk._bits_to_bytes(rows, side, open_b)
+        assert k_a == k_b and np.array_equal(open_a, open_b) and s_a[0] == s_b[0]
+        assert wp * wp - open_a.sum() - (4 * wp - 4) == k_a  # k walls inside a zero border
+
+
+@pytest.mark.parametrize(
+    "side, t, walls, envelope, unique",
+    [
+        (30, 110, None, 0.125, False),  # the public setting
+        (30, 80, None, 0.3, False),
+        (15, 38, None, 0.5, False),
+        (10, 20, None, 1.0, False),
+        (12, 5, (0, 70), 0.2, False),  # from open to fragmented layouts, short threshold
+        (3, 1, (0, 7), 1.0, False),
+        (6, 5, (7, 16), 1.0, True),
+        (8, 9, None, 1.0, True),
+        (62, 160, None, 1.0, False),  # the largest side on bit rows
+    ],
+)
+def test_bit_filter_decides_like_queue_filter(side, t, walls, envelope, unique):
+    """The bit-row filter makes exactly the queue filter's decisions on the same candidates, and
+    every Q it reports (0 when it proves no pair, exact counts otherwise) is the queue filter's."""
+    key = np.uint64(mk.stream_key(np.uint64(side + t)))
+    lo, hi = walls or mk.wall_bounds(side * side)
+    count = 3000 if side > 30 else 20000
+    for exact in (False, True):
+        args = (key, 0, count, side, lo, hi, t, unique, envelope, 8, exact)
+        st_q, q_q, _, w_q = mk.filter_batch(*args, False)
+        st_b, q_b, _, w_b = mk.filter_batch(*args, True)
+        assert np.array_equal(w_q, w_b)
+        assert np.array_equal(st_q == mk.ST_ACCEPTED, st_b == mk.ST_ACCEPTED)
+        counted = (q_q >= 0) & (q_b >= 0)
+        assert np.array_equal(q_q[counted], q_b[counted])
+        if exact:
+            assert np.array_equal(q_q, q_b) and np.array_equal(st_q, st_b)
+    assert (st_q == mk.ST_ACCEPTED).any()
