@@ -90,12 +90,13 @@ def load_dataset(
                 f"{task.side}x{task.side} {kind} needs {task.seq_len} and {task.vocab_size}: "
                 f"is data.puzzle={kind!r} right for this dataset?"
             )
-    _check_kind(root, test, task)
+    check_kind(root, test, task)
     return Dataset(root, task, train, test)
 
 
-def _check_kind(root: Path, split: Split, task: Task, rows: int = 64) -> None:
-    """4x4 Sudoku and 4x4 mazes share vocab and length: tell them apart by their tokens."""
+def check_kind(root: Path, split: Split, task: Task, fix: str | None = None, rows: int = 64) -> None:
+    """4x4 Sudoku and 4x4 mazes share vocab and length: tell them apart by their tokens (Sudoku labels
+    are all digits; every maze question holds one S and one G). ``fix`` ends the error message."""
     inputs, labels = split.inputs[:rows], split.labels[:rows]
     if task.kind == "sudoku":
         ok = bool(((labels >= 2) & (labels <= task.side + 1)).all())
@@ -103,9 +104,10 @@ def _check_kind(root: Path, split: Split, task: Task, rows: int = 64) -> None:
         ok = bool(((inputs == 3).sum(-1) == 1).all() and ((inputs == 4).sum(-1) == 1).all())
     if not ok:
         other = "maze" if task.kind == "sudoku" else "sudoku"
+        if fix is None:
+            fix = f"Set data.puzzle={other!r} or point data.dir at a {task.kind} dataset"
         raise ValueError(
-            f"{root} does not hold {task.kind} puzzles (its tokens do not fit): is it a {other} set? "
-            f"Set data.puzzle={other!r} or point data.dir at a {task.kind} dataset"
+            f"{root} does not hold {task.kind} puzzles (its tokens do not fit): is it a {other} set? {fix}"
         )
 
 

@@ -50,7 +50,7 @@ from torch import nn
 from data_gen.format import Split, atomic_write_json, atomic_write_text, read_public_csv, read_split
 from reasoners.attractor import AttractorConfig
 from reasoners.checkpoint import latest_checkpoint, load_reasoner
-from reasoners.data import ensure_dataset, to_batch
+from reasoners.data import check_kind, ensure_dataset, to_batch
 from reasoners.device import pick_device
 from reasoners.presets import count_parameters
 from reasoners.supervision import unwrap
@@ -140,23 +140,6 @@ def resolve_dataset(
         raise FileNotFoundError(f"{e}\n(or point at another copy with data_dir=PATH)") from None
 
 
-def _check_kind(task: Task, split: Split, root: Path) -> None:
-    """Refuse a dataset of another puzzle kind that happens to have the same shape (a 4x4 maze and a
-    4x4 Sudoku both have 16 cells and 6 tokens): look at a few labels."""
-    labels = split.labels[:8].astype(np.int64)
-    if task.kind == "sudoku":
-        digits = np.arange(2, task.side + 2)
-        ok = all((np.sort(row) == np.repeat(digits, task.side)).all() for row in labels)
-    else:
-        ok = all(((row == 3).sum() == 1 and (row == 4).sum() == 1) for row in labels)
-    if not ok:
-        raise ValueError(
-            f"{root} does not hold {task.kind} puzzles (its labels are not {task.kind} answers), but the "
-            f"checkpoint was trained on {task.side}x{task.side} {task.kind}: pass its dataset with "
-            "data=NAME or data_dir=PATH"
-        )
-
-
 def load_test_split(root: str | os.PathLike, task: Task) -> Split:
     """The test split of ``root``, checked to hold puzzles of ``task``'s kind and size."""
     root = Path(root)
@@ -169,7 +152,13 @@ def load_test_split(root: str | os.PathLike, task: Task) -> Split:
             f"was trained on {task.side}x{task.side} {task.kind} (seq_len {task.seq_len}, vocab_size "
             f"{task.vocab_size}): pass its dataset with data=NAME or data_dir=PATH"
         )
-    _check_kind(task, split, root)
+    check_kind(
+        root,
+        split,
+        task,
+        fix=f"The checkpoint was trained on {task.side}x{task.side} {task.kind}: pass its "
+        "dataset with data=NAME or data_dir=PATH",
+    )
     return split
 
 
