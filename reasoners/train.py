@@ -45,7 +45,7 @@ from reasoners.data import TrainSampler, ensure_dataset, eval_rows, load_dataset
 from reasoners.device import pick_device
 from reasoners.optim import EMA, SparseSignSGD, build_optimizer, lr_at
 from reasoners.presets import build, count_parameters
-from reasoners.supervision import Carry, act_loss, initial_carry, run_steps, supervision_step, unwrap
+from reasoners.supervision import Carry, act_loss, initial_carry, supervision_step, unwrap
 from reasoners.tasks import Task, score
 
 log = logging.getLogger("reasoners.train")
@@ -237,7 +237,12 @@ def evaluate_split(
     for rows in eval_rows(len(split.inputs), batch_size, ctx.rank, ctx.world_size, max_rows):
         batch = to_batch(split, rows, device)
         with _autocast(device, precision):
-            preds = run_steps(model, batch)[-1]["preds"]
+            # every supervision step, keeping only the carried state (run_steps would keep every
+            # step's logits and the Attractor's fixed points)
+            state = model.initial_state(len(rows), device)
+            for _ in range(model.config.halt_max_steps):
+                state, logits, _, _ = model(state, batch)
+            preds = logits.argmax(-1)
         s = score(task, split.inputs[rows], split.labels[rows], preds.cpu().numpy())
         sums["exact"] += float(s["exact"].sum())
         sums["valid"] += float(s["valid"].sum())
