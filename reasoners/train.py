@@ -169,7 +169,7 @@ class MetricsLog:
             w.writeheader()
             w.writerows(rows)
             atomic_write_text(self.path, buf.getvalue())
-        elif not self.path.is_file() or resume_step is None:
+        else:
             atomic_write_text(self.path, ",".join(TRAIN_COLUMNS) + "\n")
         self.file = open(self.path, "a", newline="")  # noqa: SIM115 - closed in close()
         self.writer = csv.DictWriter(self.file, TRAIN_COLUMNS)
