@@ -25,7 +25,7 @@ python -m reasoners.train -m "experiment=$experiment" "model=$models" trainer.pr
 for run in "$out"/*/; do
   if [ -f "$run/summary.json" ]; then
     python -m reasoners.evaluate "checkpoint=$run" eval.attractor.max_puzzles=128 \
-      'eval.attractor.max_iter=[4,8,16,32]' 'eval.attractor.tol=[1e-2,1e-3]' > /dev/null
+      'eval.attractor.max_iter=[4,8,16,32]' 'eval.attractor.tol=[1e-3]' > /dev/null
   fi
 done
 python -m reasoners.compare "$out" --out "$out"

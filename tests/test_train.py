@@ -129,6 +129,19 @@ def test_experiments_set_their_data_and_keep_the_model_choice():
                 assert cfg.model.name == model and cfg.data.name == exp and cfg.size.name == "tiny"
 
 
+def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins():
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        steps = {}
+        for model in ("hrm", "trm", "trm_mlp", "attractor"):
+            cfg = compose("train", overrides=["experiment=laptop_sudoku", f"model={model}"])
+            steps[model] = cfg.trainer.max_steps
+            assert steps[model] == cfg.laptop_steps[model] and cfg.trainer.lr_min_ratio < 1
+        # per-update cost orders the budgets: HRM's 1 + 1 layers are cheapest, the solver dearest
+        assert steps["hrm"] > steps["trm"] > steps["attractor"] > 0
+        cfg = compose("train", overrides=["experiment=laptop_sudoku", "model=trm", "trainer.max_steps=123"])
+        assert cfg.trainer.max_steps == 123
+
+
 def test_unknown_key_fails_with_hydras_message():
     with initialize_config_module("reasoners.conf", version_base="1.3"):
         with pytest.raises(ConfigCompositionException, match="trainer.bach_size"):
