@@ -134,7 +134,9 @@ class Rotary(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.cos, self.sin
+        # float32 whatever the module's dtype (``model.double()`` converts buffers too): the reference
+        # rotates q and k in float32 under every forward dtype, float64 included.
+        return self.cos.float(), self.sin.float()
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
