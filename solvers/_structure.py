@@ -28,6 +28,11 @@ class Spec:
     def width(self) -> int:
         return sum(self.sizes)
 
+    def rows(self, n: int) -> Spec:
+        """The same structure for a batch of ``n`` rows (a subset of the samples)."""
+        shapes = tuple(torch.Size((n, *s[1:])) for s in self.shapes)
+        return Spec(self.is_tuple, shapes, self.dtypes, self.sizes, n)
+
 
 def state_dtype(dtypes: tuple[torch.dtype, ...]) -> torch.dtype:
     """The dtype the solvers compute in: float64 if any element is float64, else float32.

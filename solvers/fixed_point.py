@@ -24,6 +24,10 @@ Both solvers:
   very iterate, so a fresh ||f(x) - x|| / ||f(x)|| on the returned x reproduces `info.rel_residual`;
 - freeze a sample once it has converged (after `min_iter` steps) or diverged, so every sample's answer is
   what it would be if solved alone, and stop when no sample is active or after `max_iter` evaluations;
+- with `rows=True`, evaluate f only on the samples still active: f is then called as `f(state, rows)`
+  with the active samples' state and `rows`, a (b,) int64 tensor of their indices in the batch (sorted),
+  so that f can select the matching rows of whatever it closes over. Each sample's iterates, answer and
+  residuals are those of the batched solve; `info.row_evals` counts the sample-evaluations spent;
 - never raise on a non-contractive map: a sample whose map returns non-finite values, or whose residual
   grows past `DIVERGENCE_FACTOR` times its starting residual, is reset to its best iterate, frozen,
   flagged unconverged and counted in `n_diverged`.
@@ -52,8 +56,9 @@ class SolverInfo:
 
     rel_residual, abs_residual: (B,) ||f(x) - x|| / ||f(x)|| and ||f(x) - x|| at the returned x.
     converged: (B,) bool, rel_residual <= tol.   best_step: (B,) index k of the returned iterate x_k.
-    nstep: number of evaluations of f.   n_fallback: sample-steps where Anderson fell back to a plain
-    step.   n_diverged: samples given up as divergent.
+    nstep: number of evaluations of f.   row_evals: sample-evaluations of f (B * nstep without
+    `rows`; with `rows`, only the samples still active at each evaluation).   n_fallback:
+    sample-steps where Anderson fell back to a plain step.   n_diverged: samples given up as divergent.
     trace: (T, B) relative residual of every iterate x_0 .. x_{T-1} (T = nstep), with trace=True.
     iterates: the iterates x_0 .. x_{T-1}, structured like x0 with a leading T axis, with
     trace="iterates".
@@ -64,6 +69,7 @@ class SolverInfo:
     converged: Tensor
     best_step: Tensor
     nstep: int
+    row_evals: int = 0
     n_fallback: int = 0
     n_diverged: int = 0
     trace: Tensor | None = None
@@ -79,11 +85,19 @@ def _residuals(x: Tensor, fx: Tensor) -> tuple[Tensor, Tensor]:
     return rel_res.nan_to_num(nan=inf, posinf=inf), abs_res.nan_to_num(nan=inf, posinf=inf)
 
 
-# A stepper gets (k, x, fx, active) and returns (x_next, fallback mask or None).
-Stepper = Callable[[int, Tensor, Tensor, Tensor], tuple[Tensor, Tensor | None]]
+# A stepper gets (k, x, fx, idx) for the rows idx of the batch (None: every row) and returns
+# (x_next, fallback mask or None) for those rows.
+Stepper = Callable[[int, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
 
 
-def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter: int, trace) -> tuple:
+def _evaluate(f, x: Tensor, spec: Spec, idx: Tensor | None) -> Tensor:
+    """f at the rows ``idx`` of x (every row when idx is None), (b, D) in x's dtype."""
+    if idx is None:
+        return call_flat(f, x, spec)
+    return call_flat(lambda s: f(s, idx), x[idx], spec.rows(idx.numel()))
+
+
+def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter: int, trace, rows) -> tuple:
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if trace not in (False, True, "iterates"):
@@ -101,13 +115,16 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
         runaway_abs = None
         diverged = torch.zeros(B, dtype=torch.bool, device=x.device)
         n_fallback = torch.zeros((), dtype=torch.long, device=x.device)
+        idx = torch.arange(B, device=x.device) if rows else None  # the rows f is evaluated on
         rel_trace: list[Tensor] = []
         iterates: list[Tensor] = []
-        nstep = 0
+        nstep = row_evals = 0
         for k in range(max_iter):
-            fx = call_flat(f, x, spec)  # (B, D), promoted to the state dtype
-            nstep = k + 1
-            rel, abs_ = _residuals(x, fx)
+            fx = _evaluate(f, x, spec, idx)  # (b, D), promoted to the state dtype
+            nstep, row_evals = k + 1, row_evals + fx.shape[0]
+            rel, abs_ = _residuals(x if idx is None else x[idx], fx)
+            if idx is not None:  # frozen rows sit at their best iterate: their residuals are the best ones
+                rel, abs_ = best_rel.index_put((idx,), rel), best_abs.index_put((idx,), abs_)
             if trace:
                 rel_trace.append(rel)
                 if trace == "iterates":
@@ -128,11 +145,9 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
             active = ~done
             if k + 1 == max_iter or (k + 1 >= min_iter and not bool(active.any())):
                 break
-            x_next, fallback = step(k, x, fx, active)
+            x, idx, fallback = _advance(step, k, x, fx, idx, active, best_x)
             if fallback is not None:
-                n_fallback += (fallback & active).sum()
-            # Done samples sit at their best iterate from now on.
-            x = torch.where(active[:, None], x_next, best_x)
+                n_fallback += fallback.sum()
 
         info = SolverInfo(
             rel_residual=best_rel,
@@ -140,6 +155,7 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
             converged=best_rel <= tol,
             best_step=best_step,
             nstep=nstep,
+            row_evals=row_evals,
             n_fallback=int(n_fallback.item()),
             n_diverged=int((diverged & ~(best_rel <= tol)).sum().item()),
         )
@@ -148,6 +164,21 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
             if trace == "iterates":
                 info.iterates = _stack_iterates(iterates, spec)
         return unflatten(best_x, spec, cast=False), info
+
+
+def _advance(step, k: int, x: Tensor, fx: Tensor, idx: Tensor | None, active: Tensor, best_x: Tensor):
+    """The next iterate of every active sample; done samples sit at their best iterate from now on.
+    Returns (x, the rows to evaluate next or None, fallback mask of the active samples)."""
+    if idx is None:
+        x_next, fallback = step(k, x, fx, None)
+        fallback = None if fallback is None else fallback & active
+        return torch.where(active[:, None], x_next, best_x), None, fallback
+    keep = active[idx]  # (b,) which of the evaluated rows go on
+    idx_next = idx[keep]
+    x_next, fallback = step(k, x[idx_next], fx[keep], idx_next)
+    x = best_x.clone()
+    x[idx_next] = x_next
+    return x, idx_next, fallback
 
 
 def _stack_iterates(iterates: list[Tensor], spec: Spec) -> State:
@@ -159,18 +190,26 @@ def _stack_iterates(iterates: list[Tensor], spec: Spec) -> State:
 
 
 def fixed_point_iter(
-    f, x0: State, *, max_iter: int, tol: float, min_iter: int = 0, tau: float = 1.0, trace=False
+    f,
+    x0: State,
+    *,
+    max_iter: int,
+    tol: float,
+    min_iter: int = 0,
+    tau: float = 1.0,
+    trace=False,
+    rows: bool = False,
 ) -> tuple[State, SolverInfo]:
     """Damped fixed-point iteration x_{k+1} = (1 - tau) x_k + tau f(x_k). Returns (x, SolverInfo)."""
 
     def factory(x: Tensor) -> Stepper:
-        def step(k: int, x: Tensor, fx: Tensor, active: Tensor):
+        def step(k: int, x: Tensor, fx: Tensor, idx: Tensor | None):
             # tau == 1 gives f(x) exactly (0 * x adds nothing for finite x).
             return (1.0 - tau) * x + tau * fx, None
 
         return step
 
-    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace)
+    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows)
 
 
 def anderson(
@@ -184,6 +223,7 @@ def anderson(
     tol: float = 1e-3,
     min_iter: int = 2,
     trace=False,
+    rows: bool = False,
 ) -> tuple[State, SolverInfo]:
     """Anderson acceleration with memory m, relative regulariser lam and mixing beta (see module doc).
     Returns (x, SolverInfo)."""
@@ -207,32 +247,33 @@ def anderson(
         rhs = torch.zeros(B, m + 1, **f64)  # (B, m+1): (1, 0, ..., 0)
         rhs[:, 0] = 1.0
 
-        def step(k: int, x: Tensor, fx: Tensor, active: Tensor):
+        def step(k: int, x: Tensor, fx: Tensor, idx: Tensor | None):
+            # idx: the rows of the batch being stepped (None: all); their history lives at P[idx] etc.
+            rows = slice(None) if idx is None else idx
             slot, n = k % m, min(k + 1, m)
-            g = fx - x  # (B, D)
-            plain = (1.0 - beta) * x + beta * fx  # (B, D); beta = 1 gives f(x) exactly
-            P[:, slot] = plain
-            G[:, slot] = g
-            row = torch.bmm(G[:, :n], g[:, :, None])[:, :, 0]  # (B, n)
-            GG[:, slot, :n] = row
-            GG[:, :n, slot] = row
+            g = fx - x  # (b, D)
+            plain = (1.0 - beta) * x + beta * fx  # (b, D); beta = 1 gives f(x) exactly
+            P[rows, slot] = plain
+            G[rows, slot] = g
+            Gh = G[rows, :n]  # (b, n, D)
+            row = torch.bmm(Gh, g[:, :, None])[:, :, 0]  # (b, n)
+            GG[rows, slot, :n] = row
+            GG[rows, :n, slot] = row
             if n == 1:
                 return plain, None
-            gram = GG[:, :n, :n].to(torch.float64)  # (B, n, n)
-            reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # (B,)
-            H = border[: n + 1, : n + 1].repeat(B, 1, 1)  # (B, n+1, n+1)
+            b = x.shape[0]
+            gram = GG[rows, :n, :n].to(torch.float64)  # (b, n, n)
+            reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # (b,)
+            H = border[: n + 1, : n + 1].repeat(b, 1, 1)  # (b, n+1, n+1)
             H[:, 1:, 1:] += gram + reg[:, None, None] * eye[:n, :n]
-            sol, info = torch.linalg.solve_ex(
-                H, rhs[:, : n + 1]
-            )  # no host sync: failures reported per sample
-            alpha = sol[:, 1:]  # (B, n)
+            # no host sync: failures are reported per sample
+            sol, info = torch.linalg.solve_ex(H, rhs[:b, : n + 1])
+            alpha = sol[:, 1:]  # (b, n)
             ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
-            alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha)).to(x.dtype)[
-                :, None, :
-            ]  # (B, 1, n)
-            mixed = torch.bmm(alpha, P[:, :n])[:, 0]  # (B, D)
+            alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha)).to(x.dtype)  # (b, n)
+            mixed = torch.bmm(alpha[:, None, :], P[rows, :n])[:, 0]  # (b, D)
             return torch.where(ok[:, None], mixed, plain), ~ok
 
         return step
 
-    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace)
+    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows)

@@ -304,3 +304,63 @@ def test_bad_arguments_raise_clear_errors():
         anderson(lambda s: s, (torch.zeros(2, 3), torch.zeros(3, 3)))
     with pytest.raises(ValueError, match="floating"):
         anderson(lambda x: x, torch.zeros(2, 3, dtype=torch.long))
+
+
+class _RowsAffine:
+    """An affine map that can be evaluated on a subset of its rows (``f(x, rows)``), recording the rows."""
+
+    def __init__(self, f: Affine):
+        self.f, self.calls = f, []
+
+    def __call__(self, x, rows):
+        self.calls.append(rows.clone())
+        return torch.bmm(self.f.A[rows], x[:, :, None])[:, :, 0] + self.f.b[rows]
+
+
+@pytest.mark.parametrize("solver", ["plain", "anderson"])
+@pytest.mark.parametrize("min_iter", [0, 3])
+def test_compacted_rows_give_the_batched_solve_per_sample(solver, min_iter):
+    """rows=True evaluates f only on the samples still active, and changes no sample's answer."""
+    rhos = [0.3, 0.99, 0.7, 0.5, 0.95]
+    f = Affine(rhos, 16, seed=11)
+    kw = dict(max_iter=300, tol=1e-8, min_iter=min_iter, trace=True)
+    x, info = run(solver, f, f.x0(), **kw)
+    g = _RowsAffine(f)
+    xr, info_r = run(solver, g, f.x0(), rows=True, **kw)
+    torch.testing.assert_close(xr, x, rtol=1e-12, atol=1e-12)
+    for key in ("rel_residual", "abs_residual", "trace"):
+        torch.testing.assert_close(getattr(info_r, key), getattr(info, key), rtol=1e-10, atol=1e-14)
+    assert torch.equal(info_r.best_step, info.best_step) and torch.equal(info_r.converged, info.converged)
+    assert info_r.nstep == info.nstep and info_r.n_fallback == info.n_fallback
+    # each sample is evaluated until it is done: at its best step, but not before min_iter steps
+    per_sample = torch.clamp(torch.maximum(info.best_step + 1, torch.tensor(min_iter)), max=info.nstep)
+    assert info_r.row_evals == int(per_sample.sum()) < info.row_evals == len(rhos) * info.nstep
+    # the rows f saw: sorted, shrinking, the hardest sample (rho 0.99) evaluated at every step
+    assert all(torch.equal(r, r.sort().values) for r in g.calls)
+    assert all(set(b.tolist()) <= set(a.tolist()) for a, b in zip(g.calls, g.calls[1:], strict=False))
+    assert all(1 in r.tolist() for r in g.calls) and len(g.calls) == info.nstep
+
+
+def test_compacted_rows_with_a_tuple_state_and_divergent_samples():
+    """A joint (y, z) state and a batch where one sample's map is expansive: compaction keeps every
+    answer and every flag."""
+    gen = torch.Generator().manual_seed(3)
+    A = torch.randn(4, 6, 6, generator=gen, dtype=F64)
+    scale = torch.tensor([0.5, 0.8, 1.5, 0.9], dtype=F64)  # sample 2 runs away
+    A = A / torch.linalg.matrix_norm(A, ord=2)[:, None, None] * scale[:, None, None]
+    c = torch.randn(4, 6, generator=gen, dtype=F64)
+
+    def F(s, rows=None):
+        Ar, cr = (A, c) if rows is None else (A[rows], c[rows])
+        y, z = s
+        z_new = torch.bmm(Ar, z[:, :, None])[:, :, 0] + 0.1 * y + cr
+        return (0.5 * (y + z_new), z_new)
+
+    s0 = (torch.zeros(4, 6, dtype=F64), torch.zeros(4, 6, dtype=F64))
+    s, info = fixed_point_iter(F, s0, max_iter=400, tol=1e-10)
+    sr, info_r = fixed_point_iter(F, s0, max_iter=400, tol=1e-10, rows=True)
+    for a, b in zip(sr, s, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert info.converged.tolist() == [True, True, False, True] and info.n_diverged == 1
+    assert torch.equal(info_r.converged, info.converged) and info_r.n_diverged == info.n_diverged
+    assert info_r.row_evals < info.row_evals
