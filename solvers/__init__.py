@@ -7,7 +7,7 @@ tuple of such tensors, e.g. the reasoner's (y, z)) to a state of the same struct
     x = phantom_grad(f, x_star, k=3, tau=0.5)                    # grad reaches what f closes over
 """
 
-from solvers.diagnostics import SavedTensorBytes, jacobian_reg, spectral_radius
+from solvers.diagnostics import SavedTensorBytes, contraction_hinge, jacobian_reg, spectral_radius
 from solvers.fixed_point import SolverInfo, anderson, fixed_point_iter
 from solvers.gradients import implicit_grad, neumann_grad, phantom_grad
 
@@ -15,6 +15,7 @@ __all__ = [
     "SavedTensorBytes",
     "SolverInfo",
     "anderson",
+    "contraction_hinge",
     "fixed_point_iter",
     "implicit_grad",
     "jacobian_reg",

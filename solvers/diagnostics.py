@@ -11,6 +11,10 @@ the state (B * D); v a random probe.
   v <- J^T v / ||J^T v||, then the estimate ||J^T v|| / ||v||. Exact in the limit when the dominant
   eigenvalue is unique in modulus (e.g. symmetric J); for a complex dominant pair it oscillates between
   bounds of the radius. A value >= 1 means plain iteration cannot converge locally.
+- `contraction_hinge(f, x, target, iters)`: mean over samples of max(0, rho_i - target)^2, with rho_i
+  the power-method estimate whose last product keeps the graph, so that a loss term pushes only the
+  samples whose map is not contractive enough and leaves a contractive map alone (exactly zero, with a
+  zero gradient, when every estimate is at most `target`).
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ def jacobian_reg(f, x: State) -> Tensor:
     return vjp.pow(2).sum() / fx.numel()
 
 
-def spectral_radius(f, x: State, iters: int) -> Tensor:
-    """Per-sample (B,) power-method estimate of the spectral radius of df/dx at x (detached)."""
+def _power_method(f, x: State, iters: int, keep_graph: bool) -> Tensor:
+    """(B,) ||J^T v|| after ``iters`` power steps from a random unit v; with ``keep_graph`` the last
+    product is differentiable (the probe v itself is treated as a constant)."""
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     with torch.enable_grad():
@@ -49,14 +54,26 @@ def spectral_radius(f, x: State, iters: int) -> Tensor:
         v = torch.randn_like(fx)  # (B, D)
         v = v / v.norm(dim=1, keepdim=True)
         radius = torch.zeros(fx.shape[0], dtype=fx.dtype, device=fx.device)  # (B,)
-        for _ in range(iters):
-            (w,) = torch.autograd.grad(fx, x_flat, v, retain_graph=True, allow_unused=True)
+        for i in range(iters):
+            last = keep_graph and i == iters - 1
+            (w,) = torch.autograd.grad(fx, x_flat, v, retain_graph=True, create_graph=last, allow_unused=True)
             if w is None:
                 return radius
             radius = w.norm(dim=1)  # ||J^T v|| with ||v|| = 1
             # A sample whose J^T v vanished keeps radius 0 and a zero probe (no division by zero).
-            v = w / torch.where(radius > 0, radius, torch.ones_like(radius))[:, None]
-    return radius.detach()
+            v = (w / torch.where(radius > 0, radius, torch.ones_like(radius))[:, None]).detach()
+    return radius
+
+
+def spectral_radius(f, x: State, iters: int) -> Tensor:
+    """Per-sample (B,) power-method estimate of the spectral radius of df/dx at x (detached)."""
+    return _power_method(f, x, iters, keep_graph=False).detach()
+
+
+def contraction_hinge(f, x: State, target: float = 0.9, iters: int = 8) -> Tensor:
+    """mean_i max(0, rho_i - target)^2 over the batch, a scalar with graph (see the module doc)."""
+    rho = _power_method(f, x, iters, keep_graph=True)  # (B,)
+    return torch.relu(rho - target).pow(2).mean()
 
 
 class SavedTensorBytes:

@@ -9,6 +9,7 @@ import torch
 from solvers import (
     SavedTensorBytes,
     anderson,
+    contraction_hinge,
     implicit_grad,
     jacobian_reg,
     neumann_grad,
@@ -232,3 +233,27 @@ def test_spectral_radius_by_power_method():
     assert torch.linalg.matrix_norm(J, ord=2) > 0.9
     est = spectral_radius(lambda z: z @ J.T, torch.zeros(2, 6, dtype=F64), iters=200)
     torch.testing.assert_close(est, torch.full((2,), 0.8, dtype=F64), rtol=1e-6, atol=0)
+
+
+def test_contraction_hinge_is_zero_on_a_contraction_and_pushes_an_expansive_map_back():
+    f = Affine([0.5, 0.7, 0.8], 8, seed=21)
+    torch.manual_seed(22)
+    # every radius below the target: exactly zero, and so is its gradient
+    A = f.A.clone().requires_grad_(True)
+    g = lambda z: torch.bmm(A, z[:, :, None])[:, :, 0] + f.b  # noqa: E731
+    loss = contraction_hinge(g, f.x0(), target=0.9, iters=50)
+    loss.backward()
+    assert loss.item() == 0.0 and A.grad.abs().max() == 0
+    # radii 0.5 and 1.2 against a target of 0.9: the mean of max(0, rho - 0.9)^2 = 0.3^2 / 2
+    f2 = Affine([0.5, 1.2], 8, seed=23)
+    A2 = f2.A.clone().requires_grad_(True)
+    g2 = lambda z: torch.bmm(A2, z[:, :, None])[:, :, 0] + f2.b  # noqa: E731
+    loss = contraction_hinge(g2, f2.x0(), target=0.9, iters=300)
+    torch.testing.assert_close(loss, torch.tensor(0.09 / 2, dtype=F64), rtol=1e-6, atol=0)
+    # a gradient step on it lowers the expansive sample's radius and leaves the contractive one as it was
+    loss.backward()
+    assert A2.grad[0].abs().max() == 0
+    with torch.no_grad():
+        stepped = A2 - 0.5 * A2.grad
+    eig = torch.linalg.eigvalsh(stepped).abs().amax(dim=1)
+    assert eig[1] < 1.2 - 1e-3 and abs(eig[0].item() - 0.5) < 1e-12
