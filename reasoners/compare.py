@@ -13,6 +13,11 @@ deliberate measurement of :mod:`reasoners.evaluate`; ``from`` says ``eval``), el
 supervision steps) comes from ``evaluation.json``; ``--evaluate`` first evaluates the runs that have
 none, or whose evaluation is of an older checkpoint.
 
+Runs whose configurations differ only in ``trainer.seed`` (and in settings that do not change what is
+computed: threads, progress bar, resume, logger, evaluation batch size) form a *seed group*; when any
+group has two or more runs, a second table gives each group's mean and range (min-max) over its seeds
+(``comparison_seeds.csv`` too) and says whether every group was trained for the same number of updates.
+
 The figure (``comparison.png``) has two panels: exact accuracy against supervision steps (test-time
 compute) per run, a dotted line at the steps the runs were trained with, and the trainer's
 evaluation accuracy against training time (``metrics.csv``).
@@ -37,6 +42,15 @@ SUMMARY_KEYS = ("model", "size", "data", "parameters", "steps", "wall_s", "final
 METRICS = ("exact", "valid", "cell")
 
 
+# Settings that select how a run is executed or reported, not what it computes: left out of the seed
+# group key (together with the seed itself).
+NOT_THE_RECIPE = {
+    "trainer": ("seed", "threads", "progress", "resume", "eval_batch_size", "device", "stop_at_step"),
+    "logger": None,
+    "hydra": None,
+}
+
+
 @dataclass
 class Run:
     path: Path
@@ -44,6 +58,26 @@ class Run:
     summary: dict
     evaluation: dict | None = None
     history: list[tuple[float, float]] = field(default_factory=list)  # (wall_s, eval_exact), metrics.csv
+    config: dict | None = None  # config.yaml, when the run has one
+
+    @property
+    def seed(self):
+        return ((self.config or {}).get("trainer") or {}).get("seed")
+
+    @property
+    def recipe(self) -> str:
+        """What the run computes, less its seed: equal for runs that differ only in seed."""
+        if not self.config:
+            return f"run:{self.path}"  # unknown recipe: a group of its own
+        recipe = {}
+        for key, value in self.config.items():
+            drop = NOT_THE_RECIPE.get(key, ())
+            if drop is None:
+                continue
+            recipe[key] = (
+                {k: v for k, v in value.items() if k not in drop} if isinstance(value, dict) else value
+            )
+        return json.dumps(recipe, sort_keys=True, default=str)
 
     @property
     def final(self) -> dict:
@@ -129,6 +163,19 @@ def read_history(run: Path) -> list[tuple[float, float]]:
     return points
 
 
+def read_config(run: Path) -> dict | None:
+    path = run / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def stale(run: Run) -> bool:
     """The run has no evaluation, or it is of another checkpoint step than the summary's."""
     return run.evaluation is None or run.evaluation.get("step") != run.summary.get("steps")
@@ -137,7 +184,9 @@ def stale(run: Run) -> bool:
 def load_runs(dirs: Sequence[str | os.PathLike], log: Callable[[str], None] = print) -> list[Run]:
     runs = []
     for path, name in find_runs(dirs, log):
-        run = Run(path, name, read_summary(path), read_evaluation(path, log), read_history(path))
+        run = Run(
+            path, name, read_summary(path), read_evaluation(path, log), read_history(path), read_config(path)
+        )
         if run.evaluation is not None and stale(run):
             log(
                 f"note: {path / 'evaluation.json'} is of step {run.evaluation.get('step')}, the run ended at "
@@ -268,6 +317,91 @@ def to_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
+# ----------------------------------------------------------------------------- seeds
+
+
+def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """Runs grouped by recipe (everything but the seed), in the order of their first run."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.recipe, []).append(r)
+    return list(groups.values())
+
+
+def _spread(values: list) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def seed_rows(groups: Sequence[Sequence[Run]]) -> list[dict]:
+    """One flat dict per seed group: mean, min and max over its runs of the final accuracies (and of
+    exact accuracy at the reasoner's own halting step, where evaluated), updates and wall time."""
+    rows = []
+    for group in groups:
+        first = group[0].summary
+        row = {
+            "model": first["model"],
+            "size": first["size"],
+            "data": first["data"],
+            "parameters": first["parameters"],
+            "seeds": " ".join(str(r.seed) for r in group),
+            "n": len(group),
+        }
+        halting = [((r.evaluation or {}).get("halting") or {}).get("exact") for r in group]
+        for key, values in (
+            ("exact", [r.final.get("exact") for r in group]),
+            ("valid", [r.final.get("valid") for r in group]),
+            ("exact_at_halt", halting),
+            ("steps", [r.summary["steps"] for r in group]),
+            ("wall_s", [r.summary["wall_s"] for r in group]),
+        ):
+            for stat, value in _spread(values).items():
+                row[f"{key}_{stat}"] = value
+        row["runs"] = " ".join(r.name for r in group)
+        rows.append(row)
+    return rows
+
+
+def budgets_note(rows: Sequence[dict]) -> str:
+    """Whether every run of every group trained for the same number of updates, and if not, whose differ."""
+    counts = {c for r in rows for c in (r["steps_min"], r["steps_max"])}
+    if len(counts) == 1:
+        return f"Equal budgets: every run trained for {counts.pop():,} updates."
+    parts = [
+        f"{r['model']} {r['size']}: {r['steps_min']:,}"
+        + (f"-{r['steps_max']:,}" if r["steps_max"] != r["steps_min"] else "")
+        for r in rows
+    ]
+    return "Budgets differ (updates): " + "; ".join(parts) + "."
+
+
+def _range(row: dict, key: str) -> str:
+    if row[f"{key}_mean"] is None:
+        return "-"
+    mean, lo, hi = (100 * row[f"{key}_{s}"] for s in ("mean", "min", "max"))
+    return f"{mean:.1f}% ({lo:.1f}-{hi:.1f})" if row["n"] > 1 else f"{mean:.1f}%"
+
+
+def seeds_markdown(rows: Sequence[dict]) -> str:
+    head = ["reasoner", "size", "data", "seeds", "updates", "exact (min-max)", "valid (min-max)"]
+    head += ["exact at its halting step", "training time"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        updates = f"{r['steps_min']:,}" + (f"-{r['steps_max']:,}" if r["steps_max"] != r["steps_min"] else "")
+        cells = [r["model"], r["size"], r["data"], r["seeds"], updates]
+        cells += [_range(r, "exact"), _range(r, "valid"), _range(r, "exact_at_halt")]
+        cells.append(_duration(r["wall_s_mean"]))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    note = (
+        "\nMean over the seeds of each recipe (runs whose configs differ only in trainer.seed), range in "
+        "brackets. `exact` is at the last supervision step; `exact at its halting step` at the step where "
+        "the reasoner's own q-head halts (from evaluation.json). " + budgets_note(rows)
+    )
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
 # ----------------------------------------------------------------------------- figure
 
 
@@ -346,12 +480,19 @@ def compare(
         evaluate_runs(runs, max_puzzles, device, log)
     rows = table_rows(runs)
     markdown = to_markdown(rows)
+    groups = seed_groups(runs)
+    seeds = seed_rows(groups) if any(len(g) > 1 for g in groups) else []
+    if seeds:
+        markdown += "\n" + seeds_markdown(seeds)
     folder = Path(out) if out is not None else Path(dirs[0])
     paths = {ext: folder / f"comparison.{ext}" for ext in ("md", "csv", "png")}
     atomic_write_text(paths["md"], markdown)
     atomic_write_text(paths["csv"], to_csv(rows))
+    if seeds:
+        paths["seeds_csv"] = folder / "comparison_seeds.csv"
+        atomic_write_text(paths["seeds_csv"], to_csv(seeds))
     atomic_write_bytes(paths["png"], plot(runs))
-    return {"runs": runs, "rows": rows, "markdown": markdown, "paths": paths}
+    return {"runs": runs, "rows": rows, "seed_rows": seeds, "markdown": markdown, "paths": paths}
 
 
 def _positive(text: str) -> int:

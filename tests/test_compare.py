@@ -178,3 +178,66 @@ def test_evaluate_json_is_what_compare_reads(tmp_path, torch_one_thread):
     (run,) = cmp.load_runs([tmp_path / "run"], **QUIET)
     assert not cmp.stale(run)
     assert run.final == result["final"] and sorted(run.curve) == [1, 2]
+
+
+def _seeded_run(root, name, data, *, seed, lr, final, steps=300, evaluation_halt=None):
+    make_run(root, name, data, steps=steps, final=final)
+    (root / "config.yaml").write_text(
+        f"model:\n  name: {name}\nsize:\n  name: tiny\ntrainer:\n  lr: {lr}\n  seed: {seed}\n"
+        f"  threads: {seed + 1}\n  progress: {seed % 2 == 0}\nlogger:\n  name: csv{seed}\n"
+    )
+    if evaluation_halt is not None:
+        curve = [{"steps": 4, "exact": final[0], "valid": final[1], "cell": final[2]}]
+        evaluation = {"final": dict(zip(("exact", "valid", "cell"), final, strict=True)), "curve": curve}
+        evaluation.update(step=steps, halting={"exact": evaluation_halt, "mean_step": 2.0})
+        (root / "evaluation.json").write_text(json.dumps(evaluation))
+
+
+def test_seed_groups_give_mean_and_range(tmp_path, torch_one_thread):
+    """Runs that differ only in seed (and in threads, progress bar, logger) are one group; another lr
+    is another group; a run without config.yaml stands alone."""
+    data = tmp_path / "data"
+    sudoku4_dataset(data, n=6)
+    root = tmp_path / "sweep"
+    exact = {0: 0.90, 1: 0.96, 2: 0.99}
+    for seed, e in exact.items():
+        _seeded_run(
+            root / f"a{seed}", "trm", data, seed=seed, lr=0.002, final=(e, e, 0.99), evaluation_halt=e + 0.005
+        )
+    for seed in (0, 1):
+        _seeded_run(root / f"b{seed}", "trm", data, seed=seed, lr=0.001, final=(0.5 + 0.1 * seed, 0.6, 0.9))
+    make_run(root / "lone", "hrm", data, steps=300, final=(0.1, 0.1, 0.5))
+    (root / "lone" / "config.yaml").unlink()
+    result = cmp.compare([root], **QUIET)
+    rows = {r["runs"]: r for r in result["seed_rows"]}
+    a = rows["sweep/a0 sweep/a1 sweep/a2"]
+    assert a["n"] == 3 and a["seeds"] == "0 1 2"
+    assert a["exact_mean"] == pytest.approx(np.mean(list(exact.values())))
+    assert (a["exact_min"], a["exact_max"]) == (0.90, 0.99)
+    assert a["exact_at_halt_mean"] == pytest.approx(np.mean(list(exact.values())) + 0.005)
+    b = rows["sweep/b0 sweep/b1"]
+    assert b["n"] == 2 and (b["exact_min"], b["exact_max"]) == (0.5, pytest.approx(0.6))
+    assert b["exact_at_halt_mean"] is None
+    assert rows["sweep/lone"]["n"] == 1
+    assert len(rows) == 3
+    md = result["markdown"]
+    assert "95.0% (90.0-99.0)" in md
+    assert "Equal budgets: every run trained for 300 updates." in md
+    with open(result["paths"]["seeds_csv"], newline="") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+def test_seed_table_marks_unequal_budgets(tmp_path, torch_one_thread):
+    data = tmp_path / "data"
+    sudoku4_dataset(data, n=6)
+    root = tmp_path / "sweep"
+    _seeded_run(root / "s0", "trm", data, seed=0, lr=0.002, final=(0.9, 0.9, 0.9), steps=7000)
+    _seeded_run(root / "s1", "trm", data, seed=1, lr=0.002, final=(0.8, 0.8, 0.9), steps=6500)
+    _seeded_run(root / "h0", "hrm", data, seed=0, lr=0.002, final=(0.1, 0.1, 0.5), steps=7000)
+    md = cmp.compare([root], **QUIET)["markdown"]
+    assert "Budgets differ (updates): hrm tiny: 7,000; trm tiny: 6,500-7,000." in md
+    # no group of two or more: no seed table
+    solo = tmp_path / "solo"
+    _seeded_run(solo / "s0", "trm", data, seed=0, lr=0.002, final=(0.9, 0.9, 0.9))
+    result = cmp.compare([solo], **QUIET)
+    assert result["seed_rows"] == [] and "seeds_csv" not in result["paths"]
