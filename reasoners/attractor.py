@@ -59,6 +59,9 @@ class AttractorConfig(TRMConfig):
     implicit_max_iter: int = 16
     implicit_tol: float = 1e-4
     warm_start: bool = True  # False: every step solves from the fixed initial state
+    # Evaluate F only on the rows still solving (converged rows are frozen anyway): the same answers,
+    # fewer network calls. False evaluates the whole batch until its last row is done.
+    solver_rows: bool = True
     solver_trace: bool | str = (
         False  # True: per-iterate residuals; "iterates": also every (y, z) (visualisation)
     )
@@ -107,10 +110,12 @@ class Attractor(TRM):
         super().__init__(config)
 
     def fixed_point_map(self, x: torch.Tensor, rotary=None):
-        """F(S; x) on S = (y, z) as a function of the state alone (closes over x)."""
+        """F(S; x) on S = (y, z) as a function of the state alone (closes over x). ``F(S, rows)`` maps
+        the states of the batch rows ``rows`` only (the solver's compaction of converged rows)."""
 
-        def F(state: tuple) -> tuple:
-            y, z = self.latent_recursion(x, state[0], state[1], rotary)
+        def F(state: tuple, rows: torch.Tensor | None = None) -> tuple:
+            x_rows = x if rows is None else x[rows]
+            y, z = self.latent_recursion(x_rows, state[0], state[1], rotary)
             return (y, z)
 
         return F
@@ -130,10 +135,17 @@ class Attractor(TRM):
                     tol=c.tol,
                     min_iter=c.min_iter,
                     trace=c.solver_trace,
+                    rows=c.solver_rows,
                 )
             elif c.solver == "fixed_point":
                 s, info = fixed_point_iter(
-                    F, s0, max_iter=c.max_iter, tol=c.tol, min_iter=c.min_iter, trace=c.solver_trace
+                    F,
+                    s0,
+                    max_iter=c.max_iter,
+                    tol=c.tol,
+                    min_iter=c.min_iter,
+                    trace=c.solver_trace,
+                    rows=c.solver_rows,
                 )
             else:  # "unroll": exactly TRM's T - 1 no-grad cycles; residual filled in by forward()
                 s = s0
@@ -147,6 +159,7 @@ class Attractor(TRM):
                     converged=torch.zeros(B, dtype=torch.bool, device=nan.device),
                     best_step=torch.full((B,), c.T_cycles - 1, device=nan.device),
                     nstep=c.T_cycles - 1,
+                    row_evals=B * (c.T_cycles - 1),
                 )
         return tuple(s), info
 

@@ -251,3 +251,28 @@ def test_solver_trace_exposes_every_iterate_for_visualisation():
     assert info.trace.shape == (5, 3)
     y_iterates, z_iterates = info.iterates
     assert y_iterates.shape == (5, 3, 20, 32) and z_iterates.shape == (5, 3, 20, 32)
+
+
+@pytest.mark.parametrize("solver", ["anderson", "fixed_point"])
+def test_compacted_solve_gives_the_batched_answers_with_fewer_row_evaluations(solver):
+    """solver_rows=True evaluates F only on the rows still solving: same fixed points, residuals and
+    flags as the batched solve, and fewer sample-evaluations when rows converge at different steps."""
+    torch.manual_seed(0)
+    cfg = dict(**TINY, n_inner=1, max_iter=60, tol=1e-5, solver=solver)
+    batched = contractive(Attractor(AttractorConfig(**cfg, solver_rows=False))).train()
+    compact = Attractor(AttractorConfig(**cfg, solver_rows=True)).train()
+    compact.load_state_dict(batched.state_dict())
+    b = batch(B=6, seed=3)
+    state = batched.initial_state(6)
+    _, logits_b, q_b, extras_b = batched(state, b)
+    _, logits_c, q_c, extras_c = compact(state, b)
+    info_b, info_c = extras_b["solver"], extras_c["solver"]
+    assert info_b.converged.all() and torch.equal(info_c.converged, info_b.converged)
+    assert torch.equal(info_c.best_step, info_b.best_step) and info_c.nstep == info_b.nstep
+    assert info_b.best_step.min() < info_b.best_step.max()  # rows finish at different steps
+    assert info_c.row_evals < info_b.row_evals == 6 * info_b.nstep
+    torch.testing.assert_close(info_c.rel_residual, info_b.rel_residual, rtol=1e-3, atol=1e-7)
+    for a, c in zip(extras_c["fixed_point"], extras_b["fixed_point"], strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits_c, logits_b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(q_c, q_b, rtol=1e-5, atol=1e-5)
