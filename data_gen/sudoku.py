@@ -36,16 +36,12 @@ from tqdm import tqdm
 from data_gen.format import build_split, read_public_csv, write_dataset
 from puzzles import sudoku as S
 
-# Public Sudoku-Extreme rating histogram (REFERENCE.md 1.1): bucket lower bounds and shares.
-BUCKET_EDGES = (0, 1, 3, 11, 21, 51)
-BUCKET_NAMES = ("0", "1-2", "3-10", "11-20", "21-50", "51+")
+# Public Sudoku-Extreme rating histogram (docs/reference.md, "Sudoku-Extreme"): the share of each
+# of puzzles.sudoku's rating buckets.
+BUCKET_EDGES, BUCKET_NAMES, bucket_of = S.BUCKET_EDGES, S.BUCKET_NAMES, S.bucket_of
 TARGET_SHARES = (0.18, 0.07, 0.14, 0.17, 0.33, 0.11)
 EASY_SHARE = 0.265
 CHUNK = 256  # generation work unit: progress-bar granularity, never affects the output
-
-
-def bucket_of(public_rating: np.ndarray) -> np.ndarray:
-    return np.searchsorted(np.asarray(BUCKET_EDGES), np.asarray(public_rating), side="right") - 1
 
 
 def histogram(public_rating: np.ndarray) -> dict[str, float]:
@@ -93,11 +89,6 @@ def resample_to_target(public_rating: np.ndarray, n: int, shares=TARGET_SHARES) 
 
 def _rows_bytes(a: np.ndarray) -> list[bytes]:
     return [r.tobytes() for r in np.ascontiguousarray(a, dtype=np.int8)]
-
-
-def to_tokens(grids: np.ndarray) -> np.ndarray:
-    """0 (blank) -> 1, digit d -> d + 1; token 0 stays PAD (REFERENCE.md 1.3)."""
-    return (np.asarray(grids, dtype=np.int16) + 1).astype(np.uint8)
 
 
 def _interleave(groups: list[np.ndarray]) -> np.ndarray:
@@ -350,7 +341,9 @@ def assemble(splits_grids: dict, num_aug: int, seed: int, box) -> tuple[dict, fl
             sizes = np.full(len(p), 1 + num_aug)
         else:
             ap, as_, sizes = p, s, None
-        out[name] = build_split(to_tokens(ap), to_tokens(as_), sizes, vocab_size=geo.n + 2)
+        out[name] = build_split(
+            S.grid_to_tokens(ap), S.grid_to_tokens(as_), sizes, vocab_size=S.vocab_size(geo.n)
+        )
     return out, time.perf_counter() - t0
 
 

@@ -26,10 +26,13 @@ import torch
 from torch import nn
 
 from reasoners.layers import InputEmbedding, Linear, Rotary, Stack, trunc_normal_
+from reasoners.supervision import HaltingConfig, StepOutput
 
 
 @dataclass
-class HRMConfig:
+class HRMConfig(HaltingConfig):
+    """The network and its recursion; the halting fields come from :class:`HaltingConfig`."""
+
     # data
     vocab_size: int = 11
     seq_len: int = 81
@@ -49,19 +52,18 @@ class HRMConfig:
     # recursion
     H_cycles: int = 2  # N
     L_cycles: int = 2  # T
-    # halting (used by reasoners.supervision)
-    halt_max_steps: int = 16
-    halt_exploration_prob: float = 0.1
-    q_continue: bool = True  # halt on q_halt > q_continue, learn q_continue by bootstrapping
+    # halting: HaltingConfig's fields; HRM halts on q_halt > q_continue and learns q_continue
+    q_continue: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         if self.mixer not in ("attention", "mlp"):
             raise ValueError(f"unknown mixer {self.mixer!r}: expected 'attention' or 'mlp'")
         if self.positions not in ("rope", "learned", "none"):
             raise ValueError(f"unknown positions {self.positions!r}: expected 'rope', 'learned' or 'none'")
         if self.mixer == "attention" and (self.n_heads <= 0 or self.d_model % self.n_heads):
             raise ValueError(f"n_heads={self.n_heads} must be positive and divide d_model={self.d_model}")
-        for name in ("H_cycles", "L_cycles", "H_layers", "L_layers", "halt_max_steps", "d_model", "seq_len"):
+        for name in ("H_cycles", "L_cycles", "H_layers", "L_layers", "d_model", "seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -130,7 +132,7 @@ class HRM(nn.Module):
         return logits, q_logits
 
     def forward(self, state: HRMState, batch: dict[str, torch.Tensor]):
-        """One supervision step: ``(state, batch) -> (detached state, logits, q_logits, extras)``."""
+        """One supervision step: ``(state, batch) -> StepOutput(state, logits, q_logits, extras)``."""
         c = self.config
         rotary = self.rotary() if self.rotary is not None else None
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])  # (B, P+L, D)
@@ -146,4 +148,4 @@ class HRM(nn.Module):
         z_L = self.low_net(z_L, z_H + x, rotary)
         z_H = self.high_net(z_H, z_L, rotary)
         logits, q_logits = self.decode(z_H)
-        return HRMState(z_H.detach(), z_L.detach()), logits, q_logits, {}
+        return StepOutput(HRMState(z_H.detach(), z_L.detach()), logits, q_logits, {})

@@ -28,10 +28,13 @@ import torch
 from torch import nn
 
 from reasoners.layers import InputEmbedding, Linear, Rotary, Stack, trunc_normal_
+from reasoners.supervision import HaltingConfig, StepOutput
 
 
 @dataclass
-class TRMConfig:
+class TRMConfig(HaltingConfig):
+    """The network and its recursion; the halting fields come from :class:`HaltingConfig`."""
+
     # data
     vocab_size: int = 11  # Sudoku: PAD, blank, 1..9
     seq_len: int = 81
@@ -51,19 +54,16 @@ class TRMConfig:
     # recursion
     T_cycles: int = 3  # T
     n_inner: int = 6  # n
-    # halting (used by reasoners.supervision)
-    halt_max_steps: int = 16
-    halt_exploration_prob: float = 0.1
-    q_continue: bool = False  # HRM-style halting (q_halt > q_continue) with a bootstrapped target
 
     def __post_init__(self):
+        super().__post_init__()
         if self.mixer not in ("attention", "mlp"):
             raise ValueError(f"unknown mixer {self.mixer!r}: expected 'attention' or 'mlp'")
         if self.positions not in ("rope", "learned", "none"):
             raise ValueError(f"unknown positions {self.positions!r}: expected 'rope', 'learned' or 'none'")
         if self.mixer == "attention" and (self.n_heads <= 0 or self.d_model % self.n_heads):
             raise ValueError(f"n_heads={self.n_heads} must be positive and divide d_model={self.d_model}")
-        for name in ("T_cycles", "n_inner", "n_layers", "halt_max_steps", "d_model", "seq_len", "vocab_size"):
+        for name in ("T_cycles", "n_inner", "n_layers", "d_model", "seq_len", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -139,7 +139,7 @@ class TRM(nn.Module):
         return logits, q_logits
 
     def forward(self, state: TRMState, batch: dict[str, torch.Tensor]):
-        """One supervision step: ``(state, batch) -> (detached state, logits, q_logits, extras)``."""
+        """One supervision step: ``(state, batch) -> StepOutput(state, logits, q_logits, extras)``."""
         rotary = self.rotary() if self.rotary is not None else None
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])  # (B, P+L, D)
         y, z = state
@@ -148,4 +148,4 @@ class TRM(nn.Module):
                 y, z = self.latent_recursion(x, y, z, rotary)
         y, z = self.latent_recursion(x, y, z, rotary)
         logits, q_logits = self.decode(y)
-        return TRMState(y.detach(), z.detach()), logits, q_logits, {}
+        return StepOutput(TRMState(y.detach(), z.detach()), logits, q_logits, {})
