@@ -272,6 +272,15 @@ class PuzzlePrefix(nn.Module):
         self.batch_rows: torch.Tensor | None = None
         self.batch_ids: torch.Tensor | None = None
 
+    def pop_grad(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(ids, grad of their rows)`` of the last training forward, for the sign-SGD step, or None
+        when no gradient reached the rows; forgets both, so a step never sees an older batch's rows."""
+        rows, ids = self.batch_rows, self.batch_ids
+        self.batch_rows, self.batch_ids = None, None
+        if rows is None or rows.grad is None:
+            return None
+        return ids, rows.grad
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = self.table[ids]  # (B, P*d)
         if self.training and torch.is_grad_enabled():

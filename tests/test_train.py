@@ -85,7 +85,7 @@ def test_every_config_has_its_launch_command():
 
 def _build_tiny(cfg) -> None:
     """Build the composed reasoner at size tiny for the composed task; check it fits the task."""
-    train_mod._check_config(cfg)
+    train_mod.check_config(cfg)
     task = Task(cfg.data.puzzle, int(cfg.data.side))
     arch = OmegaConf.to_container(cfg.model.arch)
     net = build(cfg.model.name, "tiny", task.kind, **task.model_overrides(), **arch)
@@ -104,7 +104,7 @@ def test_every_model_data_trainer_logger_composes_and_builds():
         for trainer in _group_options("trainer"):
             for logger in _group_options("logger"):
                 cfg = compose("train", overrides=[f"trainer={trainer}", f"logger={logger}"])
-                train_mod._check_config(cfg)
+                train_mod.check_config(cfg)
                 assert cfg.logger.name == logger
 
 
