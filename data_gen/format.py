@@ -1,6 +1,6 @@
 """The on-disk dataset format shared with the reference HRM and TRM tools, and atomic writes.
 
-Layout (REFERENCE.md 1.3)::
+Layout (docs/reference.md, "On-disk format")::
 
     <out>/identifiers.json                 ["<blank>"]
     <out>/{train,test}/dataset.json        metadata (every field HRM and TRM read)

@@ -11,8 +11,9 @@ solution. Each lineage (a random minimal puzzle, or one island and everything it
 through) belongs to one split, and a test puzzle whose canonical form (Sudoku symmetry) appears
 in train is drawn again, so no test puzzle is a symmetry image or a hill-climb neighbour of a
 training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only. The kept puzzles are
-drawn per rating bucket toward the public set's histogram (REFERENCE.md 1.1); where the generated
-pool has too few hard puzzles a bucket's shortfall is filled from the next easier bucket, and
+drawn per rating bucket toward the public set's histogram (docs/reference.md, "Sudoku-Extreme");
+where the generated pool has too few hard puzzles a bucket's shortfall is filled from the next
+easier bucket, and
 ``stats.json`` reports the histogram reached next to the target.
 
 Output (atomic): ``<out>/{train,test}/`` in the HRM/TRM array format, ``identifiers.json``,

@@ -1,7 +1,8 @@
 """Train a reasoner from a Hydra config: ``python -m reasoners.train model=trm size=tiny data=laptop_smoke``.
 
 :func:`train` is a plain function, ``train(cfg, out_dir) -> summary``; :func:`main` is the thin
-``@hydra.main`` around it. The loop follows the reference HRM/TRM trainers (REFERENCE.md section 2):
+``@hydra.main`` around it. The loop follows the reference HRM/TRM trainers (docs/reference.md,
+"Loss and optimiser"):
 
 - data in the on-disk format, sampled per epoch by group (:mod:`reasoners.data`); one global batch per
   update, split evenly over ranks;

@@ -1,5 +1,5 @@
-"""The Attractor's numerics (REFERENCE.md section 4): honest residuals, a real fixed point, TRM as a
-special case, warm starts, and a carry without a graph."""
+"""The Attractor's numerics (docs/reference.md, "Numerical checks"): honest residuals, a real fixed
+point, TRM as a special case, warm starts, and a carry without a graph."""
 
 from __future__ import annotations
 
