@@ -150,6 +150,33 @@ def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins()
         assert train_mod.check_config(cfg).max_steps == 123
 
 
+def test_trainer_yamls_hold_only_what_differs_from_the_schema():
+    """cpu.yaml and gpu.yaml start from TrainerConfig and restate no default; every key they set
+    is a TrainerConfig field, and the composed trainer is exactly the schema plus those keys."""
+    import dataclasses
+
+    import yaml
+
+    from reasoners.train_config import TrainerConfig
+
+    defaults = {f.name: getattr(TrainerConfig(), f.name) for f in dataclasses.fields(TrainerConfig)}
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        for name in _group_options("trainer"):
+            own = yaml.safe_load((CONF / "trainer" / f"{name}.yaml").read_text())
+            assert own.pop("defaults") == ["schema", "_self_"]
+            assert own and set(own) <= set(defaults), f"{name}.yaml sets keys outside TrainerConfig"
+            same = sorted(k for k, v in own.items() if v == defaults[k])
+            assert not same, f"{name}.yaml restates defaults: {same}"
+            composed = OmegaConf.to_container(compose("train", overrides=[f"trainer={name}"]).trainer)
+            assert composed == {**defaults, **own}
+
+
+def test_a_mistyped_trainer_value_fails_at_composition():
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="max_steps"):
+            compose("train", overrides=["trainer.max_steps=many"])
+
+
 def test_unknown_key_fails_with_hydras_message():
     with initialize_config_module("reasoners.conf", version_base="1.3"):
         with pytest.raises(ConfigCompositionException, match="trainer.bach_size"):
