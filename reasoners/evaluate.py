@@ -15,7 +15,7 @@ What it measures, on the first ``eval.max_puzzles`` test puzzles (all by default
   and the accuracy of the answer at that step;
 - ``curve``: the test-time-compute curve, accuracy after each of ``eval.steps`` supervision steps
   (steps past ``halt_max_steps`` extrapolate: the reasoner simply keeps going). One rollout of the
-  largest step count gives every point;
+  largest step count gives every point (:mod:`reasoners.test_time` runs it);
 - ``buckets``: accuracy by difficulty, from the ``rating`` column of the dataset's ``test.csv``
   (Sudoku: the public guess-count buckets of :mod:`puzzles.sudoku`; maze: shortest-path length,
   split at its quartiles over the evaluated puzzles). gridloop's builders write ``test.csv`` in the

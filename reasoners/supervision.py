@@ -160,28 +160,8 @@ def supervision_step(
         is_last = steps >= cfg.halt_max_steps
         new_halted = is_last
         if core.training and cfg.halt_max_steps > 1:
-            q_halt = q_logits[..., 0]
             new_halted = new_halted | halt_fires(q_logits, cfg.q_continue)
-            # exploration: a random minimum number of steps for a random subset of slots
-            rank, world = shard
-            B = q_halt.shape[0]
-            rows = slice(rank * B, (rank + 1) * B)
-            explore = (
-                torch.rand((world * B,), generator=generator, device=q_halt.device, dtype=q_halt.dtype)[rows]
-                < cfg.halt_exploration_prob
-            )
-            min_steps = (
-                explore
-                * torch.randint(
-                    2,
-                    cfg.halt_max_steps + 1,
-                    (world * B,),
-                    generator=generator,
-                    device=steps.device,
-                    dtype=steps.dtype,
-                )[rows]
-            )
-            new_halted = new_halted & (steps >= min_steps)
+            new_halted = new_halted & (steps >= exploration_min_steps(cfg, steps, q_logits, generator, shard))
             if cfg.q_continue:
                 # Q-learning target without a replay buffer or target net: one more step from the new state
                 next_q = StepOutput(*model(new_state, data)).q_logits
@@ -191,6 +171,27 @@ def supervision_step(
                 outputs["target_q_continue"] = torch.sigmoid(next_value)
 
     return Carry(new_state, steps, new_halted, data), outputs
+
+
+def exploration_min_steps(
+    cfg: HaltingConfig,
+    steps: torch.Tensor,
+    q_logits: torch.Tensor,
+    generator: torch.Generator | None,
+    shard: tuple[int, int],
+) -> torch.Tensor:
+    """(B,) the minimum step count before a slot may halt: U{2..halt_max_steps} for a random
+    ``halt_exploration_prob`` share of the slots, 0 for the others. Drawn ``rand`` then ``randint``
+    for the whole global batch (as the reference, whose order the parity fixtures replay) and
+    sliced to this rank's rows."""
+    rank, world = shard
+    B = q_logits.shape[0]
+    rows = slice(rank * B, (rank + 1) * B)
+    u = torch.rand((world * B,), generator=generator, device=q_logits.device, dtype=q_logits.dtype)
+    explore = u[rows] < cfg.halt_exploration_prob
+    hi = cfg.halt_max_steps + 1
+    drawn = torch.randint(2, hi, (world * B,), generator=generator, device=steps.device, dtype=steps.dtype)
+    return explore * drawn[rows]
 
 
 def act_loss(
