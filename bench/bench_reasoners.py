@@ -224,7 +224,7 @@ def fmt_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -237,7 +237,11 @@ def main(argv=None) -> None:
     p.add_argument("--memory-size", default="7m")
     p.add_argument("--memory-batch", type=int, default=8)
     p.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -247,6 +251,13 @@ def main(argv=None) -> None:
         print(json.dumps(memory_probe(args.memory_size, args.memory_probe, args.memory_batch, device)))
         return
 
+    step_table(args, device)
+    if args.max_iters:
+        memory_table(args, device)
+
+
+def step_table(args, device: torch.device) -> None:
+    """Time one supervision step (forward + backward) of each model and size; print the table."""
     peak = max(matmul_peak(device, 1024), matmul_peak(device, 2048))
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -295,31 +306,33 @@ def main(argv=None) -> None:
     print("\n## Supervision step (forward + backward)\n")
     print(fmt_table(rows, cols))
 
-    if args.max_iters:
-        mem = []
-        for max_iter in args.max_iters:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--device",
-                args.device,
-                "--memory-size",
-                args.memory_size,
-                "--memory-batch",
-                str(args.memory_batch),
-                "--memory-probe",
-                str(max_iter),
-            ]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
-            mem.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        what = "CUDA memory allocated" if device.type == "cuda" else "process RSS"
-        print(
-            f"\n## Attractor {args.memory_size}, batch {args.memory_batch}: memory vs max_iter (tol=0, "
-            f"one training step in a fresh process each; {what} before the step and its peak)\n"
-        )
-        print(fmt_table(mem, ["max_iter", "solver_iters", "before_mib", "peak_mib", "step_mib"]))
+
+def memory_table(args, device: torch.device) -> None:
+    """The Attractor's memory per training step against max_iter, each in a fresh process."""
+    mem = []
+    for max_iter in args.max_iters:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--device",
+            args.device,
+            "--memory-size",
+            args.memory_size,
+            "--memory-batch",
+            str(args.memory_batch),
+            "--memory-probe",
+            str(max_iter),
+        ]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
+        mem.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    what = "CUDA memory allocated" if device.type == "cuda" else "process RSS"
+    print(
+        f"\n## Attractor {args.memory_size}, batch {args.memory_batch}: memory vs max_iter (tol=0, "
+        f"one training step in a fresh process each; {what} before the step and its peak)\n"
+    )
+    print(fmt_table(mem, ["max_iter", "solver_iters", "before_mib", "peak_mib", "step_mib"]))
 
 
 if __name__ == "__main__":

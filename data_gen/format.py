@@ -1,6 +1,6 @@
 """The on-disk dataset format shared with the reference HRM and TRM tools, and atomic writes.
 
-Layout (REFERENCE.md 1.3)::
+Layout (docs/reference.md, "On-disk format")::
 
     <out>/identifiers.json                 ["<blank>"]
     <out>/{train,test}/dataset.json        metadata (every field HRM and TRM read)
@@ -54,22 +54,34 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, then rename."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; renamed over ``path`` when the block
+    succeeds (after an fsync), removed when it fails, so readers never see a half-written file.
+
+    The temporary name is hidden and ends in ``.tmp`` plus ``path``'s suffix: some writers (Pillow's
+    GIF) choose the format by the suffix.
+    Every file the package writes goes through here: datasets, checkpoints, figures, reports."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -87,7 +87,6 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.format import build_split, read_public_csv, write_dataset
-from puzzles import _maze_kernels as _k
 from puzzles import maze as pm
 
 PUBLIC_SIZE = 30
@@ -121,7 +120,7 @@ def wall_count_range(size: int, walls: tuple[float, float] | None = None) -> tup
     """
     n = size * size
     if walls is None or tuple(walls) == RECIPE_WALLS:
-        return tuple(int(k) for k in _k.wall_bounds(n))
+        return tuple(int(k) for k in pm.wall_bounds(n))
     lo, hi = (float(w) for w in walls)
     if not (0 <= lo < 1 and 0 <= hi < 1):  # also rejects NaN
         raise ValueError(f"--walls fractions must lie in [0, 1), got {lo} {hi}")
@@ -164,12 +163,12 @@ def pilot_envelope(
     paths each) or too rare to size an envelope, and a run would not end.
     """
     k_lo, k_hi = wall_count_range(size, walls)
-    key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07)))
+    key = np.uint64(pm.stream_key(np.uint64(seed) ^ np.uint64(0x9E1_07)))
     n_cells = size * size
     first = qualified = 0
     a_max = a_sum = 0.0
     while qualified < min_layouts and first < max_candidates:
-        _, pairs, _, nwalls = _k.filter_batch(
+        _, pairs, _, nwalls = pm.filter_batch(
             key, first, BATCH, size, k_lo, k_hi, t_edges, unique_path, 1.0, MAX_SOURCES, True
         )
         qual = pairs > 0
@@ -255,72 +254,27 @@ def generate_mazes(
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     t0 = time.perf_counter()
-    pilot = None
-    # the measured envelopes hold for the recipe's walls and any shortest path only
-    if envelope is None and (k_lo, k_hi) == wall_count_range(size) and not unique_path:
-        envelope = KNOWN_ENVELOPES.get((size, t_edges))
-    if envelope is None:
-        envelope, *pilot = pilot_envelope(size, t_edges, seed, walls=walls, unique_path=unique_path)
-    if not 0 < envelope <= 1:
-        raise ValueError(f"envelope must be in (0, 1], got {envelope}")
-    key = np.uint64(_k.stream_key(np.uint64(seed)))
-    keep: list[int] = []
-    seen: set[bytes] = set()
+    envelope, pilot = _resolve_envelope(envelope, size, t_edges, seed, walls, unique_path, (k_lo, k_hi))
+    key = np.uint64(pm.stream_key(np.uint64(seed)))
+    tally = _Tally(count, dedupe)
     parts = []
     first = 0
-    n_qualified = n_accepted = n_dupes = clipped = 0
-    dup_run = 0  # accepted duplicates since the last new layout
-    a_max = 0.0
-    bfs_total = 0
     n_cells = size * size
     bar = _progress(count, progress)
     try:
-        while len(keep) < count:
+        while len(tally.keep) < count:
             if max_candidates is not None and first >= max_candidates:
-                raise RuntimeError(f"only {len(keep)} of {count} mazes after {first} candidates")
-            status, pairs, nbfs, nwalls = _k.filter_batch(
+                raise RuntimeError(f"only {len(tally.keep)} of {count} mazes after {first} candidates")
+            status, pairs, nbfs, nwalls = pm.filter_batch(
                 key, first, batch, size, k_lo, k_hi, t_edges, unique_path, envelope, MAX_SOURCES
             )
-            # pairs is -1 where the filter rejected on a bound: such a layout's keep chance is below
-            # the envelope, so the clipped count stays exact.
-            qual = pairs > 0
-            n_qualified += int(qual.sum())
-            bfs_total += int(nbfs.sum())
-            free = n_cells - nwalls[qual].astype(np.float64)
-            a = pairs[qual] / (free * (free - 1))
-            if a.size:
-                a_max = max(a_max, float(a.max()))
-                clipped += int((a > envelope).sum())
-            acc = np.nonzero(status == _k.ST_ACCEPTED)[0]
-            n_accepted += acc.size
+            acc = tally.count_batch(status, pairs, nbfs, nwalls, n_cells, envelope)
             if acc.size:
                 idx = (first + acc).astype(np.int64)
-                q, ans, lengths, npaths, w = _k.build_batch(
+                q, ans, lengths, npaths, w = pm.build_batch(
                     key, idx, pairs[acc], size, k_lo, k_hi, t_edges, unique_path, MAX_SOURCES
                 )
-                rows = []
-                for j in range(acc.size):
-                    if len(keep) >= count:
-                        break
-                    if dedupe:
-                        lk = layout_key(q[j], size)
-                        if lk in seen:
-                            n_dupes += 1
-                            dup_run += 1
-                            if dup_run > MAX_DUPLICATE_RUN:
-                                raise ValueError(
-                                    f"only {len(keep)} distinct layouts (up to rotation and reflection) "
-                                    f"of {count} after {dup_run} repeats in a row: this setting has too "
-                                    "few distinct mazes (ask for fewer, or change --size, --walls or "
-                                    "--min-path)"
-                                )
-                            continue
-                        seen.add(lk)
-                        dup_run = 0
-                    keep.append(int(idx[j]))
-                    rows.append(j)
-                    bar.update(1)
-                rows = np.asarray(rows, dtype=np.int64)
+                rows = tally.take_distinct(q, idx, size, bar)
                 parts.append((q[rows], ans[rows], lengths[rows], npaths[rows], w[rows], idx[rows]))
             first += batch
             bar.set_postfix(candidates=first)
@@ -331,34 +285,109 @@ def generate_mazes(
     else:
         q = ans = np.zeros((0, n_cells), np.uint8)
         lengths, npaths, w, idx = (np.zeros(0, d) for d in (np.int32, np.float64, np.int16, np.int64))
-    elapsed = time.perf_counter() - t0
-    stats = {
-        "candidates": first,
-        "layouts_counted_with_a_pair": n_qualified,
-        "accepted": n_accepted,
-        "duplicates_dropped": n_dupes,
-        "bfs_per_candidate": bfs_total / max(first, 1),
-        "envelope": envelope,
-        "envelope_pilot": None
-        if pilot is None
-        else {
-            "candidates": pilot[0],
-            "layouts_with_a_pair": pilot[1],
-            "max_keep_chance": pilot[2],
-            # mean keep chance over the pilot's layouts: the naive recipe's yield per draw
-            "naive_yield_estimate": pilot[3],
-        },
-        "max_keep_chance_counted": a_max,
-        "clipped_layouts": clipped,
-        "seconds": round(elapsed, 3),
-    }
-    if clipped:
+    stats = tally.stats(first, envelope, pilot, time.perf_counter() - t0)
+    if tally.clipped:
         print(
-            f"warning: {clipped} layouts had keep chance above --envelope {envelope} (max {a_max:.4f}); "
-            "the sample under-weights them: raise --envelope for an exact sample",
+            f"warning: {tally.clipped} layouts had keep chance above --envelope {envelope} (max "
+            f"{tally.a_max:.4f}); the sample under-weights them: raise --envelope for an exact sample",
             file=sys.stderr,
         )
     return MazeSet(q, ans, lengths, npaths, w, idx, stats)
+
+
+def _resolve_envelope(
+    envelope, size, t_edges, seed, walls, unique_path, k_range
+) -> tuple[float, list | None]:
+    """``(envelope, pilot)``: the given envelope, else a measured one (recipe walls, any shortest
+    path only), else one from a pilot run (whose figures ``pilot`` holds)."""
+    pilot = None
+    if envelope is None and k_range == wall_count_range(size) and not unique_path:
+        envelope = KNOWN_ENVELOPES.get((size, t_edges))
+    if envelope is None:
+        envelope, *pilot = pilot_envelope(size, t_edges, seed, walls=walls, unique_path=unique_path)
+    if not 0 < envelope <= 1:
+        raise ValueError(f"envelope must be in (0, 1], got {envelope}")
+    return envelope, pilot
+
+
+@dataclass
+class _Tally:
+    """The candidates :func:`generate_mazes` has scanned, and the distinct layouts it keeps."""
+
+    count: int  # layouts wanted
+    dedupe: bool
+    keep: list[int] = field(default_factory=list)  # kept candidate indices
+    seen: set[bytes] = field(default_factory=set)  # their layouts up to symmetry
+    n_qualified: int = 0
+    n_accepted: int = 0
+    n_dupes: int = 0
+    clipped: int = 0
+    dup_run: int = 0  # accepted duplicates since the last new layout
+    a_max: float = 0.0
+    bfs_total: int = 0
+
+    def count_batch(self, status, pairs, nbfs, nwalls, n_cells: int, envelope: float) -> np.ndarray:
+        """Count one ``filter_batch``; returns the positions of its accepted candidates."""
+        # pairs is -1 where the filter rejected on a bound: such a layout's keep chance is below
+        # the envelope, so the clipped count stays exact.
+        qual = pairs > 0
+        self.n_qualified += int(qual.sum())
+        self.bfs_total += int(nbfs.sum())
+        free = n_cells - nwalls[qual].astype(np.float64)
+        a = pairs[qual] / (free * (free - 1))
+        if a.size:
+            self.a_max = max(self.a_max, float(a.max()))
+            self.clipped += int((a > envelope).sum())
+        acc = np.nonzero(status == pm.ST_ACCEPTED)[0]
+        self.n_accepted += acc.size
+        return acc
+
+    def take_distinct(self, q: np.ndarray, idx: np.ndarray, size: int, bar) -> np.ndarray:
+        """Rows of an accepted batch to keep: new layouts only (with ``dedupe``), until ``count``."""
+        rows = []
+        for j in range(len(idx)):
+            if len(self.keep) >= self.count:
+                break
+            if self.dedupe:
+                lk = layout_key(q[j], size)
+                if lk in self.seen:
+                    self.n_dupes += 1
+                    self.dup_run += 1
+                    if self.dup_run > MAX_DUPLICATE_RUN:
+                        raise ValueError(
+                            f"only {len(self.keep)} distinct layouts (up to rotation and reflection) "
+                            f"of {self.count} after {self.dup_run} repeats in a row: this setting has too "
+                            "few distinct mazes (ask for fewer, or change --size, --walls or --min-path)"
+                        )
+                    continue
+                self.seen.add(lk)
+                self.dup_run = 0
+            self.keep.append(int(idx[j]))
+            rows.append(j)
+            bar.update(1)
+        return np.asarray(rows, dtype=np.int64)
+
+    def stats(self, candidates: int, envelope: float, pilot, elapsed: float) -> dict:
+        return {
+            "candidates": candidates,
+            "layouts_counted_with_a_pair": self.n_qualified,
+            "accepted": self.n_accepted,
+            "duplicates_dropped": self.n_dupes,
+            "bfs_per_candidate": self.bfs_total / max(candidates, 1),
+            "envelope": envelope,
+            "envelope_pilot": None
+            if pilot is None
+            else {
+                "candidates": pilot[0],
+                "layouts_with_a_pair": pilot[1],
+                "max_keep_chance": pilot[2],
+                # mean keep chance over the pilot's layouts: the naive recipe's yield per draw
+                "naive_yield_estimate": pilot[3],
+            },
+            "max_keep_chance_counted": self.a_max,
+            "clipped_layouts": self.clipped,
+            "seconds": round(elapsed, 3),
+        }
 
 
 def _check_settings(
@@ -414,10 +443,10 @@ def naive_recipe_numba(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The public recipe, one (layout, S, G) per draw, in Numba: (path edges, walls) of kept draws."""
     k_lo, k_hi = _check_settings(size, t_edges, seed, walls)
-    key = np.uint64(_k.stream_key(np.uint64(seed) ^ np.uint64(0x5EED)))
+    key = np.uint64(pm.stream_key(np.uint64(seed) ^ np.uint64(0x5EED)))
     lengths, wall_counts = [], []
     for first in range(0, draws, BATCH):
-        d, w = _k.naive_batch(key, first, min(BATCH, draws - first), size, k_lo, k_hi, unique_path)
+        d, w = pm.naive_batch(key, first, min(BATCH, draws - first), size, k_lo, k_hi, unique_path)
         keep = d >= t_edges
         lengths.append(d[keep])
         wall_counts.append(w[keep])
@@ -710,7 +739,7 @@ def build_from_csv(
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_gen.maze", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="training mazes (default 1000)")
     p.add_argument("--test-n", type=int, default=None, help="test mazes (default: --n)")
@@ -759,7 +788,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.from_csv:
             out = args.out or "data/maze-from-csv"

@@ -11,8 +11,9 @@ solution. Each lineage (a random minimal puzzle, or one island and everything it
 through) belongs to one split, and a test puzzle whose canonical form (Sudoku symmetry) appears
 in train is drawn again, so no test puzzle is a symmetry image or a hill-climb neighbour of a
 training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only. The kept puzzles are
-drawn per rating bucket toward the public set's histogram (REFERENCE.md 1.1); where the generated
-pool has too few hard puzzles a bucket's shortfall is filled from the next easier bucket, and
+drawn per rating bucket toward the public set's histogram (docs/reference.md, "Sudoku-Extreme");
+where the generated pool has too few hard puzzles a bucket's shortfall is filled from the next
+easier bucket, and
 ``stats.json`` reports the histogram reached next to the target.
 
 Output (atomic): ``<out>/{train,test}/`` in the HRM/TRM array format, ``identifiers.json``,
@@ -36,16 +37,12 @@ from tqdm import tqdm
 from data_gen.format import build_split, read_public_csv, write_dataset
 from puzzles import sudoku as S
 
-# Public Sudoku-Extreme rating histogram (REFERENCE.md 1.1): bucket lower bounds and shares.
-BUCKET_EDGES = (0, 1, 3, 11, 21, 51)
-BUCKET_NAMES = ("0", "1-2", "3-10", "11-20", "21-50", "51+")
+# Public Sudoku-Extreme rating histogram (docs/reference.md, "Sudoku-Extreme"): the share of each
+# of puzzles.sudoku's rating buckets.
+BUCKET_EDGES, BUCKET_NAMES, bucket_of = S.BUCKET_EDGES, S.BUCKET_NAMES, S.bucket_of
 TARGET_SHARES = (0.18, 0.07, 0.14, 0.17, 0.33, 0.11)
 EASY_SHARE = 0.265
 CHUNK = 256  # generation work unit: progress-bar granularity, never affects the output
-
-
-def bucket_of(public_rating: np.ndarray) -> np.ndarray:
-    return np.searchsorted(np.asarray(BUCKET_EDGES), np.asarray(public_rating), side="right") - 1
 
 
 def histogram(public_rating: np.ndarray) -> dict[str, float]:
@@ -93,11 +90,6 @@ def resample_to_target(public_rating: np.ndarray, n: int, shares=TARGET_SHARES) 
 
 def _rows_bytes(a: np.ndarray) -> list[bytes]:
     return [r.tobytes() for r in np.ascontiguousarray(a, dtype=np.int8)]
-
-
-def to_tokens(grids: np.ndarray) -> np.ndarray:
-    """0 (blank) -> 1, digit d -> d + 1; token 0 stays PAD (REFERENCE.md 1.3)."""
-    return (np.asarray(grids, dtype=np.int16) + 1).astype(np.uint8)
 
 
 def _interleave(groups: list[np.ndarray]) -> np.ndarray:
@@ -350,11 +342,13 @@ def assemble(splits_grids: dict, num_aug: int, seed: int, box) -> tuple[dict, fl
             sizes = np.full(len(p), 1 + num_aug)
         else:
             ap, as_, sizes = p, s, None
-        out[name] = build_split(to_tokens(ap), to_tokens(as_), sizes, vocab_size=geo.n + 2)
+        out[name] = build_split(
+            S.grid_to_tokens(ap), S.grid_to_tokens(as_), sizes, vocab_size=S.vocab_size(geo.n)
+        )
     return out, time.perf_counter() - t0
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m data_gen.sudoku", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="training puzzles (before augmentation)")
     ap.add_argument("--test-n", type=int, default=1000, help="test puzzles")
@@ -410,6 +404,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="Numba threads (output does not depend on it)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def _parse_args(argv) -> tuple[argparse.Namespace, Path]:
+    """The arguments, checked (argparse's one-line error and exit code 2 otherwise), and --out."""
+    ap = _parser()
     args = ap.parse_args(argv)
 
     for k in ("n", "test_n", "num_aug", "climb_iters"):
@@ -431,60 +431,80 @@ def main(argv=None) -> int:
     if out.exists() and not args.overwrite:
         ap.error(f"{out} already exists; choose another --out or pass --overwrite")
 
+    return args, out
+
+
+def _from_csv_parts(args) -> tuple:
+    """Grids, ratings (ours and public), CSV rows and timings of a --from-csv build."""
+    splits, dropped, timings = build_from_csv(args)
+    grids = {k: (v[0], v[1]) for k, v in splits.items()}
+    ours = {
+        k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
+        for k, v in splits.items()
+    }
+    public = {k: v[2].astype(np.float64) for k, v in splits.items()}
+    csv_rows = {
+        k: [
+            (src, S.format_grid(p), S.format_grid(a), int(r))
+            for p, a, r, src in zip(v[0], v[1], v[2], v[3], strict=True)
+        ]
+        for k, v in splits.items()
+    }
+    easy_share = None
+    return grids, ours, public, csv_rows, easy_share, dropped, timings
+
+
+def _generated_parts(args) -> tuple:
+    """Grids, ratings (ours and public scale), CSV rows and timings of a generated build."""
+    splits, dropped, timings = build_generated(args)
+    grids = {k: (v[0], v[1]) for k, v in splits.items()}
+    ours = {k: v[2] for k, v in splits.items()}
+    public = {k: S.to_public_scale(v[2]) for k, v in splits.items()}
+    csv_rows = {
+        k: [
+            (
+                "gridloop-easy" if e else "gridloop-hard",
+                S.format_grid(p),
+                S.format_grid(s),
+                int(round(r)),
+            )
+            for p, s, e, r in zip(v[0], v[1], v[3], public[k], strict=True)
+        ]
+        for k, v in splits.items()
+    }
+    easy_share = {k: round(float(v[3].mean()), 4) if len(v[3]) else 0.0 for k, v in splits.items()}
+    return grids, ours, public, csv_rows, easy_share, dropped, timings
+
+
+def _stats(args, grids, arrays, ours, public, easy_share, dropped) -> dict:
+    """``stats.json`` (without the timings)."""
+    return {
+        "generator": "from-csv" if args.from_csv else "gridloop islands hill-climb",
+        "args": {k: v for k, v in vars(args).items() if k not in ("quiet", "overwrite", "threads")},
+        "box": args.box,
+        "counts": {k: int(len(v[0])) for k, v in grids.items()},
+        "examples": {k: int(v.inputs.shape[0]) for k, v in arrays.items()},
+        "dropped": dropped,
+        "easy_share": easy_share,
+        "needs_guessing_share": {
+            k: round(float((np.asarray(v) > 0).mean()), 4) if len(v) else 0.0 for k, v in ours.items()
+        },
+        "rating_ours": {k: rating_summary(v) for k, v in ours.items()},
+        "rating_public_scale": {k: rating_summary(v) for k, v in public.items()},
+        "target_histogram": dict(zip(BUCKET_NAMES, TARGET_SHARES, strict=True)),
+        "seed": args.seed,
+    }
+
+
+def main(argv=None) -> int:
+    args, out = _parse_args(argv)
     t0 = time.perf_counter()
     try:
-        if args.from_csv:
-            splits, dropped, timings = build_from_csv(args)
-            grids = {k: (v[0], v[1]) for k, v in splits.items()}
-            ours = {
-                k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
-                for k, v in splits.items()
-            }
-            public = {k: v[2].astype(np.float64) for k, v in splits.items()}
-            csv_rows = {
-                k: [
-                    (src, S.format_grid(p), S.format_grid(a), int(r))
-                    for p, a, r, src in zip(v[0], v[1], v[2], v[3], strict=True)
-                ]
-                for k, v in splits.items()
-            }
-            easy_share = None
-        else:
-            splits, dropped, timings = build_generated(args)
-            grids = {k: (v[0], v[1]) for k, v in splits.items()}
-            ours = {k: v[2] for k, v in splits.items()}
-            public = {k: S.to_public_scale(v[2]) for k, v in splits.items()}
-            csv_rows = {
-                k: [
-                    (
-                        "gridloop-easy" if e else "gridloop-hard",
-                        S.format_grid(p),
-                        S.format_grid(s),
-                        int(round(r)),
-                    )
-                    for p, s, e, r in zip(v[0], v[1], v[3], public[k], strict=True)
-                ]
-                for k, v in splits.items()
-            }
-            easy_share = {k: round(float(v[3].mean()), 4) if len(v[3]) else 0.0 for k, v in splits.items()}
+        parts = _from_csv_parts(args) if args.from_csv else _generated_parts(args)
+        grids, ours, public, csv_rows, easy_share, dropped, timings = parts
         arrays, t_aug = assemble(grids, args.num_aug, args.seed, args.box)
         timings["augment_s"] = t_aug
-        stats = {
-            "generator": "from-csv" if args.from_csv else "gridloop islands hill-climb",
-            "args": {k: v for k, v in vars(args).items() if k not in ("quiet", "overwrite", "threads")},
-            "box": args.box,
-            "counts": {k: int(len(v[0])) for k, v in grids.items()},
-            "examples": {k: int(v.inputs.shape[0]) for k, v in arrays.items()},
-            "dropped": dropped,
-            "easy_share": easy_share,
-            "needs_guessing_share": {
-                k: round(float((np.asarray(v) > 0).mean()), 4) if len(v) else 0.0 for k, v in ours.items()
-            },
-            "rating_ours": {k: rating_summary(v) for k, v in ours.items()},
-            "rating_public_scale": {k: rating_summary(v) for k, v in public.items()},
-            "target_histogram": dict(zip(BUCKET_NAMES, TARGET_SHARES, strict=True)),
-            "seed": args.seed,
-        }
+        stats = _stats(args, grids, arrays, ours, public, easy_share, dropped)
         timings["total_s"] = time.perf_counter() - t0
         stats["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         write_dataset(out, arrays, csv_rows=csv_rows, stats=stats, overwrite=args.overwrite)

@@ -292,3 +292,16 @@ def check_paths(questions: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray,
         }[int(codes[i])]
         raise ValueError(f"question row {i} {what}")
     return codes, lengths, shortest
+
+
+# ----------------------------------------------------------------------------- generation
+
+# The Numba kernels that the dataset builder (data_gen.maze) drives, public here so that it needs
+# no private module. Every candidate draws from its own counter-based stream under ``stream_key``,
+# so a candidate's layout depends on (seed, index) alone, never on batching or thread count.
+wall_bounds = _k.wall_bounds  # the public recipe's wall-count range for n cells
+stream_key = _k.stream_key  # the 64-bit key of a run from its seed
+filter_batch = _k.filter_batch  # decide candidates: accept with the naive recipe's keep chance
+build_batch = _k.build_batch  # rebuild accepted candidates: (S, G) and the canonical path
+naive_batch = _k.naive_batch  # the public recipe, one draw per candidate (for comparison)
+ST_ACCEPTED = _k.ST_ACCEPTED  # filter_batch's status of an accepted candidate

@@ -25,6 +25,46 @@ from puzzles import _sudoku_kernels as K
 BOX_SHAPES = {"2x2": (2, 2), "2x3": (2, 3), "3x3": (3, 3)}
 
 
+# ----------------------------------------------------------------------------- tokens and buckets
+
+# The token layout of the on-disk format (docs/reference.md, "On-disk format"), defined here once for
+# the builders (data_gen) and the reasoners (reasoners.tasks): 0 PAD, 1 blank, digit d -> d + 1.
+PAD_TOKEN, BLANK_TOKEN = 0, 1
+
+# The public Sudoku-Extreme rating buckets (guesses before the first solution, public scale):
+# each bucket's lower bound and name. The builder fills them toward the public set's histogram;
+# evaluation reports accuracy per bucket.
+BUCKET_EDGES = (0, 1, 3, 11, 21, 51)
+BUCKET_NAMES = ("0", "1-2", "3-10", "11-20", "21-50", "51+")
+
+
+def vocab_size(side: int) -> int:
+    """Tokens of an N x N Sudoku: PAD, blank and the N digits."""
+    return side + 2
+
+
+def grid_to_tokens(grids) -> np.ndarray:
+    """Token rows (uint8) of grids (0 blank, 1..N digits)."""
+    return (np.asarray(grids, dtype=np.int16) + 1).astype(np.uint8)
+
+
+def tokens_to_grid(tokens, side: int) -> np.ndarray:
+    """Grids (int8, 0 = blank) of token rows; PAD and any token that is not a digit read as blank."""
+    t = np.asarray(tokens).astype(np.int64)
+    return np.where(is_digit_token(t, side), t - 1, 0).astype(np.int8)
+
+
+def is_digit_token(tokens, side: int) -> np.ndarray:
+    """Where the tokens are digits 1..N (not PAD, not blank)."""
+    t = np.asarray(tokens)
+    return (t >= BLANK_TOKEN + 1) & (t <= side + 1)
+
+
+def bucket_of(public_rating) -> np.ndarray:
+    """The index into :data:`BUCKET_NAMES` of each public-scale rating."""
+    return np.searchsorted(np.asarray(BUCKET_EDGES), np.asarray(public_rating), side="right") - 1
+
+
 # ----------------------------------------------------------------------------- geometry
 
 

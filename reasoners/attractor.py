@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from reasoners.supervision import StepOutput
 from reasoners.trm import TRM, TRMConfig, TRMState
 from solvers import SolverInfo, anderson, fixed_point_iter, implicit_grad, neumann_grad, phantom_grad
 
@@ -174,7 +175,7 @@ class Attractor(TRM):
         return tuple(implicit_grad(F, s_star, max_iter=c.implicit_max_iter, tol=c.implicit_tol))
 
     def forward(self, state: TRMState, batch: dict[str, torch.Tensor]):
-        """One supervision step: ``(state, batch) -> (detached state, logits, q_logits, extras)``.
+        """One supervision step: ``(state, batch) -> StepOutput(detached state, logits, q_logits, extras)``.
 
         ``extras["solver"]`` is the solve's :class:`solvers.SolverInfo` (per-sample relative and
         absolute residuals at S*, steps); ``extras["fixed_point"]`` is S* itself (detached).
@@ -202,7 +203,7 @@ class Attractor(TRM):
             y, z = self.attach_gradient(F, s_star)
         logits, q_logits = self.decode(y)
         extras = {"solver": info, "fixed_point": TRMState(*(t.detach() for t in s_star))}
-        return TRMState(y.detach(), z.detach()), logits, q_logits, extras
+        return StepOutput(TRMState(y.detach(), z.detach()), logits, q_logits, extras)
 
     def _attach_and_measure(self, F_recorded, s_star, first, info):
         out = self.attach_gradient(F_recorded, s_star)

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from data_gen.format import atomic_path
 from reasoners.presets import MODELS
 from reasoners.tasks import Task
 
@@ -37,17 +37,8 @@ FORMAT = "gridloop-checkpoint/1"
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **payload}, tmp)
     return path
 
 
@@ -76,7 +67,10 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     for folder in (run_dir / "checkpoints", run_dir):
         if (folder / "last.pt").is_file():
             return folder / "last.pt"
-        found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        # hidden names are temporary files of an interrupted write (data_gen.format.atomic_path)
+        found = sorted(
+            (p for p in folder.glob("*.pt") if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime
+        )
         if found:
             return found[-1]
     return None

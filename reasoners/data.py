@@ -67,10 +67,15 @@ def ensure_dataset(root: str | os.PathLike, build: str | None, auto_build: bool,
 
 
 def load_dataset(
-    root: str | os.PathLike, kind: str, *, side: int | None = None, need_train: bool = True
+    root: str | os.PathLike,
+    kind: str,
+    *,
+    side: int | None = None,
+    need_train: bool = True,
+    fix: str | None = None,
 ) -> Dataset:
     """Read ``root/{train,test}`` and check that they hold ``kind`` puzzles of one size (``side`` when
-    given)."""
+    given). ``fix`` ends the error for a set of another kind (default: the data config's keys)."""
     root = Path(root)
     test = read_split(root / "test")
     train = read_split(root / "train") if need_train else None
@@ -90,19 +95,14 @@ def load_dataset(
                 f"{task.side}x{task.side} {kind} needs {task.seq_len} and {task.vocab_size}: "
                 f"is data.puzzle={kind!r} right for this dataset?"
             )
-    check_kind(root, test, task)
+    check_kind(root, test, task, fix)
     return Dataset(root, task, train, test)
 
 
 def check_kind(root: Path, split: Split, task: Task, fix: str | None = None, rows: int = 64) -> None:
-    """4x4 Sudoku and 4x4 mazes share vocab and length: tell them apart by their tokens (Sudoku labels
-    are all digits; every maze question holds one S and one G). ``fix`` ends the error message."""
-    inputs, labels = split.inputs[:rows], split.labels[:rows]
-    if task.kind == "sudoku":
-        ok = bool(((labels >= 2) & (labels <= task.side + 1)).all())
-    else:
-        ok = bool(((inputs == 3).sum(-1) == 1).all() and ((inputs == 4).sum(-1) == 1).all())
-    if not ok:
+    """4x4 Sudoku and 4x4 mazes share vocab and length: tell them apart by their tokens
+    (:meth:`Task.tokens_fit`). ``fix`` ends the error message."""
+    if not task.tokens_fit(split.inputs[:rows], split.labels[:rows]):
         other = "maze" if task.kind == "sudoku" else "sudoku"
         if fix is None:
             fix = f"Set data.puzzle={other!r} or point data.dir at a {task.kind} dataset"

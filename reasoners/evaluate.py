@@ -15,9 +15,9 @@ What it measures, on the first ``eval.max_puzzles`` test puzzles (all by default
   and the accuracy of the answer at that step;
 - ``curve``: the test-time-compute curve, accuracy after each of ``eval.steps`` supervision steps
   (steps past ``halt_max_steps`` extrapolate: the reasoner simply keeps going). One rollout of the
-  largest step count gives every point;
+  largest step count gives every point (:mod:`reasoners.test_time` runs it);
 - ``buckets``: accuracy by difficulty, from the ``rating`` column of the dataset's ``test.csv``
-  (Sudoku: the public guess-count buckets of :mod:`data_gen.sudoku`; maze: shortest-path length,
+  (Sudoku: the public guess-count buckets of :mod:`puzzles.sudoku`; maze: shortest-path length,
   split at its quartiles over the evaluated puzzles). gridloop's builders write ``test.csv`` in the
   test split's order and never augment the test split; the ratings are used only when every
   evaluated row equals its CSV question, and skipped with a note otherwise;
@@ -31,7 +31,6 @@ and prints the markdown. :func:`evaluate` is the same without Hydra.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -47,17 +46,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from data_gen.format import Split, atomic_write_json, atomic_write_text, read_public_csv, read_split
-from reasoners.attractor import AttractorConfig
+from data_gen.format import Split, atomic_write_json, atomic_write_text, read_public_csv
 from reasoners.checkpoint import latest_checkpoint, load_reasoner
-from reasoners.data import check_kind, ensure_dataset, to_batch
+from reasoners.data import ensure_dataset, load_dataset
 from reasoners.device import pick_device
 from reasoners.presets import count_parameters
-from reasoners.supervision import unwrap
-from reasoners.tasks import Task, score
+from reasoners.supervision import halting_rule, unwrap
+from reasoners.tasks import Task
+from reasoners.test_time import attractor_grid, has_solver_grid, means, score_rollout
 
 FORMAT = "gridloop-evaluation/1"
-METRICS = ("exact", "valid", "cell")
 
 
 @dataclass
@@ -143,153 +141,16 @@ def resolve_dataset(
 def load_test_split(root: str | os.PathLike, task: Task) -> Split:
     """The test split of ``root``, checked to hold puzzles of ``task``'s kind and size."""
     root = Path(root)
-    split = read_split(root / "test")
-    seq_len, vocab = int(split.metadata["seq_len"]), int(split.metadata["vocab_size"])
-    if seq_len != task.seq_len or vocab != task.vocab_size:
-        side = round(seq_len**0.5)
+    fix = f"the checkpoint was trained on {task.side}x{task.side} {task.kind}: pass its dataset with "
+    fix += "data=NAME or data_dir=PATH"
+    data = load_dataset(root, task.kind, need_train=False, fix=fix[0].upper() + fix[1:])
+    found = data.task
+    if found != task:
         raise ValueError(
-            f"{root} holds {side}x{side} grids (seq_len {seq_len}, vocab_size {vocab}), but the checkpoint "
-            f"was trained on {task.side}x{task.side} {task.kind} (seq_len {task.seq_len}, vocab_size "
-            f"{task.vocab_size}): pass its dataset with data=NAME or data_dir=PATH"
+            f"{root} holds {found.side}x{found.side} grids (seq_len {found.seq_len}, vocab_size "
+            f"{found.vocab_size}), but {fix}"
         )
-    check_kind(
-        root,
-        split,
-        task,
-        fix=f"The checkpoint was trained on {task.side}x{task.side} {task.kind}: pass its "
-        "dataset with data=NAME or data_dir=PATH",
-    )
-    return split
-
-
-# ----------------------------------------------------------------------------- rollouts
-
-
-@dataclass
-class Rollout:
-    """Per-puzzle results of one rollout over ``rows``."""
-
-    steps: dict[int, dict[str, np.ndarray]]  # recorded step -> {"exact", "valid", "cell"} (N,)
-    halt_step: np.ndarray  # (N,) first step the halting head fires (halt_max_steps if never)
-    at_halt: dict[str, np.ndarray]  # scores of the answer at halt_step
-    solver: dict | None  # Attractor: mean map evaluations per step, last step's residuals
-
-
-def halting_rule(model: nn.Module) -> str:
-    return "q_halt > q_continue" if unwrap(model).config.q_continue else "q_halt > 0"
-
-
-@torch.no_grad()
-def rollout(
-    model: nn.Module,
-    task: Task,
-    split: Split,
-    rows: np.ndarray,
-    record: Sequence[int],
-    *,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> Rollout:
-    """Run ``rows`` from the initial state for ``max(record, halt_max_steps)`` supervision steps,
-    scoring the answer at every step in ``record``, and where the halting head first fires.
-
-    The same loop as :func:`reasoners.supervision.run_steps`, keeping only predictions: holding
-    every step's logits and Attractor fixed points for 32 steps would take gigabytes at batch 256.
-    """
-    core = unwrap(model)
-    cfg = core.config
-    halt_max = cfg.halt_max_steps
-    record = sorted(set(int(s) for s in record))
-    n_steps = max(record[-1], halt_max)
-    N = len(rows)
-    steps = {s: {"exact": np.zeros(N, bool), "valid": np.zeros(N, bool), "cell": np.zeros(N)} for s in record}
-    halt_step = np.full(N, halt_max, dtype=np.int64)
-    halt_preds = np.zeros((N, task.seq_len), dtype=np.int64)
-    evals, residual, converged = [], np.zeros(N), np.zeros(N, bool)
-    for start in range(0, N, batch_size):
-        idx = rows[start : start + batch_size]
-        at = np.arange(start, start + len(idx))
-        batch = to_batch(split, idx, device)
-        inputs, labels = split.inputs[idx], split.labels[idx]
-        state = core.initial_state(len(idx), batch["inputs"].device)
-        pending = np.ones(len(idx), bool)
-        for step in range(1, n_steps + 1):
-            state, logits, q_logits, extras = model(state, batch)
-            preds = logits.argmax(-1).cpu().numpy()  # (B, L)
-            if step in steps:
-                for k, v in score(task, inputs, labels, preds).items():
-                    steps[step][k][at] = v
-            if step <= halt_max:
-                q_halt, q_cont = q_logits[..., 0], q_logits[..., 1]
-                fires = ((q_halt > q_cont) if cfg.q_continue else (q_halt > 0)).cpu().numpy()
-                newly = pending & (fires | (step == halt_max))
-                halt_step[at[newly]] = step
-                halt_preds[at[newly]] = preds[newly]
-                pending &= ~newly
-            info = extras.get("solver") if isinstance(extras, dict) else None
-            if info is not None and step <= halt_max:
-                evals.append((info.nstep, len(idx)))
-                if step == halt_max:
-                    residual[at] = info.rel_residual.float().cpu().numpy()
-                    converged[at] = info.converged.cpu().numpy()
-    at_halt = score(task, split.inputs[rows], split.labels[rows], halt_preds)
-    solver = None
-    if evals:
-        weight = sum(n for _, n in evals)
-        finite = residual[np.isfinite(residual)]
-        solver = {
-            "map_evals_per_step": sum(e * n for e, n in evals) / weight,
-            "rel_residual": float(finite.mean()) if len(finite) else None,
-            "converged": float(converged.mean()),
-        }
-    return Rollout(steps, halt_step, at_halt, solver)
-
-
-def _means(scores: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, float | None]:
-    if mask is not None:
-        scores = {k: v[mask] for k, v in scores.items()}
-    return {k: (float(np.mean(scores[k])) if len(scores[k]) else None) for k in METRICS}
-
-
-@contextlib.contextmanager
-def solver_settings(model: nn.Module, max_iter: int, tol: float):
-    """Temporarily set the Attractor's solve budget (read from ``model.config`` at every solve)."""
-    cfg = unwrap(model).config
-    before = (cfg.max_iter, cfg.tol)
-    cfg.max_iter, cfg.tol = int(max_iter), float(tol)
-    try:
-        yield
-    finally:
-        cfg.max_iter, cfg.tol = before
-
-
-def has_solver_grid(model: nn.Module) -> bool:
-    cfg = unwrap(model).config
-    return isinstance(cfg, AttractorConfig) and cfg.solver != "unroll"
-
-
-def attractor_grid(
-    model: nn.Module,
-    task: Task,
-    split: Split,
-    rows: np.ndarray,
-    max_iters: Sequence[int],
-    tols: Sequence[float],
-    *,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> list[dict]:
-    """Final accuracy (after ``halt_max_steps``) and solver effort for each ``(max_iter, tol)``."""
-    halt_max = unwrap(model).config.halt_max_steps
-    out = []
-    for max_iter in max_iters:
-        for tol in tols:
-            with solver_settings(model, max_iter, tol):
-                r = rollout(model, task, split, rows, [halt_max], batch_size=batch_size, device=device)
-            out.append(
-                {"max_iter": int(max_iter), "tol": float(tol), **_means(r.steps[halt_max]), **r.solver}
-            )
-    return out
+    return data.test
 
 
 # ----------------------------------------------------------------------------- difficulty
@@ -329,16 +190,15 @@ def difficulty_buckets(root: Path, task: Task, split: Split, rows: np.ndarray, f
                 "reordered test split), so its ratings cannot be matched"
             }
     ratings = np.array([csv_rows[g][3] for g in group_of], dtype=np.int64)
-    if task.kind == "sudoku":
-        from data_gen.sudoku import BUCKET_EDGES, BUCKET_NAMES
-
-        which = np.searchsorted(np.asarray(BUCKET_EDGES), ratings, side="right") - 1
-        names, what = list(BUCKET_NAMES), "test.csv rating: backtracking guesses (public scale)"
+    buckets = task.rating_buckets(ratings)
+    if buckets is not None:
+        which, names, what = buckets
+        what = f"test.csv rating: {what}"
     else:
         which, names = _quartile_buckets(ratings)
         what = "test.csv rating: shortest-path length, split at its quartiles"
     table = [
-        {"bucket": name, "puzzles": int((which == b).sum()), **_means(final, which == b)}
+        {"bucket": name, "puzzles": int((which == b).sum()), **means(final, which == b)}
         for b, name in enumerate(names)
     ]
     return {"rating": what, "rows": table}
@@ -367,20 +227,20 @@ def evaluate_model(
     rows = np.arange(n)
     record = sorted(set(config.steps) | {halt_max})
     log(f"evaluating {n} of {n_total} test puzzles for up to {max(record)} supervision steps")
-    r = rollout(model, task, split, rows, record, batch_size=config.batch_size, device=device)
+    r = score_rollout(model, task, split, rows, record, batch_size=config.batch_size, device=device)
     final_scores = r.steps[halt_max]
     result = {
         "puzzles": n,
         "test_puzzles": n_total,
         "halt_max_steps": halt_max,
-        "final": _means(final_scores),
+        "final": means(final_scores),
         "halting": {
-            "rule": halting_rule(model),
+            "rule": halting_rule(cfg),
             "mean_step": float(r.halt_step.mean()) if n else None,
             "never_fired": float((r.halt_step == halt_max).mean()) if n else None,
-            **_means(r.at_halt),
+            **means(r.at_halt),
         },
-        "curve": [{"steps": s, **_means(r.steps[s])} for s in sorted(config.steps)],
+        "curve": [{"steps": s, **means(r.steps[s])} for s in sorted(config.steps)],
         "buckets": (
             difficulty_buckets(Path(data_root), task, split, rows, final_scores)
             if data_root is not None

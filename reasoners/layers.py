@@ -1,6 +1,6 @@
 """Building blocks shared by HRM, TRM and the Attractor.
 
-Everything here follows the reference HRM/TRM code numerically (REFERENCE.md section 2):
+Everything here follows the reference HRM/TRM code numerically (docs/reference.md, "HRM and TRM"):
 
 - post-norm blocks ``h = rmsnorm(h + mix(h)); h = rmsnorm(h + swiglu(h))`` with a *weightless* RMSNorm
   computed in float32 (eps 1e-5);
@@ -19,6 +19,7 @@ Modules never create tensors on a fixed device: everything derives from the inpu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -274,6 +275,15 @@ class PuzzlePrefix(nn.Module):
         self.batch_rows: torch.Tensor | None = None
         self.batch_ids: torch.Tensor | None = None
 
+    def pop_grad(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(ids, grad of their rows)`` of the last training forward, for the sign-SGD step, or None
+        when no gradient reached the rows; forgets both, so a step never sees an older batch's rows."""
+        rows, ids = self.batch_rows, self.batch_ids
+        self.batch_rows, self.batch_ids = None, None
+        if rows is None or rows.grad is None:
+            return None
+        return ids, rows.grad
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = self.table[ids]  # (B, P*d)
         if self.training and torch.is_grad_enabled():
@@ -368,3 +378,129 @@ def softmax_cross_entropy(
 
 
 LOSSES = {"stablemax": stablemax_cross_entropy, "softmax": softmax_cross_entropy}
+
+
+# ----------------------------------------------------------------------------- shared by the reasoners
+
+
+@dataclass
+class NetworkConfig:
+    """The fields of the network that HRM's and TRM's configs share (data shape, block, embedding);
+    each model config adds its depth and recursion."""
+
+    # data
+    vocab_size: int = 11  # Sudoku: PAD, blank, 1..9
+    seq_len: int = 81
+    num_puzzle_ids: int = 1
+    # network
+    d_model: int = 512
+    n_heads: int = 8
+    expansion: float = 4.0
+    ffn_multiple: int = 256  # SwiGLU inner width rounded up to a multiple of this (reference: 256)
+    mixer: str = "attention"  # "attention" or "mlp" (token-mixing SwiGLU, as TRM-MLP)
+    positions: str = "rope"  # "rope", "learned" or "none"
+    puzzle_dim: int | None = None  # width of a puzzle-table row; None -> d_model
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        super_post_init = getattr(super(), "__post_init__", None)
+        if super_post_init is not None:  # the other bases' checks (HaltingConfig)
+            super_post_init()
+        if self.mixer not in ("attention", "mlp"):
+            raise ValueError(f"unknown mixer {self.mixer!r}: expected 'attention' or 'mlp'")
+        if self.positions not in ("rope", "learned", "none"):
+            raise ValueError(f"unknown positions {self.positions!r}: expected 'rope', 'learned' or 'none'")
+        if self.mixer == "attention" and (self.n_heads <= 0 or self.d_model % self.n_heads):
+            raise ValueError(f"n_heads={self.n_heads} must be positive and divide d_model={self.d_model}")
+        at_least_one(self, "d_model", "seq_len", "vocab_size")
+
+
+def at_least_one(cfg, *names: str) -> None:
+    """A clear ``ValueError`` for the first of ``names`` below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+def embedding_and_rotary(cfg) -> tuple[InputEmbedding, Rotary | None]:
+    """The input embedding (puzzle prefix + tokens) and, for attention with RoPE, the rotary table."""
+    embed = InputEmbedding(
+        cfg.vocab_size,
+        cfg.d_model,
+        cfg.seq_len,
+        cfg.prefix_len,
+        cfg.num_puzzle_ids,
+        cfg.puzzle_dim,
+        cfg.positions,
+    )
+    total_len = cfg.prefix_len + cfg.seq_len
+    use_rope = cfg.positions == "rope" and cfg.mixer == "attention"
+    return embed, (Rotary(cfg.d_model // cfg.n_heads, total_len, cfg.rope_base) if use_rope else None)
+
+
+def stack_for(cfg, n_layers: int) -> Stack:
+    """``n_layers`` post-norm blocks over prefix + cells, as the config describes them."""
+    return Stack(
+        n_layers,
+        dim=cfg.d_model,
+        n_heads=cfg.n_heads,
+        expansion=cfg.expansion,
+        mixer=cfg.mixer,
+        seq_len=cfg.prefix_len + cfg.seq_len,
+        eps=cfg.norm_eps,
+        ffn_multiple=cfg.ffn_multiple,
+    )
+
+
+def halting_head(dim: int) -> Linear:
+    """The q-head, (B, D) -> (B, 2) = [halt, continue]: weight 0 and bias -5, so training starts from
+    "never halt" (sigmoid(-5) ~ 0.007), as the reference does."""
+    head = Linear(dim, 2, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-5.0)
+    return head
+
+
+class RecursiveReasoner(nn.Module):
+    """What HRM and TRM share around their recursion: a carried state of ``State`` fields (each
+    (B, P + L, D)) that starts from fixed random buffers ``<field>_init`` (std 1, not trained: the
+    reference's H_init / L_init), and the decoding of the answer state into logits and q-logits.
+    A subclass sets ``State`` and names its stacks of blocks: ``{"net": n_layers}`` (TRM) or
+    ``{"high_net": H_layers, "low_net": L_layers}`` (HRM, f_H and f_L)."""
+
+    State: type  # a NamedTuple of state tensors
+
+    def __init__(self, config, stacks: dict[str, int]):
+        super().__init__()
+        self.config = c = config
+        # built in this order, which is the order of the random draws of the initialisation
+        self.embed, self.rotary = embedding_and_rotary(c)
+        for name, n_layers in stacks.items():
+            self.add_module(name, stack_for(c, n_layers))
+        self.output_head = Linear(c.d_model, c.vocab_size)
+        self.q_head = halting_head(c.d_model)  # [halt, continue]
+        for name in self.State._fields:  # one fixed buffer per state field
+            self.register_buffer(f"{name}_init", trunc_normal_(torch.empty(c.d_model), std=1.0))
+
+    def _inits(self) -> list[torch.Tensor]:
+        return [getattr(self, f"{name}_init") for name in self.State._fields]
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None):
+        shape = (batch_size, self.config.prefix_len + self.config.seq_len, self.config.d_model)
+        inits = self._inits()
+        device = inits[0].device if device is None else device
+        return self.State(*(t.to(device).expand(shape).clone() for t in inits))
+
+    def reset_state(self, state, reset: torch.Tensor):
+        """Rows where ``reset`` (B,) is true go back to the initial state."""
+        r = reset.view(-1, 1, 1)
+        return self.State(*(torch.where(r, t, s) for t, s in zip(self._inits(), state, strict=True)))
+
+    def decode(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, L, V) from the cells of the answer state ``h``; halting logits (B, 2) =
+        [halt, continue] in fp32 from its position 0."""
+        logits = self.output_head(h)[:, self.config.prefix_len :]
+        q_logits = self.q_head(h[:, 0]).to(torch.float32)
+        return logits, q_logits

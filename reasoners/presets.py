@@ -12,7 +12,7 @@ attractor 7m   TRM-7M's network, solved to its (y, z) fixed     the Attractor pa
                point: Anderson m=5, <= 16 evaluations, tol
                1e-3, n_inner=1, UPG(k=5, tau=0.5)
 attractor 27m  the same with 8 layers                           the Attractor paper's 27M
-``* tiny``     d=64, 2 heads, 2 layers (HRM 1 + 1), T=2, n=2,   REFERENCE.md section 6's laptop tier, made
+``* tiny``     d=64, 2 heads, 2 layers (HRM 1 + 1), T=2, n=2,   docs/reference.md's laptop tier, made
                SwiGLU width rounded to 64, one prefix position  cheaper (see ``_TINY_NET``)
 =============  ===============================================  ==============================================
 

@@ -1,19 +1,20 @@
 """Deep supervision and halting (adaptive computation time), written once for every reasoner.
 
 A reasoner is any module with ``initial_state(batch_size, device)``, ``reset_state(state, mask)``,
-a ``config`` holding ``halt_max_steps``, ``halt_exploration_prob`` and ``q_continue``, and
-``forward(state, batch) -> (detached state, logits (B, L, V), q_logits (B, 2) = [halt, continue],
-extras)``: one *supervision step*.
+a ``config`` that is a :class:`HaltingConfig` (``halt_max_steps``, ``halt_exploration_prob``,
+``q_continue``), and ``forward(state, batch) -> StepOutput(detached state, logits (B, L, V),
+q_logits (B, 2) = [halt, continue], extras)``: one *supervision step*.
 
-Training follows the reference HRM/TRM semantics (REFERENCE.md section 2):
+Training follows the reference HRM/TRM semantics (docs/reference.md, "Deep supervision and halting"):
 
 - the :class:`Carry` (reasoner state, step counts, halted flags, the puzzle each slot is working on)
   persists across batches; at each call the slots that halted at the previous call are reset to the
   initial state and take the new batch's row at that slot, the others keep their puzzle;
-- a slot halts when it reaches ``halt_max_steps`` or, in training, when ``q_halt > 0`` (TRM) or
-  ``q_halt > q_continue`` (HRM, ``q_continue=True``); with probability ``halt_exploration_prob`` a
-  random minimum step count in U{2..halt_max_steps} delays halting (drawn ``rand`` then ``randint``
-  from the given generator, the global one by default, as the reference does);
+- a slot halts when it reaches ``halt_max_steps`` or, in training, when :func:`halt_fires`:
+  ``q_halt > 0`` (TRM) or ``q_halt > q_continue`` (HRM, ``q_continue=True``); with probability
+  ``halt_exploration_prob`` a random minimum step count in U{2..halt_max_steps} delays halting
+  (drawn ``rand`` then ``randint`` from the given generator, the global one by default, as the
+  reference does);
 - with ``q_continue=True`` the q_continue target is bootstrapped from one more no-grad step;
 - evaluation (``model.eval()``) halts only at ``halt_max_steps``.
 
@@ -21,14 +22,20 @@ Training follows the reference HRM/TRM semantics (REFERENCE.md section 2):
 ``0.5 * BCE(q_halt, sequence exactly right)`` (+ the q_continue BCE), all *summed*; the trainer
 divides by the global batch size. Metrics count only sequences that halted at this step.
 
-:func:`run_steps` is the plain path for evaluation and visualisation: run one batch from the initial
-state for N supervision steps and return every step's outputs.
+:func:`rollout` is the one path for everything that is not training (the trainer's evaluation,
+``evaluate``, ``visualize``, test-time strategies): a generator that steps one batch from the initial
+state, no halting, and yields every step's :class:`StepOutput` as it is made, so a caller keeps only
+what it needs (holding 32 steps of logits and Attractor fixed points at batch 256 takes gigabytes).
+:func:`run_steps` is ``rollout`` collected into a list of dicts, for small batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +49,56 @@ def unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod
     return model
+
+
+@dataclass
+class HaltingConfig:
+    """The halting (ACT) fields every reasoner's config shares; the model configs inherit them."""
+
+    halt_max_steps: int = 16  # supervision steps at most (evaluation always runs all of them)
+    halt_exploration_prob: float = 0.1  # share of slots given a random minimum step count in training
+    q_continue: bool = False  # halt on q_halt > q_continue and learn q_continue by bootstrapping (HRM)
+
+    def __post_init__(self):
+        if self.halt_max_steps < 1:
+            raise ValueError(f"halt_max_steps must be >= 1, got {self.halt_max_steps}")
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise ValueError(f"halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
+
+
+class StepOutput(NamedTuple):
+    """What a reasoner's ``forward`` returns for one supervision step."""
+
+    state: Any  # the carried state (detached), e.g. TRMState(y, z)
+    logits: torch.Tensor  # (B, L, V)
+    q_logits: torch.Tensor  # (B, 2) = [halt, continue], fp32
+    extras: dict  # reasoner-specific, e.g. the Attractor's {"solver": SolverInfo, "fixed_point": S*}
+
+    @property
+    def q_halt(self) -> torch.Tensor:
+        return self.q_logits[..., 0]
+
+    @property
+    def q_continue(self) -> torch.Tensor:
+        return self.q_logits[..., 1]
+
+    @property
+    def solver(self):
+        """The Attractor's :class:`solvers.SolverInfo` of this step's solve, else None."""
+        return self.extras.get("solver") if isinstance(self.extras, dict) else None
+
+
+def halt_fires(q_logits: torch.Tensor, q_continue: bool) -> torch.Tensor:
+    """(B,) bool: the learned halting rule, ``q_halt > q_continue`` (HRM) or ``q_halt > 0`` (TRM).
+
+    The rule alone: training also halts at ``halt_max_steps`` and delays it by exploration."""
+    q_halt, q_cont = q_logits[..., 0], q_logits[..., 1]
+    return (q_halt > q_cont) if q_continue else (q_halt > 0)
+
+
+def halting_rule(config: HaltingConfig) -> str:
+    """The rule of :func:`halt_fires` in words, for reports."""
+    return "q_halt > q_continue" if config.q_continue else "q_halt > 0"
 
 
 @dataclass
@@ -94,50 +151,47 @@ def supervision_step(
         k: torch.where(halted.view((-1,) + (1,) * (v.ndim - 1)), batch[k], v) for k, v in carry.batch.items()
     }
 
-    new_state, logits, q_logits, extras = model(state, data)
-    outputs = {
-        "logits": logits,
-        "q_halt_logits": q_logits[..., 0],
-        "q_continue_logits": q_logits[..., 1],
-        "extras": extras,
-    }
+    out = StepOutput(*model(state, data))
+    outputs = _as_dict(out)
+    new_state, q_logits = out.state, out.q_logits
 
     with torch.no_grad():
         steps = steps + 1
         is_last = steps >= cfg.halt_max_steps
         new_halted = is_last
         if core.training and cfg.halt_max_steps > 1:
-            q_halt, q_cont = q_logits[..., 0], q_logits[..., 1]
-            new_halted = new_halted | ((q_halt > q_cont) if cfg.q_continue else (q_halt > 0))
-            # exploration: a random minimum number of steps for a random subset of slots
-            rank, world = shard
-            B = q_halt.shape[0]
-            rows = slice(rank * B, (rank + 1) * B)
-            explore = (
-                torch.rand((world * B,), generator=generator, device=q_halt.device, dtype=q_halt.dtype)[rows]
-                < cfg.halt_exploration_prob
-            )
-            min_steps = (
-                explore
-                * torch.randint(
-                    2,
-                    cfg.halt_max_steps + 1,
-                    (world * B,),
-                    generator=generator,
-                    device=steps.device,
-                    dtype=steps.dtype,
-                )[rows]
-            )
-            new_halted = new_halted & (steps >= min_steps)
+            new_halted = new_halted | halt_fires(q_logits, cfg.q_continue)
+            new_halted = new_halted & (steps >= exploration_min_steps(cfg, steps, q_logits, generator, shard))
             if cfg.q_continue:
                 # Q-learning target without a replay buffer or target net: one more step from the new state
-                _, _, next_q, _ = model(new_state, data)
+                next_q = StepOutput(*model(new_state, data)).q_logits
                 next_value = torch.where(
                     is_last, next_q[..., 0], torch.maximum(next_q[..., 0], next_q[..., 1])
                 )
                 outputs["target_q_continue"] = torch.sigmoid(next_value)
 
     return Carry(new_state, steps, new_halted, data), outputs
+
+
+def exploration_min_steps(
+    cfg: HaltingConfig,
+    steps: torch.Tensor,
+    q_logits: torch.Tensor,
+    generator: torch.Generator | None,
+    shard: tuple[int, int],
+) -> torch.Tensor:
+    """(B,) the minimum step count before a slot may halt: U{2..halt_max_steps} for a random
+    ``halt_exploration_prob`` share of the slots, 0 for the others. Drawn ``rand`` then ``randint``
+    for the whole global batch (as the reference, whose order the parity fixtures replay) and
+    sliced to this rank's rows."""
+    rank, world = shard
+    B = q_logits.shape[0]
+    rows = slice(rank * B, (rank + 1) * B)
+    u = torch.rand((world * B,), generator=generator, device=q_logits.device, dtype=q_logits.dtype)
+    explore = u[rows] < cfg.halt_exploration_prob
+    hi = cfg.halt_max_steps + 1
+    drawn = torch.randint(2, hi, (world * B,), generator=generator, device=steps.device, dtype=steps.dtype)
+    return explore * drawn[rows]
 
 
 def act_loss(
@@ -202,44 +256,78 @@ def train_step(
     return new_carry, total, metrics, outputs
 
 
+def _as_dict(out: StepOutput) -> dict:
+    return {
+        "logits": out.logits,
+        "q_halt_logits": out.q_halt,
+        "q_continue_logits": out.q_continue,
+        "extras": out.extras,
+    }
+
+
+def records_iterates(model: nn.Module) -> bool:
+    """Whether the reasoner's solver can hand back its iterates (the Attractor, unless unrolled)."""
+    cfg = unwrap(model).config
+    return hasattr(cfg, "solver_trace") and getattr(cfg, "solver", None) != "unroll"
+
+
+@contextlib.contextmanager
+def _solver_iterates(model: nn.Module, on: bool):
+    """Ask the Attractor's solver for every iterate (``solver_trace="iterates"``) while the block runs."""
+    if not (on and records_iterates(model)):
+        yield
+        return
+    cfg = unwrap(model).config
+    before = cfg.solver_trace
+    cfg.solver_trace = "iterates"
+    try:
+        yield
+    finally:
+        cfg.solver_trace = before
+
+
 @torch.no_grad()
-def run_steps(
-    model: nn.Module, batch: dict[str, torch.Tensor], n_steps: int | None = None, keep_state: bool = False
-) -> list[dict]:
-    """Run one batch from the initial state for ``n_steps`` supervision steps (default: the
-    reasoner's ``halt_max_steps``, as evaluation does) and return every step's outputs:
-    ``logits``, ``preds``, ``q_halt_logits``, ``q_continue_logits``, ``extras`` (and ``state``
-    when ``keep_state``). No halting: every slot runs every step.
+def rollout(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    n_steps: int | None = None,
+    *,
+    solver_iterates: bool = False,
+) -> Iterator[StepOutput]:
+    """Step ``batch`` from the initial state for ``n_steps`` supervision steps (default: the
+    reasoner's ``halt_max_steps``, as evaluation does), yielding each step's :class:`StepOutput`.
+
+    No halting: every slot runs every step (score the halting head with :func:`halt_fires`). With
+    ``solver_iterates`` the Attractor's ``extras["solver"]`` also holds every solver iterate (see
+    :func:`records_iterates`). Put the model in the mode you want (``eval()``) first.
     """
     core = unwrap(model)
     n_steps = core.config.halt_max_steps if n_steps is None else n_steps
     state = core.initial_state(batch["inputs"].shape[0], batch["inputs"].device)
+    with _solver_iterates(core, solver_iterates):
+        for _ in range(n_steps):
+            out = StepOutput(*model(state, batch))
+            yield out
+            state = out.state
+
+
+def last_step(steps: Iterator[StepOutput]) -> StepOutput:
+    """The final output of a :func:`rollout`, holding no other step's."""
+    last = collections.deque(steps, maxlen=1)
+    if not last:
+        raise ValueError("the rollout made no step")
+    return last[0]
+
+
+def run_steps(
+    model: nn.Module, batch: dict[str, torch.Tensor], n_steps: int | None = None, keep_state: bool = False
+) -> list[dict]:
+    """:func:`rollout` as a list of dicts: ``logits``, ``preds``, ``q_halt_logits``,
+    ``q_continue_logits``, ``extras`` (and ``state`` when ``keep_state``) of every step."""
     trajectory = []
-    for _ in range(n_steps):
-        state, logits, q_logits, extras = model(state, batch)
-        out = {
-            "logits": logits,
-            "preds": logits.argmax(-1),
-            "q_halt_logits": q_logits[..., 0],
-            "q_continue_logits": q_logits[..., 1],
-            "extras": extras,
-        }
+    for out in rollout(model, batch, n_steps):
+        step = {**_as_dict(out), "preds": out.logits.argmax(-1)}
         if keep_state:
-            out["state"] = state
-        trajectory.append(out)
+            step["state"] = out.state
+        trajectory.append(step)
     return trajectory
-
-
-@torch.no_grad()
-def evaluate_batch(model: nn.Module, batch: dict[str, torch.Tensor], n_steps: int | None = None) -> dict:
-    """Exact and per-cell accuracy of the final step of :func:`run_steps` (labels -100 ignored)."""
-    final = run_steps(model, batch, n_steps)[-1]
-    labels = batch["labels"]
-    mask = labels != IGNORE_LABEL
-    correct = mask & (final["preds"] == labels)
-    counts = mask.sum(-1)
-    return {
-        "exact": (correct.sum(-1) == counts).float().mean().item(),
-        "cell": (correct.sum() / mask.sum().clamp_min(1)).item(),
-        "preds": final["preds"],
-    }

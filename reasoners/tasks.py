@@ -2,8 +2,9 @@
 rules, and text pictures. The only module of :mod:`reasoners` that imports :mod:`puzzles`.
 
 A *task* is ``(kind, side)``: ``"sudoku"`` with side 4, 6 or 9 (the box follows: 2x2, 2x3, 3x3) or
-``"maze"`` with any side. Token layouts are the on-disk format's (REFERENCE.md 1.3): Sudoku 0 PAD,
-1 blank, 2.. digits 1..; Maze 0 PAD, ``#`` 1, `` `` 2, ``S`` 3, ``G`` 4, ``o`` 5.
+``"maze"`` with any side. Token layouts are the on-disk format's, defined once in :mod:`puzzles.sudoku`
+and :mod:`puzzles.maze` (see docs/reference.md, "On-disk format"); the rest of :mod:`reasoners` asks
+a task instead of restating them.
 
 :func:`score` returns per-puzzle arrays:
 
@@ -46,7 +47,7 @@ class Task:
 
     @property
     def vocab_size(self) -> int:
-        return self.side + 2 if self.kind == "sudoku" else maze_rules.VOCAB_SIZE
+        return sudoku_rules.vocab_size(self.side) if self.kind == "sudoku" else maze_rules.VOCAB_SIZE
 
     @property
     def box(self) -> tuple[int, int] | None:
@@ -71,9 +72,34 @@ class Task:
             what = f"a {self.side}x{self.side} {self.kind}"
             raise ValueError(f"puzzle has {len(puzzle)} characters; {what} needs {self.seq_len}")
         if self.kind == "sudoku":
-            grid = sudoku_rules.parse(puzzle, self.box)
-            return (grid.astype(np.uint8) + 1).reshape(-1)
+            return sudoku_rules.grid_to_tokens(sudoku_rules.parse(puzzle, self.box)).reshape(-1)
         return maze_rules.parse_grid(puzzle).reshape(-1).astype(np.uint8)
+
+    @property
+    def maze_tokens(self) -> dict[str, int]:
+        """The maze's cell tokens by name (for drawing)."""
+        m = maze_rules
+        return {"wall": m.WALL, "open": m.OPEN, "start": m.START, "goal": m.GOAL, "path": m.PATH}
+
+    def is_digit(self, tokens) -> np.ndarray:
+        """Sudoku: where ``tokens`` are digits (a given in a question, a filled cell in an answer)."""
+        return sudoku_rules.is_digit_token(tokens, self.side)
+
+    def tokens_fit(self, inputs: np.ndarray, labels: np.ndarray) -> bool:
+        """Whether these rows look like this kind of puzzle: 4x4 Sudoku and 4x4 mazes share vocab and
+        length. Sudoku labels are all digits; every maze question holds one S and one G."""
+        if self.kind == "sudoku":
+            return bool(self.is_digit(labels).all())
+        m = maze_rules
+        return bool(((inputs == m.START).sum(-1) == 1).all() and ((inputs == m.GOAL).sum(-1) == 1).all())
+
+    def rating_buckets(self, ratings: np.ndarray) -> tuple[np.ndarray, list[str], str] | None:
+        """Sudoku: ``(bucket of each rating, bucket names, what a rating is)`` on the public rating
+        buckets; None for a maze (its path lengths have no fixed buckets)."""
+        if self.kind != "sudoku":
+            return None
+        what = "backtracking guesses (public scale)"
+        return sudoku_rules.bucket_of(ratings), list(sudoku_rules.BUCKET_NAMES), what
 
     def to_text(self, tokens) -> str:
         """Flat puzzle string of a token row (PAD and out-of-range tokens shown as ``?``)."""
@@ -117,11 +143,11 @@ class Task:
         inputs = np.asarray(inputs).reshape(-1, self.seq_len).astype(np.int64)
         preds = np.asarray(preds).reshape(-1, self.seq_len).astype(np.int64)
         if self.kind == "sudoku":
-            # digits 1..n are tokens 2..n+1; a blank or PAD token in the answer is never valid
-            givens = np.clip(inputs - 1, 0, self.side)
-            filled = (preds >= 2) & (preds <= self.side + 1)
-            cand = np.where(filled, preds - 1, 0)
-            ok = sudoku_rules.check_solution(givens.astype(np.int8), cand.astype(np.int8), self.box)
+            # a blank or PAD token in the answer is never valid
+            givens = sudoku_rules.tokens_to_grid(inputs, self.side)
+            filled = self.is_digit(preds)
+            cand = sudoku_rules.tokens_to_grid(preds, self.side)
+            ok = sudoku_rules.check_solution(givens, cand, self.box)
             return np.asarray(ok, dtype=bool) & filled.all(-1)
         answers = np.clip(preds, 0, 255).astype(np.uint8)
         codes, lengths, shortest = maze_rules.check_paths(inputs.astype(np.uint8), answers)

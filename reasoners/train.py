@@ -1,7 +1,8 @@
 """Train a reasoner from a Hydra config: ``python -m reasoners.train model=trm size=tiny data=laptop_smoke``.
 
 :func:`train` is a plain function, ``train(cfg, out_dir) -> summary``; :func:`main` is the thin
-``@hydra.main`` around it. The loop follows the reference HRM/TRM trainers (REFERENCE.md section 2):
+``@hydra.main`` around it. The loop follows the reference HRM/TRM trainers (docs/reference.md,
+"Loss and optimiser"):
 
 - data in the on-disk format, sampled per epoch by group (:mod:`reasoners.data`); one global batch per
   update, split evenly over ranks;
@@ -41,12 +42,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_gen.format import atomic_write_json, atomic_write_text
 from reasoners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from reasoners.data import TrainSampler, ensure_dataset, eval_rows, load_dataset, to_batch
+from reasoners.data import Dataset, TrainSampler, ensure_dataset, eval_rows, load_dataset, to_batch
 from reasoners.device import pick_device
 from reasoners.optim import EMA, SparseSignSGD, build_optimizer, lr_at
 from reasoners.presets import build, count_parameters
-from reasoners.supervision import Carry, act_loss, initial_carry, supervision_step, unwrap
+from reasoners.supervision import Carry, act_loss, initial_carry, last_step, rollout, supervision_step, unwrap
 from reasoners.tasks import Task, score
+from reasoners.train_config import TrainerConfig
 
 log = logging.getLogger("reasoners.train")
 
@@ -119,29 +121,21 @@ def _gather_rows(t: torch.Tensor, ctx: Dist) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- config checks
 
+LOSS_NAMES = ("stablemax", "softmax")
+LOGGERS = ("csv", "tensorboard", "wandb")
 
-def _check_config(cfg: DictConfig) -> None:
-    t = cfg.trainer
+
+def check_config(cfg: DictConfig) -> TrainerConfig:
+    """The trainer's settings as a :class:`TrainerConfig` (which checks its own values), after the
+    two keys of other groups the trainer relies on; a ``ValueError`` naming the bad key."""
     problems = []
-    for key in ("max_steps", "batch_size", "eval_interval", "log_interval", "checkpoint_interval"):
-        if t[key] is not None and int(t[key]) <= 0:
-            problems.append(f"trainer.{key} must be a positive integer, got {t[key]}")
-    if float(t.lr) <= 0 or not math.isfinite(float(t.lr)):
-        problems.append(f"trainer.lr must be a positive number, got {t.lr}")
-    if t.precision not in ("auto", "fp32", "bf16"):
-        problems.append(f"trainer.precision must be auto, fp32 or bf16, got {t.precision!r}")
-    if t.grad_clip is not None and float(t.grad_clip) <= 0:
-        problems.append(f"trainer.grad_clip must be positive or null, got {t.grad_clip}")
-    if t.stop_at_step is not None and int(t.stop_at_step) <= 0:
-        problems.append(f"trainer.stop_at_step must be positive or null, got {t.stop_at_step}")
-    if t.max_minutes is not None and float(t.max_minutes) <= 0:
-        problems.append(f"trainer.max_minutes must be positive or null, got {t.max_minutes}")
-    if cfg.model.loss not in ("stablemax", "softmax"):
+    if cfg.model.loss not in LOSS_NAMES:
         problems.append(f"model.loss must be stablemax or softmax, got {cfg.model.loss!r}")
-    if cfg.logger.name not in ("csv", "tensorboard", "wandb"):
+    if cfg.logger.name not in LOGGERS:
         problems.append(f"logger.name must be csv, tensorboard or wandb, got {cfg.logger.name!r}")
     if problems:
         raise ValueError("bad config: " + "; ".join(problems))
+    return TrainerConfig.from_cfg(cfg.trainer)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -237,12 +231,7 @@ def evaluate_split(
     for rows in eval_rows(len(split.inputs), batch_size, ctx.rank, ctx.world_size, max_rows):
         batch = to_batch(split, rows, device)
         with _autocast(device, precision):
-            # every supervision step, keeping only the carried state (run_steps would keep every
-            # step's logits and the Attractor's fixed points)
-            state = model.initial_state(len(rows), device)
-            for _ in range(model.config.halt_max_steps):
-                state, logits, _, _ = model(state, batch)
-            preds = logits.argmax(-1)
+            preds = last_step(rollout(model, batch)).logits.argmax(-1)
         s = score(task, split.inputs[rows], split.labels[rows], preds.cpu().numpy())
         sums["exact"] += float(s["exact"].sum())
         sums["valid"] += float(s["valid"].sum())
@@ -325,279 +314,321 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     Returns the run summary (also written to ``summary.json``): model, size, data, task, parameters,
     steps, wall time and the final evaluation.
     """
-    _check_config(cfg)
-    t_cfg = cfg.trainer
-    device, backend = pick_device(None if t_cfg.device in (None, "auto") else t_cfg.device)
+    tc = check_config(cfg)
+    device, backend = pick_device(None if tc.device in (None, "auto") else tc.device)
     ctx = init_distributed(backend)
     try:
         if device.type == "cuda" and ctx.world_size > 1:
             device = torch.device("cuda", ctx.local_rank)
             torch.cuda.set_device(device)
-        return _train(cfg, Path(out_dir), device, ctx)
+        return _train(_setup(cfg, tc, Path(out_dir), device, ctx))
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()
 
 
-def _train(cfg: DictConfig, out_dir: Path, device: torch.device, ctx: Dist) -> dict:
-    t_cfg = cfg.trainer
-    if t_cfg.threads:
-        torch.set_num_threads(int(t_cfg.threads))
+@dataclasses.dataclass
+class _Run:
+    """Everything the training loop holds between updates."""
+
+    cfg: DictConfig
+    tc: TrainerConfig
+    out_dir: Path
+    device: torch.device
+    ctx: Dist
+    data: Dataset
+    core: torch.nn.Module  # the reasoner itself: what is saved, evaluated and averaged
+    opt: torch.optim.Optimizer
+    sparse_opt: SparseSignSGD | None  # the puzzle-embedding table's sign-SGD
+    ema: EMA | None
+    explore_gen: torch.Generator  # halting exploration, seeded alike on every rank
+    sampler: TrainSampler
+    model: torch.nn.Module | None = None  # what runs forward: the reasoner, compiled / in DDP
+    step: int = 0
+    wall_before: float = 0.0  # training time of the runs this one resumes
+    carry: Carry | None = None
+    resumed: bool = False
+    t0: float = 0.0
+    last_eval: dict = dataclasses.field(default_factory=dict)
+    metrics_log: MetricsLog | None = None
+
+    @property
+    def say(self):
+        return log.info if self.ctx.is_main else (lambda *a, **k: None)
+
+    def elapsed(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t0
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _setup(cfg: DictConfig, tc: TrainerConfig, out_dir: Path, device: torch.device, ctx: Dist) -> _Run:
+    """Data, reasoner, optimisers, EMA, sampler; the checkpoint to resume from; the wrappers."""
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     torch.set_flush_denormal(True)  # denormals in tiny models slow CPUs down many times
-    global_batch = int(t_cfg.batch_size)
-    if global_batch % ctx.world_size:
+    if tc.batch_size % ctx.world_size:
         raise ValueError(
-            f"trainer.batch_size={global_batch} (the global batch) must be divisible by the "
+            f"trainer.batch_size={tc.batch_size} (the global batch) must be divisible by the "
             f"{ctx.world_size} ranks"
         )
-    local_batch = global_batch // ctx.world_size
-    say = log.info if ctx.is_main else (lambda *a, **k: None)
-
-    # ---- data (rank 0 builds it when missing; the others wait)
-    root = Path(cfg.data.dir)
-    if ctx.is_main:
-        ensure_dataset(root, cfg.data.get("build"), bool(cfg.data.get("auto_build", False)), log=say)
-    if ctx.world_size > 1:
-        dist.barrier()
-    data = load_dataset(root, cfg.data.puzzle, side=cfg.data.get("side"))
-    task = data.task
-
-    # ---- model, optimisers, EMA
-    torch.manual_seed(int(t_cfg.seed))
+    data = _load_data(cfg, ctx)
+    torch.manual_seed(tc.seed)
     arch = cfg.model.get("arch")
     arch = OmegaConf.to_container(arch, resolve=True) if arch is not None else {}
-    model = build(cfg.model.name, cfg.size.name, task.preset_puzzle, **{**task.model_overrides(), **arch})
-    model.to(device).train()
-    n_params = count_parameters(model)
+    core = build(
+        cfg.model.name, cfg.size.name, data.task.preset_puzzle, **{**data.task.model_overrides(), **arch}
+    )
+    core.to(device).train()
     opt = build_optimizer(
-        t_cfg.optimizer, model.parameters(), lr=float(t_cfg.lr), betas=tuple(t_cfg.betas),
-        weight_decay=float(t_cfg.weight_decay),
-    )  # fmt: skip
-    prefix = model.embed.puzzle
+        tc.optimizer, core.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay
+    )
+    prefix = core.embed.puzzle
     sparse_opt = (
-        SparseSignSGD(
-            prefix.table, lr=float(t_cfg.puzzle_emb_lr), weight_decay=float(t_cfg.puzzle_emb_weight_decay)
-        )
+        SparseSignSGD(prefix.table, lr=tc.puzzle_emb_lr, weight_decay=tc.puzzle_emb_weight_decay)
         if prefix is not None
         else None
     )
-    ema = EMA(model, float(t_cfg.ema_decay)) if t_cfg.ema else None
     explore_gen = torch.Generator(device=device)
-    explore_gen.manual_seed(int(t_cfg.seed) + 1)
-    sampler = TrainSampler(data.train, global_batch, int(t_cfg.seed), ctx.rank, ctx.world_size)
-
-    # ---- resume
-    step, wall_before, carry = 0, 0.0, None
-    ckpt_path = _resolve_resume(t_cfg.resume, out_dir)
+    explore_gen.manual_seed(tc.seed + 1)
+    run = _Run(
+        cfg, tc, out_dir, device, ctx, data, core, opt, sparse_opt,
+        ema=EMA(core, tc.ema_decay) if tc.ema else None,
+        explore_gen=explore_gen,
+        sampler=TrainSampler(data.train, tc.batch_size, tc.seed, ctx.rank, ctx.world_size),
+    )  # fmt: skip
+    ckpt_path = _resolve_resume(tc.resume, out_dir)
     if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        if ckpt["model_name"] != cfg.model.name or ckpt["task"] != dataclasses.asdict(task):
-            raise ValueError(
-                f"cannot resume from {ckpt_path}: it trained {ckpt['model_name']} on {ckpt['task']}, this "
-                f"config is {cfg.model.name} on {dataclasses.asdict(task)}"
-            )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if sparse_opt is not None and ckpt.get("sparse_optimizer") is not None:
-            sparse_opt.load_state_dict(ckpt["sparse_optimizer"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        sampler.load_state_dict(ckpt["data"])
-        _set_rng_state(ckpt["rng"], explore_gen, device)
-        step, wall_before = int(ckpt["step"]), float(ckpt.get("wall_time_s", 0.0))
-        if ckpt.get("carry") is not None:
-            carry = _carry_from_payload(ckpt["carry"], model, ctx, local_batch, device)
-        say(f"resumed from {ckpt_path} at step {step}")
-
-    core = model
-    if t_cfg.compile:
-        model = torch.compile(model)
+        _resume(run, ckpt_path)
+    run.model = torch.compile(core) if tc.compile else core
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=ids, broadcast_buffers=False
+        )
+    return run
 
-    metrics_log = None
+
+def _load_data(cfg: DictConfig, ctx: Dist) -> Dataset:
+    """The dataset of ``cfg.data`` (rank 0 builds it when missing; the others wait)."""
+    root = Path(cfg.data.dir)
     if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        metrics_log = MetricsLog(out_dir, cfg, step if ckpt_path is not None else None)
-        say(
-            f"{cfg.model.name} {cfg.size.name}: {n_params:,} parameters; "
-            f"{task.kind} {task.side}x{task.side}, "
-            f"{data.train.num_groups} training groups, {len(data.test.inputs)} test examples; "
-            f"{ctx.world_size} rank(s) on {device}; run dir {out_dir}"
+        ensure_dataset(root, cfg.data.get("build"), bool(cfg.data.get("auto_build", False)), log=log.info)
+    if ctx.world_size > 1:
+        dist.barrier()
+    return load_dataset(root, cfg.data.puzzle, side=cfg.data.get("side"))
+
+
+def _resume(run: _Run, ckpt_path: Path) -> None:
+    """Load weights, EMA, optimisers, sampler position, RNG states and the carry of a checkpoint."""
+    ckpt = load_checkpoint(ckpt_path, map_location=run.device)
+    task = dataclasses.asdict(run.data.task)
+    if ckpt["model_name"] != run.cfg.model.name or ckpt["task"] != task:
+        raise ValueError(
+            f"cannot resume from {ckpt_path}: it trained {ckpt['model_name']} on {ckpt['task']}, this "
+            f"config is {run.cfg.model.name} on {task}"
         )
+    run.core.load_state_dict(ckpt["model"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    if run.sparse_opt is not None and ckpt.get("sparse_optimizer") is not None:
+        run.sparse_opt.load_state_dict(ckpt["sparse_optimizer"])
+    if run.ema is not None and ckpt.get("ema") is not None:
+        run.ema.load_state_dict(ckpt["ema"])
+    run.sampler.load_state_dict(ckpt["data"])
+    _set_rng_state(ckpt["rng"], run.explore_gen, run.device)
+    run.step, run.wall_before = int(ckpt["step"]), float(ckpt.get("wall_time_s", 0.0))
+    if ckpt.get("carry") is not None:
+        local_batch = run.tc.batch_size // run.ctx.world_size
+        run.carry = _carry_from_payload(ckpt["carry"], run.core, run.ctx, local_batch, run.device)
+    run.resumed = True
+    run.say(f"resumed from {ckpt_path} at step {run.step}")
 
-    def checkpoint(last_eval: dict) -> None:
-        payload_carry = _carry_payload(carry, ctx) if t_cfg.checkpoint_carry else None
-        if not ctx.is_main:
-            return
-        save_checkpoint(
-            out_dir / "checkpoints" / "last.pt",
-            {
-                "model_name": cfg.model.name,
-                "model_config": dataclasses.asdict(core.config),
-                "task": dataclasses.asdict(task),
-                "model": core.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "optimizer": opt.state_dict(),
-                "sparse_optimizer": sparse_opt.state_dict() if sparse_opt is not None else None,
-                "step": step,
-                "data": sampler.state_dict(),
-                "rng": _rng_state(explore_gen, device),
-                "carry": payload_carry,
-                "config": OmegaConf.to_container(cfg, resolve=True),
-                "metrics": last_eval,
-                "wall_time_s": wall_before + (time.perf_counter() - t0),
-            },
-        )
 
-    def run_eval() -> dict:
-        eval_model = unwrap(core)
-        ctx_mgr = ema.swapped_in(eval_model) if ema is not None else contextlib.nullcontext()
-        with ctx_mgr:
-            return evaluate_split(
-                eval_model, task, data.test, device, ctx, batch_size=int(t_cfg.eval_batch_size),
-                max_rows=t_cfg.eval_max_puzzles, precision=t_cfg.precision,
-            )  # fmt: skip
+def _open_run_dir(run: _Run) -> None:
+    """Rank 0: the run's config, its metrics log (cut back to the resumed step) and a first line."""
+    if not run.ctx.is_main:
+        return
+    cfg, task, data = run.cfg, run.data.task, run.data
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    run.metrics_log = MetricsLog(run.out_dir, cfg, run.step if run.resumed else None)
+    run.say(
+        f"{cfg.model.name} {cfg.size.name}: {count_parameters(run.core):,} parameters; "
+        f"{task.kind} {task.side}x{task.side}, "
+        f"{data.train.num_groups} training groups, {len(data.test.inputs)} test examples; "
+        f"{run.ctx.world_size} rank(s) on {run.device}; run dir {run.out_dir}"
+    )
 
-    max_steps = int(t_cfg.max_steps)
-    stop_at = max_steps if t_cfg.stop_at_step is None else min(int(t_cfg.stop_at_step), max_steps)
-    deadline = None if t_cfg.max_minutes is None else float(t_cfg.max_minutes) * 60.0
-    t0 = time.perf_counter()
-    last_eval: dict = {}
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _train(run: _Run) -> dict:
+    """Updates until ``max_steps`` / ``stop_at_step`` / ``max_minutes``; returns the run summary."""
+    tc, cfg = run.tc, run.cfg
+    _open_run_dir(run)
+    stop_at = tc.stop_step
+    stop_reason = "max_steps" if stop_at == tc.max_steps else "stop_at_step"
+    run.t0 = time.perf_counter()
     bar = None
-    if ctx.is_main and t_cfg.progress:
+    if run.ctx.is_main and tc.progress:
         from tqdm import tqdm
 
         bar = tqdm(
-            total=max_steps, initial=step, desc=f"{cfg.model.name}-{cfg.size.name}", dynamic_ncols=True
+            total=tc.max_steps, initial=run.step, desc=f"{cfg.model.name}-{cfg.size.name}", dynamic_ncols=True
         )
     window: dict[str, float] = {}
-    stop_reason = "max_steps" if stop_at == max_steps else "stop_at_step"
     try:
-        while step < stop_at:
-            batch = to_batch(data.train, sampler.next_rows(), device)
-            if carry is None:
-                carry = initial_carry(core, batch)
-            lr = lr_at(
-                step + 1, float(t_cfg.lr), int(t_cfg.lr_warmup_steps), max_steps, float(t_cfg.lr_min_ratio)
-            )
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if sparse_opt is not None:
-                sparse_opt.param_groups[0]["lr"] = lr * float(t_cfg.puzzle_emb_lr) / float(t_cfg.lr)
-            with _autocast(device, t_cfg.precision):
-                carry, outputs = supervision_step(
-                    model, carry, batch, generator=explore_gen, shard=(ctx.rank, ctx.world_size)
-                )
-            loss, m = act_loss(outputs, carry, cfg.model.loss)
-            # DDP averages gradients over ranks; the reference divides the summed loss by the global batch
-            (loss * (ctx.world_size / global_batch)).backward()
-            params = [p for p in core.parameters() if p.grad is not None]
-            if t_cfg.grad_clip is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, float(t_cfg.grad_clip))
-            else:
-                grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-            bad = not (math.isfinite(float(loss.detach())) and math.isfinite(float(grad_norm)))
-            if _any_rank(bad, ctx, device):
-                last = out_dir / "checkpoints" / "last.pt"
-                kept = (
-                    f"the last good checkpoint is {last}"
-                    if last.is_file()
-                    else "no checkpoint was written yet"
-                )
-                raise NonFiniteLossError(
-                    f"non-finite loss or gradient at update {step + 1} (loss {float(loss.detach()):.4g}, "
-                    f"gradient norm {float(grad_norm):.4g}); the run stopped and {kept}. Try a lower "
-                    "trainer.lr, "
-                    "trainer.grad_clip=1.0, or trainer.precision=fp32, and resume with trainer.resume=auto"
-                )
-            opt.step()
-            if (
-                sparse_opt is not None
-                and prefix.batch_rows is not None
-                and prefix.batch_rows.grad is not None
-            ):
-                sparse_opt.step(prefix.batch_ids, prefix.batch_rows.grad)
-            opt.zero_grad(set_to_none=True)
-            prefix_rows_reset(prefix)
-            if ema is not None:
-                ema.update(core)
-            step += 1
-
-            # ---- metrics: sums over the halted sequences of every rank
-            sums = {k: float(v) for k, v in m.items()}
-            for k, v in sums.items():
-                window[k] = window.get(k, 0.0) + v
-            window["updates"] = window.get("updates", 0.0) + 1
-            for k, v in _solver_metrics(outputs["extras"]).items():
-                window[k] = window.get(k, 0.0) + v
-            window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
-            elapsed = wall_before + time.perf_counter() - t0
-            out_of_time = deadline is not None and _any_rank(elapsed >= deadline, ctx, device)
+        while run.step < stop_at:
+            lr = _update(run, window)
+            out_of_time = _after_update(run, window, lr, bar)
             if out_of_time:
                 stop_reason = "max_minutes"
-            is_last = step >= stop_at or out_of_time
-            if step % int(t_cfg.log_interval) == 0 or is_last:
-                row = _train_row(_all_reduce_sum(window, ctx, device), ctx.world_size, global_batch)
-                row.update(step=step, epoch=sampler.epoch, wall_s=elapsed, lr=lr)
-                window = {}
-                if metrics_log is not None:
-                    metrics_log.write(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", exact=f"{row.get('train_exact', 0):.2f}")
-            if step % int(t_cfg.eval_interval) == 0 or is_last:
-                last_eval = run_eval()
-                if metrics_log is not None:
-                    metrics_log.write(
-                        {
-                            "step": step,
-                            "epoch": sampler.epoch,
-                            "wall_s": elapsed,
-                            **{f"eval_{k}": v for k, v in last_eval.items()},
-                        }
-                    )
-                say(
-                    f"step {step}: test exact {last_eval['exact']:.3f}, valid {last_eval['valid']:.3f}, "
-                    f"cell {last_eval['cell']:.3f} ({elapsed:.0f} s)"
-                )
-            interval = t_cfg.checkpoint_interval or t_cfg.eval_interval
-            if step % int(interval) == 0 or is_last:
-                checkpoint(last_eval)
-            if bar is not None:
-                bar.update(1)
-            if out_of_time:
-                say(f"stopping at step {step}: trainer.max_minutes={t_cfg.max_minutes} reached")
+                run.say(f"stopping at step {run.step}: trainer.max_minutes={tc.max_minutes} reached")
                 break
     finally:
         if bar is not None:
             bar.close()
-        if metrics_log is not None:
-            metrics_log.close()
-
+        if run.metrics_log is not None:
+            run.metrics_log.close()
     summary = {
         "model": cfg.model.name,
         "size": cfg.size.name,
         "data": cfg.data.name,
-        "task": dataclasses.asdict(task),
-        "parameters": n_params,
-        "steps": step,
+        "task": dataclasses.asdict(run.data.task),
+        "parameters": count_parameters(run.core),
+        "steps": run.step,
         "stop_reason": stop_reason,
-        "world_size": ctx.world_size,
-        "device": str(device),
-        "wall_s": wall_before + time.perf_counter() - t0,
-        "final": last_eval,
+        "world_size": run.ctx.world_size,
+        "device": str(run.device),
+        "wall_s": run.elapsed(),
+        "final": run.last_eval,
     }
-    if ctx.is_main:
-        atomic_write_json(out_dir / "summary.json", summary)
+    if run.ctx.is_main:
+        atomic_write_json(run.out_dir / "summary.json", summary)
     return summary
 
 
-def prefix_rows_reset(prefix) -> None:
-    """Forget the puzzle-embedding rows of the step just taken (a fresh leaf is made every forward)."""
-    if prefix is not None:
-        prefix.batch_rows, prefix.batch_ids = None, None
+def _update(run: _Run, window: dict[str, float]) -> float:
+    """One optimiser update (one supervision step of every slot); adds its metrics to ``window``
+    and returns the learning rate it used."""
+    tc, ctx = run.tc, run.ctx
+    batch = to_batch(run.data.train, run.sampler.next_rows(), run.device)
+    if run.carry is None:
+        run.carry = initial_carry(run.core, batch)
+    lr = lr_at(run.step + 1, tc.lr, tc.lr_warmup_steps, tc.max_steps, tc.lr_min_ratio)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    if run.sparse_opt is not None:
+        run.sparse_opt.param_groups[0]["lr"] = lr * tc.puzzle_emb_lr / tc.lr
+    with _autocast(run.device, tc.precision):
+        run.carry, outputs = supervision_step(
+            run.model, run.carry, batch, generator=run.explore_gen, shard=(ctx.rank, ctx.world_size)
+        )
+    loss, m = act_loss(outputs, run.carry, run.cfg.model.loss)
+    # DDP averages gradients over ranks; the reference divides the summed loss by the global batch
+    (loss * (ctx.world_size / tc.batch_size)).backward()
+    params = [p for p in run.core.parameters() if p.grad is not None]
+    if tc.grad_clip is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    bad = not (math.isfinite(float(loss.detach())) and math.isfinite(float(grad_norm)))
+    if _any_rank(bad, ctx, run.device):
+        raise _non_finite(run, float(loss.detach()), float(grad_norm))
+    run.opt.step()
+    rows = run.core.embed.puzzle.pop_grad() if run.core.embed.puzzle is not None else None
+    if run.sparse_opt is not None and rows is not None:
+        run.sparse_opt.step(*rows)
+    run.opt.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        run.ema.update(run.core)
+    run.step += 1
+    # metrics: sums over the halted sequences of this rank, reduced over ranks when logged
+    update = {k: float(v) for k, v in m.items()}
+    update.update(updates=1.0, **_solver_metrics(outputs["extras"]), grad_norm=float(grad_norm))
+    for k, v in update.items():
+        window[k] = window.get(k, 0.0) + v
+    return lr
+
+
+def _non_finite(run: _Run, loss: float, grad_norm: float) -> NonFiniteLossError:
+    last = run.out_dir / "checkpoints" / "last.pt"
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    return NonFiniteLossError(
+        f"non-finite loss or gradient at update {run.step + 1} (loss {loss:.4g}, gradient norm "
+        f"{grad_norm:.4g}); the run stopped and {kept}. Try a lower trainer.lr, trainer.grad_clip=1.0, "
+        "or trainer.precision=fp32, and resume with trainer.resume=auto"
+    )
+
+
+def _after_update(run: _Run, window: dict[str, float], lr: float, bar) -> bool:
+    """Log the metric window, evaluate and checkpoint when their intervals (or the end) come;
+    returns whether ``max_minutes`` ran out."""
+    tc, ctx, step = run.tc, run.ctx, run.step
+    elapsed = run.elapsed()
+    out_of_time = tc.max_minutes is not None and _any_rank(elapsed >= tc.max_minutes * 60.0, ctx, run.device)
+    is_last = step >= tc.stop_step or out_of_time
+    if step % tc.log_interval == 0 or is_last:
+        row = _train_row(_all_reduce_sum(window, ctx, run.device), ctx.world_size, tc.batch_size)
+        row.update(step=step, epoch=run.sampler.epoch, wall_s=elapsed, lr=lr)
+        window.clear()
+        if run.metrics_log is not None:
+            run.metrics_log.write(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{row['loss']:.3f}", exact=f"{row.get('train_exact', 0):.2f}")
+    if step % tc.eval_interval == 0 or is_last:
+        _evaluate(run, elapsed)
+    if step % (tc.checkpoint_interval or tc.eval_interval) == 0 or is_last:
+        _checkpoint(run)
+    if bar is not None:
+        bar.update(1)
+    return out_of_time
+
+
+def _evaluate(run: _Run, elapsed: float) -> None:
+    """Test-split accuracy with the EMA weights swapped in; logged and kept for the checkpoint."""
+    eval_model = unwrap(run.core)
+    swapped = run.ema.swapped_in(eval_model) if run.ema is not None else contextlib.nullcontext()
+    with swapped:
+        run.last_eval = ev = evaluate_split(
+            eval_model, run.data.task, run.data.test, run.device, run.ctx, batch_size=run.tc.eval_batch_size,
+            max_rows=run.tc.eval_max_puzzles, precision=run.tc.precision,
+        )  # fmt: skip
+    if run.metrics_log is not None:
+        evals = {f"eval_{k}": v for k, v in ev.items()}
+        run.metrics_log.write({"step": run.step, "epoch": run.sampler.epoch, "wall_s": elapsed, **evals})
+    run.say(
+        f"step {run.step}: test exact {ev['exact']:.3f}, valid {ev['valid']:.3f}, "
+        f"cell {ev['cell']:.3f} ({elapsed:.0f} s)"
+    )
+
+
+def _checkpoint(run: _Run) -> None:
+    """``checkpoints/last.pt`` (every rank joins in gathering the carry; rank 0 writes)."""
+    payload_carry = _carry_payload(run.carry, run.ctx) if run.tc.checkpoint_carry else None
+    if not run.ctx.is_main:
+        return
+    save_checkpoint(
+        run.out_dir / "checkpoints" / "last.pt",
+        {
+            "model_name": run.cfg.model.name,
+            "model_config": dataclasses.asdict(run.core.config),
+            "task": dataclasses.asdict(run.data.task),
+            "model": run.core.state_dict(),
+            "ema": run.ema.state_dict() if run.ema is not None else None,
+            "optimizer": run.opt.state_dict(),
+            "sparse_optimizer": run.sparse_opt.state_dict() if run.sparse_opt is not None else None,
+            "step": run.step,
+            "data": run.sampler.state_dict(),
+            "rng": _rng_state(run.explore_gen, run.device),
+            "carry": payload_carry,
+            "config": OmegaConf.to_container(run.cfg, resolve=True),
+            "metrics": run.last_eval,
+            "wall_time_s": run.elapsed(),
+        },
+    )
 
 
 def _train_row(w: dict[str, float], world_size: int, global_batch: int) -> dict:

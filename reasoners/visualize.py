@@ -5,44 +5,30 @@
 
 (quote the puzzle twice, as shown: the shell keeps a maze's spaces, Hydra keeps the string a string).
 
-:func:`record_trajectory` runs the reasoner from its initial state for every supervision step, as
-evaluation does (:func:`reasoners.supervision.run_steps`, no halting), and records at each step the
-decoded grid, the per-cell confidence, loss and accuracy against the label (when known), validity by
-the puzzle's own rules, the halting probability ``sigmoid(q_halt)`` and, for the Attractor, every
-solver iterate's decoded grid and relative residual (the solver's own ``SolverInfo.trace``).
-
-The latent path: each state tensor (y and z for TRM / the Attractor, z_H and z_L for HRM; each
-(P + L, D)) is flattened *whole* (no pooling over positions: a mean over cells would hide which cells
-move) and all of them — the initial state, every carried state, every solver iterate and fixed point
-— are projected on the first two principal components of that set (an SVD of the centred points).
-One PCA per latent. This holds ``N x (P + L) x D`` floats per latent while recording, with ``N`` up to
-``1 + steps x (max_iter + 2)`` (the solver's iterates take as much again): a few MB for the tiny
-models, ~100 MB for a 7M Attractor on Sudoku, ~2 GB for one on 30x30 mazes.
-
-:func:`plot_trajectory` draws one PNG, :func:`write_gif` an animation of the grid (one frame per
-supervision step), :func:`text_frames` one text picture per step. Figures are bare matplotlib
-``Figure`` objects rendered by Agg (no pyplot, no GUI backend); files are written atomically.
+:func:`reasoners.trajectory.record_trajectory` records what the reasoner does at every supervision
+step (see that module); this module draws it: :func:`plot_trajectory` one PNG, :func:`write_gif` an
+animation of the grid (one frame per supervision step), :func:`text_frames` one text picture per
+step. Figures are bare matplotlib ``Figure`` objects rendered by Agg (no pyplot, no GUI backend);
+files are written atomically.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
-from torch import nn
 
-from reasoners.layers import IGNORE_LABEL, LOSSES, log_stablemax
-from reasoners.supervision import run_steps, unwrap
-from reasoners.tasks import Task, score
+from data_gen.format import atomic_path, atomic_write_bytes
+from reasoners.layers import LOSSES
+from reasoners.tasks import Task
+from reasoners.trajectory import LatentPath, Trajectory, pca_2d, record_trajectory
+
+__all__ = ["LatentPath", "Trajectory", "pca_2d", "record_trajectory", "plot_trajectory", "write_gif"]
 
 # Figure geometry (inches at ``dpi``): the strip wraps after GRID_COLS grids and shows at most
 # MAX_GRIDS steps (evenly spaced, first and last kept); see :func:`figure_size`.
@@ -53,279 +39,6 @@ GRID_ROW_HEIGHT = 2.4
 HEADER_HEIGHT = 0.7
 CURVES_HEIGHT = 3.6
 GIF_SIZE = (5.0, 5.6)
-
-_MAZE_WALL, _MAZE_OPEN, _MAZE_START, _MAZE_GOAL, _MAZE_PATH = 1, 2, 3, 4, 5
-
-
-# ----------------------------------------------------------------------------------- the record
-
-
-@dataclass
-class LatentPath:
-    """One latent's points projected on its first two principal components, in recording order."""
-
-    name: str  # "y", "z", "z_H" or "z_L"
-    coords: np.ndarray  # (N, 2)
-    explained: np.ndarray  # (2,) share of the variance along PC1, PC2
-    step: np.ndarray  # (N,) supervision step (1-based; 0 = the initial state)
-    kind: np.ndarray  # (N,) "initial", "iterate", "fixed_point" or "state" (carried after the step)
-    iteration: np.ndarray  # (N,) solver iterate index k, -1 where not an iterate
-
-
-@dataclass
-class Trajectory:
-    """What one reasoner did on one puzzle, step by step (S supervision steps, L cells)."""
-
-    task: Task
-    model_name: str
-    halting_rule: str  # "q_halt > 0" (TRM, Attractor) or "q_halt > q_continue" (HRM)
-    halt_max_steps: int
-    inputs: np.ndarray  # (L,) input tokens
-    labels: np.ndarray | None  # (L,) on-disk label tokens (0 = no label for that cell), None if unknown
-    preds: np.ndarray  # (S, L) decoded grid (argmax token) after each step
-    confidence: np.ndarray  # (S, L) probability of the decoded token (normalised as the loss is)
-    valid: np.ndarray  # (S,) bool: a correct answer by the puzzle's own rules
-    q_halt: np.ndarray  # (S,) halting logits
-    q_continue: np.ndarray  # (S,)
-    loss_name: str = "stablemax"
-    loss: np.ndarray | None = None  # (S,) mean cross entropy over labelled cells
-    cell_accuracy: np.ndarray | None = None  # (S,)
-    exact: np.ndarray | None = None  # (S,) bool
-    # Attractor only (None otherwise); per step s: the solve's iterates x_0 .. x_{T_s - 1}
-    solver_trace: list[np.ndarray] | None = None  # (T_s,) relative residual ||F(x)-x|| / ||F(x)||
-    solver_preds: list[np.ndarray] | None = None  # (T_s, L) decoded grid of each iterate's y
-    solver_residual: np.ndarray | None = None  # (S,) relative residual at the returned S*
-    solver_converged: np.ndarray | None = None  # (S,) bool
-    solver_best: np.ndarray | None = None  # (S,) index of the returned iterate
-    solver_tol: float | None = None
-    latents: list[LatentPath] = field(default_factory=list)
-    source: str = ""  # where the puzzle came from, for titles
-
-    @property
-    def n_steps(self) -> int:
-        return int(self.preds.shape[0])
-
-    @property
-    def halt_prob(self) -> np.ndarray:
-        """(S,) sigmoid(q_halt)."""
-        return 1.0 / (1.0 + np.exp(-self.q_halt.astype(np.float64)))
-
-    @property
-    def continue_prob(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.q_continue.astype(np.float64)))
-
-    @property
-    def halt_fires(self) -> np.ndarray:
-        """(S,) bool: training's halting rule holds after this step (exploration aside)."""
-        if self.halting_rule == "q_halt > q_continue":
-            return self.q_halt > self.q_continue
-        return self.q_halt > 0
-
-    @property
-    def halt_step(self) -> int:
-        """The step (1-based) at which training would halt: the first where the rule fires, else
-        ``halt_max_steps`` (evaluation always runs to ``halt_max_steps``)."""
-        fired = np.flatnonzero(self.halt_fires[: self.halt_max_steps])
-        return int(fired[0]) + 1 if fired.size else self.halt_max_steps
-
-    @property
-    def changed(self) -> np.ndarray:
-        """(S, L) bool: the decoded cell differs from the previous step's (never at step 1)."""
-        out = np.zeros_like(self.preds, dtype=bool)
-        out[1:] = self.preds[1:] != self.preds[:-1]
-        return out
-
-
-def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(coords (N, 2), explained (2,))``: the points (N, D) centred and projected on their first two
-    principal components (SVD). Signs are fixed so that the last point has coordinates >= 0."""
-    x = torch.as_tensor(np.asarray(points, dtype=np.float32))
-    x = x.reshape(x.shape[0], -1)
-    n = x.shape[0]
-    coords = np.zeros((n, 2))
-    explained = np.zeros(2)
-    if n < 2:
-        return coords, explained
-    xc = x - x.mean(0, keepdim=True)
-    u, s, _ = torch.linalg.svd(xc, full_matrices=False)  # (N, r), (r,)
-    k = min(2, s.shape[0])
-    proj = (u[:, :k] * s[:k]).double().numpy()
-    total = float((s.double() ** 2).sum())
-    coords[:, :k] = proj
-    if total > 0:
-        explained[:k] = (s[:k].double() ** 2).numpy() / total
-    signs = np.where(coords[-1] < 0, -1.0, 1.0)
-    return coords * signs, explained
-
-
-def _probabilities(logits: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Per-class probabilities under the loss's normalisation (stablemax or softmax)."""
-    if loss_name == "stablemax":
-        return log_stablemax(logits.double(), dim=-1).exp()
-    return torch.softmax(logits.float(), dim=-1)
-
-
-@contextlib.contextmanager
-def _record_solver(core: nn.Module):
-    """Ask the Attractor's solver for its iterates (``solver_trace="iterates"``, an existing config
-    field) for the duration of the recording; other reasoners are left alone."""
-    cfg = core.config
-    if not hasattr(cfg, "solver_trace") or getattr(cfg, "solver", None) == "unroll":
-        yield False
-        return
-    before = cfg.solver_trace
-    cfg.solver_trace = "iterates"
-    try:
-        yield True
-    finally:
-        cfg.solver_trace = before
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
-def _check_tokens(name: str, tokens, task: Task) -> np.ndarray:
-    arr = np.asarray(tokens.cpu() if isinstance(tokens, torch.Tensor) else tokens).reshape(-1)
-    if arr.size != task.seq_len:
-        raise ValueError(
-            f"{name} has {arr.size} cells; a {task.side}x{task.side} {task.kind} needs {task.seq_len}"
-        )
-    arr = arr.astype(np.int64)
-    if arr.min() < 0 or arr.max() >= task.vocab_size:
-        raise ValueError(f"{name} holds tokens outside 0..{task.vocab_size - 1} of a {task.kind}")
-    return arr
-
-
-@torch.no_grad()
-def record_trajectory(
-    model: nn.Module,
-    task: Task,
-    inputs,
-    labels=None,
-    *,
-    puzzle_identifier: int = 0,
-    steps: int | None = None,
-    loss: str = "stablemax",
-    model_name: str | None = None,
-    source: str = "",
-) -> Trajectory:
-    """Run ``model`` on one puzzle for ``steps`` supervision steps (default ``halt_max_steps``) from
-    its initial state, in eval mode, and record everything (see :class:`Trajectory`).
-
-    ``inputs``/``labels``: token rows (L,) in the on-disk format (labels: 0 or -100 = unlabelled
-    cell; ``None`` = no label). A clear ``ValueError`` when they do not fit the model or the task.
-    """
-    core = unwrap(model)
-    cfg = core.config
-    if (cfg.seq_len, cfg.vocab_size) != (task.seq_len, task.vocab_size):
-        raise ValueError(
-            f"the model takes {cfg.seq_len} cells over {cfg.vocab_size} tokens, but a "
-            f"{task.side}x{task.side} {task.kind} has {task.seq_len} cells over {task.vocab_size}"
-        )
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
-    n_steps = cfg.halt_max_steps if steps is None else int(steps)
-    if n_steps < 1:
-        raise ValueError(f"steps must be >= 1, got {n_steps}")
-    x = _check_tokens("puzzle", inputs, task)
-    y_label = None
-    if labels is not None:
-        lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-        lab = np.where(lab == IGNORE_LABEL, 0, lab)
-        y_label = _check_tokens("label", lab, task)
-    if not 0 <= puzzle_identifier < cfg.num_puzzle_ids:
-        raise ValueError(f"puzzle_identifier {puzzle_identifier} is outside the model's {cfg.num_puzzle_ids}")
-
-    device = next(core.parameters()).device
-    batch = {
-        "inputs": torch.as_tensor(x, dtype=torch.int32, device=device)[None],
-        "puzzle_identifiers": torch.tensor([puzzle_identifier], dtype=torch.int32, device=device),
-    }
-    if y_label is not None:
-        lab_t = torch.as_tensor(y_label, dtype=torch.int64, device=device)[None]
-        batch["labels"] = torch.where(lab_t == 0, IGNORE_LABEL, lab_t)
-
-    with _eval(model), _record_solver(core) as tracing:
-        initial = core.initial_state(1, device)
-        outs = run_steps(model, batch, n_steps, keep_state=True)
-
-    preds = torch.stack([o["preds"][0] for o in outs]).cpu().numpy()  # (S, L)
-    probs = [_probabilities(o["logits"][0], loss) for o in outs]
-    confidence = torch.stack([p.max(-1).values for p in probs]).float().cpu().numpy()  # (S, L)
-    traj = Trajectory(
-        task=task,
-        model_name=model_name or type(core).__name__.lower(),
-        halting_rule="q_halt > q_continue" if cfg.q_continue else "q_halt > 0",
-        halt_max_steps=cfg.halt_max_steps,
-        inputs=x,
-        labels=y_label,
-        preds=preds,
-        confidence=confidence,
-        valid=task.rule_valid(np.broadcast_to(x, preds.shape), preds),
-        q_halt=np.array([float(o["q_halt_logits"][0]) for o in outs]),
-        q_continue=np.array([float(o["q_continue_logits"][0]) for o in outs]),
-        loss_name=loss,
-        source=source,
-    )
-    if y_label is not None and (y_label != 0).any():
-        s = score(task, np.broadcast_to(x, preds.shape), np.broadcast_to(y_label, preds.shape), preds)
-        traj.cell_accuracy, traj.exact = s["cell"], s["exact"]
-        loss_fn = LOSSES[loss]
-        per_cell = torch.stack([loss_fn(o["logits"], batch["labels"])[0] for o in outs])  # (S, L)
-        count = max(int((y_label != 0).sum()), 1)
-        traj.loss = (per_cell.sum(-1) / count).double().cpu().numpy()
-
-    infos = [o["extras"].get("solver") for o in outs]
-    if all(i is not None for i in infos):
-        traj.solver_residual = np.array([float(i.rel_residual[0]) for i in infos])
-        traj.solver_converged = np.array([bool(i.converged[0]) for i in infos])
-        traj.solver_best = np.array([int(i.best_step[0]) for i in infos])
-        traj.solver_tol = float(cfg.tol)
-        if tracing:
-            traj.solver_trace = [i.trace[:, 0].double().cpu().numpy() for i in infos]
-            traj.solver_preds = [
-                core.decode(i.iterates[0][:, 0])[0].argmax(-1).cpu().numpy()  # (T, L)
-                for i in infos
-            ]
-    traj.latents = _latent_paths(initial, outs, infos if tracing else None)
-    return traj
-
-
-def _latent_paths(initial, outs: list[dict], infos) -> list[LatentPath]:
-    """One :class:`LatentPath` per state field, all recorded states in order."""
-    names = getattr(initial, "_fields", None) or tuple(f"s{i}" for i in range(len(initial)))
-    points = [[] for _ in names]
-    step, kind, iteration = [], [], []
-
-    def add(state, s: int, k: str, it: int = -1):
-        for i, t in enumerate(state):
-            points[i].append(t[0].flatten().float().cpu())
-        step.append(s)
-        kind.append(k)
-        iteration.append(it)
-
-    add(initial, 0, "initial")
-    for s, out in enumerate(outs, start=1):
-        if infos is not None:
-            its = infos[s - 1].iterates
-            for k in range(its[0].shape[0]):
-                add(tuple(t[k] for t in its), s, "iterate", k)
-        fp = out["extras"].get("fixed_point")
-        if fp is not None:
-            add(fp, s, "fixed_point")
-        add(out["state"], s, "state")
-    paths = []
-    for name, pts in zip(names, points, strict=True):
-        coords, explained = pca_2d(torch.stack(pts).numpy())
-        paths.append(LatentPath(name, coords, explained, np.array(step), np.array(kind), np.array(iteration)))
-    return paths
 
 
 # ----------------------------------------------------------------------------------- text
@@ -407,8 +120,8 @@ def _cell_colors(task: Task, inputs, labels, pred, valid: bool) -> np.ndarray:
     lab = None if labels is None else np.asarray(labels).reshape(-1)
     rgb = np.empty((inputs.size, 3))
     if task.kind == "sudoku":
-        digit = (pred >= 2) & (pred <= n + 1)
-        given = inputs >= 2
+        digit = task.is_digit(pred)
+        given = task.is_digit(inputs)
         rgb[:] = _BLANK
         if lab is not None:
             rgb[(lab != 0) & (pred == lab)] = _CORRECT
@@ -418,20 +131,20 @@ def _cell_colors(task: Task, inputs, labels, pred, valid: bool) -> np.ndarray:
         rgb[given & (pred == inputs)] = _GIVEN
         rgb[(given & (pred != inputs)) | ~digit] = _WRONG
         return rgb.reshape(n, n, 3)
-    fixed = {_MAZE_WALL: "wall", _MAZE_OPEN: "open", _MAZE_START: "start", _MAZE_GOAL: "goal"}
-    for tok, name in fixed.items():
-        rgb[inputs == tok] = _MAZE[name]
-    path = pred == _MAZE_PATH
+    tok = task.maze_tokens
+    for name in ("wall", "open", "start", "goal"):
+        rgb[inputs == tok[name]] = _MAZE[name]
+    path = pred == tok["path"]
     if lab is not None:
-        rgb[path & (lab == _MAZE_PATH)] = _MAZE["path"]
-        rgb[path & (lab != _MAZE_PATH)] = _MAZE["path_alt" if valid else "path_wrong"]
-        rgb[~path & (lab == _MAZE_PATH)] = _MAZE["open"] if valid else _MAZE["missed"]
+        rgb[path & (lab == tok["path"])] = _MAZE["path"]
+        rgb[path & (lab != tok["path"])] = _MAZE["path_alt" if valid else "path_wrong"]
+        rgb[~path & (lab == tok["path"])] = _MAZE["open"] if valid else _MAZE["missed"]
     else:
         rgb[path] = _MAZE["path" if valid else "path_unknown"]
     # a wall / S / G / open cell decoded as another non-path token: tinted red, the maze stays readable
     other = ~path & (pred != inputs)
     rgb[other] = 0.45 * rgb[other] + 0.55 * np.array(_MAZE["path_wrong"])
-    rgb[path & (inputs != _MAZE_OPEN)] = _MAZE["path_wrong"]  # a path drawn over a wall, S or G
+    rgb[path & (inputs != tok["open"])] = _MAZE["path_wrong"]  # a path drawn over a wall, S or G
     return rgb.reshape(n, n, 3)
 
 
@@ -526,7 +239,8 @@ def plot_trajectory(traj: Trajectory, path: str | os.PathLike, *, dpi: int = 100
     fig.suptitle(_headline(traj), fontsize=11, y=1 - 0.12 / height, va="top")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 def _headline(traj: Trajectory) -> str:
@@ -636,39 +350,12 @@ def write_gif(traj: Trajectory, path: str | os.PathLike, *, fps: float = 2.0, dp
     fig = Figure(figsize=GIF_SIZE)
     ax = fig.add_axes((0.04, 0.02, 0.92, 0.8))
     writer = PillowWriter(fps=fps)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with writer.saving(fig, str(tmp), dpi):
             for s in range(traj.n_steps):
                 ax.clear()
                 _draw_grid(ax, traj, s, big=True)
                 writer.grab_frame()
-    return Path(path)
-
-
-# ----------------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def _atomic_path(path: str | os.PathLike):
-    """A temporary path beside ``path`` (same suffix), renamed over ``path`` when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the figure is for sharing
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    with _atomic_path(path) as tmp:
-        tmp.write_bytes(data)
     return Path(path)
 
 

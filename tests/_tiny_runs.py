@@ -52,17 +52,7 @@ def sudoku4_dataset(
         puzzles[i, rng.permutation(16)[:k]] = 0
     inputs, labels = (puzzles + 1).astype(np.uint8), (sol + 1).astype(np.uint8)
     ratings = np.asarray(ratings if ratings is not None else (puzzles == 0).sum(1), dtype=np.int64)
-    split = build_split(inputs, labels, None, vocab_size=SUDOKU4.vocab_size)
-    rows = None
-    if csv:
-        rows = {
-            "test": [
-                ("tiny", SUDOKU4.to_text(q), SUDOKU4.to_text(a), int(r))
-                for q, a, r in zip(inputs, labels, ratings, strict=True)
-            ]
-        }
-    write_dataset(out, {"train": split, "test": split}, csv_rows=rows, overwrite=True)
-    return {"inputs": inputs, "labels": labels, "ratings": ratings}
+    return _write_tiny(out, SUDOKU4, inputs, labels, ratings, csv)
 
 
 def maze4_dataset(out: Path) -> dict:
@@ -82,15 +72,20 @@ def maze4_dataset(out: Path) -> dict:
         questions.append(q.reshape(-1))
         answers.append(a.reshape(-1))
     inputs, labels = np.stack(questions), np.stack(answers)
-    split = build_split(inputs, labels, None, vocab_size=maze_rules.VOCAB_SIZE)
-    task = Task("maze", 4)
-    ratings = np.arange(len(inputs)) + 7
-    rows = {
-        "test": [
-            ("tiny", task.to_text(q), task.to_text(a), int(r))
-            for q, a, r in zip(inputs, labels, ratings, strict=True)
-        ]
-    }
+    return _write_tiny(out, Task("maze", 4), inputs, labels, np.arange(len(inputs)) + 7)
+
+
+def _write_tiny(out: Path, task: Task, inputs, labels, ratings, csv: bool = True) -> dict:
+    """One split used as train and test, with ``test.csv`` holding ``ratings`` when ``csv``."""
+    split = build_split(inputs, labels, None, vocab_size=task.vocab_size)
+    rows = None
+    if csv:
+        rows = {
+            "test": [
+                ("tiny", task.to_text(q), task.to_text(a), int(r))
+                for q, a, r in zip(inputs, labels, ratings, strict=True)
+            ]
+        }
     write_dataset(out, {"train": split, "test": split}, csv_rows=rows, overwrite=True)
     return {"inputs": inputs, "labels": labels, "ratings": ratings}
 

@@ -81,7 +81,7 @@ def unique_far_pairs(grid: np.ndarray, t: int) -> int:
 
 
 def reference_astar(grid: np.ndarray) -> list[tuple[int, int]] | None:
-    """Searchformer's deterministic A*, written from its description (REFERENCE.md 1.2):
+    """Searchformer's deterministic A*, written from its description (docs/reference.md, "Maze-Hard"):
     f = g + Manhattan, ties to the smaller x + 100000*y, children in the order y+1, y-1, x-1, x+1;
     an open node is replaced only by a strictly cheaper one, a closed node only if cheaper."""
     side = grid.shape[0]

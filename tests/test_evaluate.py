@@ -19,6 +19,7 @@ from _tiny_runs import (
 from hydra import compose, initialize_config_dir
 
 from reasoners import evaluate as ev
+from reasoners import test_time
 from reasoners.data import to_batch
 from reasoners.supervision import run_steps
 from reasoners.tasks import Task
@@ -257,11 +258,11 @@ def test_attractor_solver_grid(tmp_path, torch_one_thread):
     assert same["cell"] == pytest.approx((preds == split.labels).mean(1).mean())
 
     # a TRM has no solver: no grid; solver_settings restores the config even on an error
-    with pytest.raises(RuntimeError), ev.solver_settings(model, 7, 0.5):
+    with pytest.raises(RuntimeError), test_time.solver_settings(model, 7, 0.5):
         assert (model.config.max_iter, model.config.tol) == (7, 0.5)
         raise RuntimeError
     assert (model.config.max_iter, model.config.tol) == (3, 1e-3)
-    assert not ev.has_solver_grid(tiny_model("trm"))
+    assert not test_time.has_solver_grid(tiny_model("trm"))
 
 
 def test_writes_json_and_markdown_where_asked(sudoku_run):

@@ -59,14 +59,21 @@ def symmetric_key(row: np.ndarray, side: int) -> frozenset:
 # ----------------------------------------------------------------------------- kernels
 
 
+def padded_open(q: np.ndarray) -> np.ndarray:
+    """(side + 2, side + 2) uint8: 1 on the open cells of maze ``q``, a border of walls around."""
+    side = q.shape[0]
+    open_ = np.zeros((side + 2, side + 2), np.uint8)
+    open_[1:-1, 1:-1] = q != pm.WALL
+    return open_
+
+
 @pytest.mark.parametrize("side, t", [(6, 6), (8, 10), (10, 18), (12, 22)])
 def test_pair_count_matches_all_pairs_bfs(side, t):
     """The bounded pair count equals BFS from every cell, with and without early decisions."""
     rng = np.random.default_rng(side * 100 + t)
     for _ in range(40):
         q = random_question(rng, side, rng.uniform(0.2, 0.5))
-        open_ = np.zeros((side + 2, side + 2), np.uint8)
-        open_[1:-1, 1:-1] = q != pm.WALL
+        open_ = padded_open(q)
         flat = open_.reshape(-1)
         expected = 0
         for r, c in np.argwhere(q != pm.WALL):
@@ -353,8 +360,7 @@ def test_unique_pair_count_matches_distance_oracle(side, t):
     rng = np.random.default_rng(side * 10 + t)
     for _ in range(20):
         q = random_question(rng, side, rng.uniform(0.1, 0.45))
-        open_ = np.zeros((side + 2, side + 2), np.uint8)
-        open_[1:-1, 1:-1] = q != pm.WALL
+        open_ = padded_open(q)
         expected = unique_far_pairs(q, t)
         for max_sources in (0, 8):
             assert mk.count_pairs_padded(open_.reshape(-1), side, t, max_sources, True)[0] == expected

@@ -178,10 +178,32 @@ def test_adam_atan2_rejects_bad_arguments():
         AdamATan2(p, lr=1e-3, weight_decay=-0.1)
 
 
-def test_build_optimizer_names():
+@pytest.mark.parametrize("name", ["adam_atan2", "adamw"])
+def test_build_optimizer_applies_lr_betas_and_decay_by_name(name):
+    """Two steps by hand: decoupled decay p *= 1 - lr * wd, then Adam's bias-corrected moments with
+    the given betas; AdamATan2 moves by lr * atan2(m_hat, sqrt(v_hat)), AdamW by lr * m_hat /
+    (sqrt(v_hat) + 1e-8). Distinct betas, lr and decay so that a dropped argument shows."""
+    lr, (b1, b2), wd = 0.1, (0.5, 0.8), 0.3
+    p0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    grads = [
+        torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64),
+        torch.tensor([-0.2, 0.4, 1.0], dtype=torch.float64),
+    ]
+    p = nn.Parameter(p0.clone())
+    opt = build_optimizer(name, [p], lr=lr, betas=(b1, b2), weight_decay=wd)
+    want, m, v = p0.clone(), torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    for t, g in enumerate(grads, start=1):
+        p.grad = g.clone()
+        opt.step()
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        move = torch.atan2(m_hat, v_hat.sqrt()) if name == "adam_atan2" else m_hat / (v_hat.sqrt() + 1e-8)
+        want = want * (1 - lr * wd) - lr * move
+    torch.testing.assert_close(p.detach(), want, rtol=0, atol=1e-12)
+
+
+def test_build_optimizer_refuses_unknown_names():
     p = [nn.Parameter(torch.zeros(2))]
-    assert isinstance(build_optimizer("adam_atan2", p, lr=1e-3), AdamATan2)
-    assert isinstance(build_optimizer("adamw", p, lr=1e-3), torch.optim.AdamW)
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
         build_optimizer("sgd", p, lr=1e-3)
 

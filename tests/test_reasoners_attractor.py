@@ -1,5 +1,5 @@
-"""The Attractor's numerics (REFERENCE.md section 4): honest residuals, a real fixed point, TRM as a
-special case, warm starts, and a carry without a graph."""
+"""The Attractor's numerics (docs/reference.md, "Numerical checks"): honest residuals, a real fixed
+point, TRM as a special case, warm starts, and a carry without a graph."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_reported_residual_equals_fresh_recomputation():
     torch.manual_seed(0)
     model = Attractor(AttractorConfig(**TINY, max_iter=6, tol=1e-8)).train()  # stops unconverged
     b = batch()
-    _, _, _, extras = model(model.initial_state(3), b)
+    extras = model(model.initial_state(3), b).extras
     info = extras["solver"]
     assert info.nstep == 6 and not info.converged.any()
     torch.testing.assert_close(
@@ -72,7 +72,7 @@ def test_solver_reaches_tolerance_and_both_trm_equations_hold():
     torch.manual_seed(0)
     model = contractive(Attractor(AttractorConfig(**TINY, n_inner=1, max_iter=60, tol=1e-5))).train()
     b = batch()
-    _, _, _, extras = model(model.initial_state(3), b)
+    extras = model(model.initial_state(3), b).extras
     info = extras["solver"]
     assert info.converged.all() and info.nstep < 60 and info.n_diverged == 0
     assert (info.rel_residual <= 1e-5).all()
@@ -140,7 +140,7 @@ def test_unroll_reports_the_residual_of_its_last_iterate():
         AttractorConfig(**TINY, T_cycles=3, n_inner=2, solver="unroll", grad="one_step")
     ).train()
     b = batch()
-    _, _, _, extras = model(model.initial_state(3), b)
+    extras = model(model.initial_state(3), b).extras
     info = extras["solver"]
     assert info.nstep == 2
     torch.testing.assert_close(
@@ -246,7 +246,7 @@ def test_solver_trace_exposes_every_iterate_for_visualisation():
     torch.manual_seed(0)
     model = Attractor(AttractorConfig(**TINY, max_iter=5, tol=0.0, solver_trace="iterates")).eval()
     with torch.no_grad():
-        _, _, _, extras = model(model.initial_state(3), batch())
+        extras = model(model.initial_state(3), batch()).extras
     info = extras["solver"]
     assert info.trace.shape == (5, 3)
     y_iterates, z_iterates = info.iterates

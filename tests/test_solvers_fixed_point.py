@@ -1,5 +1,5 @@
 """Fixed-point iteration and Anderson acceleration against dense solves and exact properties
-(REFERENCE.md section 4)."""
+(docs/reference.md, "Numerical checks")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Implicit, Neumann and unrolled phantom gradients, and the contractivity diagnostics, in float64 against
-finite differences, unrolled backprop and exact Jacobians (REFERENCE.md section 4)."""
+finite differences, unrolled backprop and exact Jacobians (docs/reference.md, "Numerical checks")."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf, open_dict
 
 import reasoners.train as train_mod
 from reasoners.checkpoint import load_checkpoint, load_reasoner
+from reasoners.optim import lr_at
 from reasoners.presets import PRESETS, build
 from reasoners.supervision import run_steps
 from reasoners.tasks import Task, score
@@ -85,7 +86,7 @@ def test_every_config_has_its_launch_command():
 
 def _build_tiny(cfg) -> None:
     """Build the composed reasoner at size tiny for the composed task; check it fits the task."""
-    train_mod._check_config(cfg)
+    train_mod.check_config(cfg)
     task = Task(cfg.data.puzzle, int(cfg.data.side))
     arch = OmegaConf.to_container(cfg.model.arch)
     net = build(cfg.model.name, "tiny", task.kind, **task.model_overrides(), **arch)
@@ -104,7 +105,7 @@ def test_every_model_data_trainer_logger_composes_and_builds():
         for trainer in _group_options("trainer"):
             for logger in _group_options("logger"):
                 cfg = compose("train", overrides=[f"trainer={trainer}", f"logger={logger}"])
-                train_mod._check_config(cfg)
+                train_mod.check_config(cfg)
                 assert cfg.logger.name == logger
 
 
@@ -129,17 +130,51 @@ def test_experiments_set_their_data_and_keep_the_model_choice():
                 assert cfg.model.name == model and cfg.data.name == exp and cfg.size.name == "tiny"
 
 
+# Updates each reasoner makes in 15 minutes on the 2-core machine (bench/laptop_tier.sh, README):
+# written here, not read from the YAML, so the test checks what the experiment resolves to.
+LAPTOP_BUDGETS = {"hrm": 10000, "trm": 7000, "trm_mlp": 7000, "attractor": 1200}
+
+
 def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins():
     with initialize_config_module("reasoners.conf", version_base="1.3"):
-        steps = {}
-        for model in ("hrm", "trm", "trm_mlp", "attractor"):
-            cfg = compose("train", overrides=["experiment=laptop_sudoku", f"model={model}"])
-            steps[model] = cfg.trainer.max_steps
-            assert steps[model] == cfg.laptop_steps[model] and cfg.trainer.lr_min_ratio < 1
-        # per-update cost orders the budgets: HRM's 1 + 1 layers are cheapest, the solver dearest
-        assert steps["hrm"] > steps["trm"] > steps["attractor"] > 0
+        for model, budget in LAPTOP_BUDGETS.items():
+            tc = train_mod.check_config(
+                compose("train", overrides=["experiment=laptop_sudoku", f"model={model}"])
+            )
+            assert tc.max_steps == tc.stop_step == budget
+            # the cosine is sized to the reasoner's budget: it reaches its floor at the last update
+            last_lr = lr_at(budget, tc.lr, tc.lr_warmup_steps, tc.max_steps, tc.lr_min_ratio)
+            assert 0 < tc.lr_min_ratio < 1 and last_lr == pytest.approx(tc.lr * tc.lr_min_ratio)
+            assert lr_at(budget // 2, tc.lr, tc.lr_warmup_steps, tc.max_steps, tc.lr_min_ratio) > last_lr * 2
         cfg = compose("train", overrides=["experiment=laptop_sudoku", "model=trm", "trainer.max_steps=123"])
-        assert cfg.trainer.max_steps == 123
+        assert train_mod.check_config(cfg).max_steps == 123
+
+
+def test_trainer_yamls_hold_only_what_differs_from_the_schema():
+    """cpu.yaml and gpu.yaml start from TrainerConfig and restate no default; every key they set
+    is a TrainerConfig field, and the composed trainer is exactly the schema plus those keys."""
+    import dataclasses
+
+    import yaml
+
+    from reasoners.train_config import TrainerConfig
+
+    defaults = {f.name: getattr(TrainerConfig(), f.name) for f in dataclasses.fields(TrainerConfig)}
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        for name in _group_options("trainer"):
+            own = yaml.safe_load((CONF / "trainer" / f"{name}.yaml").read_text())
+            assert own.pop("defaults") == ["schema", "_self_"]
+            assert own and set(own) <= set(defaults), f"{name}.yaml sets keys outside TrainerConfig"
+            same = sorted(k for k, v in own.items() if v == defaults[k])
+            assert not same, f"{name}.yaml restates defaults: {same}"
+            composed = OmegaConf.to_container(compose("train", overrides=[f"trainer={name}"]).trainer)
+            assert composed == {**defaults, **own}
+
+
+def test_a_mistyped_trainer_value_fails_at_composition():
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="max_steps"):
+            compose("train", overrides=["trainer.max_steps=many"])
 
 
 def test_unknown_key_fails_with_hydras_message():
