@@ -4,16 +4,18 @@ The public Sudoku-Extreme ``rating`` is the number of guesses t-dillon/tdoku's D
 makes before its first solution. That count depends on exactly what the solver's propagation
 infers, in what order, and on which band and digit it branches; so this module follows the
 published algorithm (tdoku ``docs/sudoku.md``, "Getting Vectorized" and "The Fast SIMD Solver")
-step for step, in plain scalar Numba: one int32 per 9-bit digit set where tdoku keeps SIMD lanes.
+step for step, in Numba: 16-bit lanes of 64-bit words where tdoku keeps SIMD vectors.
 
 State of one search node (all digit sets are 9-bit masks, bit d-1 for digit d):
 
-- ``boxes`` (9, 16): per box (row-major box index) a 4x4 matrix, lane ``4*r + c``:
+- ``boxes`` (9, 4) uint64: per box (row-major box index) a 4x4 matrix of digit sets, one
+  64-bit word per matrix row r and one 16-bit lane per column c (bits 16c .. 16c+8):
   ``r, c < 3`` is the cell in box row r, box column c (its candidates); ``(r, 3)`` is the
   *negative row triad* of minirow r (the digits that may be absent from that minirow);
   ``(3, c)`` is the negative column triad of minicolumn c; ``(3, 3)`` is unused (all digits).
   Each digit is in exactly one of {the three cells of a minirow, the minirow's negative triad}
   (and the same for minicolumns): these "exactly one" clauses tie cells and triads together.
+  Lane-parallel bit tricks on the four words (SWAR) stand in for tdoku's SIMD vectors.
 - ``configs`` (6, 6): per band (0-2: horizontal bands = box rows; 3-5: vertical bands = box
   columns) and configuration k, the digits that may still be placed as configuration k says.
   A digit occupies one element (minirow of a horizontal band, minicolumn of a vertical one) in
@@ -50,6 +52,20 @@ ALL = 0x1FF
 ELEM = np.array([[0, 1, 2, 2, 0, 1], [1, 2, 0, 1, 2, 0], [2, 0, 1, 0, 1, 2]], dtype=np.int64)
 POPC = np.array([bin(i).count("1") for i in range(1 << 9)], dtype=np.int32)
 
+U = np.uint64
+LANES = U(0x01FF01FF01FF01FF)  # every lane full
+CELLS = U(0x000001FF01FF01FF)  # lanes 0-2 (the cells of a row word, the triads of word 3)
+HIGH = U(0x8000800080008000)  # the top bit of each lane, for lane-wise compare
+ONES = U(0x0001000100010001)
+NEED_ROW = U(0x0006000100010001)  # cells need >= 1 digit, negative triads >= 6 (lanes 0-2, 3)
+NEED_TRIADS = U(0x0000000600060006)  # word 3: triads >= 6, the unused lane >= 0
+M55 = U(0x5555555555555555)
+M33 = U(0x3333333333333333)
+M0F = U(0x0F0F0F0F0F0F0F0F)
+M1F = U(0x001F001F001F001F)
+L9 = U(0x1FF)
+S1, S2, S4, S8, S15, S16, S32, S48 = U(1), U(2), U(4), U(8), U(15), U(16), U(32), U(48)
+
 MAX_TASKS = 8192  # box and band updates waiting; at most 3 per effective update (< 1600 of them)
 MAX_DEPTH = 330  # search levels; each guess fixes a digit in a band (at most 6 * 54 - 54 levels)
 
@@ -66,22 +82,30 @@ E_OVERFLOW = 2
 
 
 @njit(cache=True, inline="always")
-def _others(a0, a1, a2, e):
-    """OR of the two of (a0, a1, a2) other than element e."""
-    if e == 0:
-        return a1 | a2
-    if e == 1:
-        return a0 | a2
-    return a0 | a1
-
-
-@njit(cache=True, inline="always")
-def _pick(a0, a1, a2, e):
-    if e == 0:
-        return a0
-    if e == 1:
-        return a1
-    return a2
+def _send(pd, p, x0, x1, x2):
+    """Eliminations x_e (digits leaving the configurations that use element e of the band's box
+    p) into a band's pending set: configuration k gets x[ELEM[p, k]]."""
+    if p == 0:
+        pd[0] |= x0
+        pd[1] |= x1
+        pd[2] |= x2
+        pd[3] |= x2
+        pd[4] |= x0
+        pd[5] |= x1
+    elif p == 1:
+        pd[0] |= x1
+        pd[1] |= x2
+        pd[2] |= x0
+        pd[3] |= x1
+        pd[4] |= x2
+        pd[5] |= x0
+    else:
+        pd[0] |= x2
+        pd[1] |= x0
+        pd[2] |= x1
+        pd[3] |= x0
+        pd[4] |= x1
+        pd[5] |= x2
 
 
 @njit(cache=True, inline="always")
@@ -97,7 +121,7 @@ def _push(tasks, top, kind, index, arg, t0, t1, t2):
     return top + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _band_update(bi, from_peer, configs, pending, tasks, top):
     """Apply band ``bi``'s pending eliminations; queue restrictions of its 3 boxes.
 
@@ -129,13 +153,17 @@ def _band_update(bi, from_peer, configs, pending, tasks, top):
     a21 = t21 if POPC[t21] == 3 else 0
     a22 = t22 if POPC[t22] == 3 else 0
     if a00 | a01 | a02 | a10 | a11 | a12 | a20 | a21 | a22:
-        for k in range(6):
-            drop = (
-                _others(a00, a01, a02, ELEM[0, k])
-                | _others(a10, a11, a12, ELEM[1, k])
-                | _others(a20, a21, a22, ELEM[2, k])
-            )
-            cf[k] &= ~drop
+        # configuration k uses elements (ELEM[0, k], ELEM[1, k], ELEM[2, k]) of boxes 0, 1, 2;
+        # it loses the digits asserted in any other element of any of them
+        n00, n01, n02 = a01 | a02, a00 | a02, a00 | a01
+        n10, n11, n12 = a11 | a12, a10 | a12, a10 | a11
+        n20, n21, n22 = a21 | a22, a20 | a22, a20 | a21
+        cf[0] &= ~(n00 | n11 | n22)
+        cf[1] &= ~(n01 | n12 | n20)
+        cf[2] &= ~(n02 | n10 | n21)
+        cf[3] &= ~(n02 | n11 | n20)
+        cf[4] &= ~(n00 | n12 | n21)
+        cf[5] &= ~(n01 | n10 | n22)
         c0, c1, c2, c3, c4, c5 = cf[0], cf[1], cf[2], cf[3], cf[4], cf[5]
         t00, t01, t02 = c0 | c4, c1 | c5, c2 | c3
         t10, t11, t12 = c2 | c5, c0 | c3, c1 | c4
@@ -159,101 +187,142 @@ def _band_update(bi, from_peer, configs, pending, tasks, top):
     return top
 
 
-@njit(cache=True)
-def _box_update(b, vertical, u0, u1, u2, boxes, pending, elim, asrt, tasks, top):
+@njit(cache=True, inline="always")
+def _lane_counts(w):
+    """Popcount of each 16-bit lane of w (lanes hold at most 9 bits)."""
+    x = w - ((w >> S1) & M55)
+    x = (x & M33) + ((x >> S2) & M33)
+    x = (x + (x >> S4)) & M0F
+    return (x + (x >> S8)) & M1F
+
+
+@njit(cache=True, inline="always")
+def _lanes_below(counts, need):
+    """True when some lane of ``counts`` is below the same lane of ``need``."""
+    return (((counts | HIGH) - need) & HIGH) != HIGH
+
+
+@njit(cache=True, inline="always")
+def _lane_mask(top_bits):
+    """0x7FFF in each lane whose top bit is set, 0 elsewhere."""
+    return top_bits - (top_bits >> S15)
+
+
+@njit(cache=True, inline="always")
+def _equal_mask(counts, need):
+    nonzero = (((counts ^ need) | HIGH) - ONES) & HIGH
+    return _lane_mask(HIGH & ~nonzero)
+
+
+@njit(cache=True, inline="always")
+def _nonzero_mask(w):
+    return _lane_mask(((w | HIGH) - ONES) & HIGH)
+
+
+@njit(cache=True, inline="always")
+def _once_in_row(w):
+    """Digits in exactly one lane of the row word w, kept in the lane that holds them."""
+    r1 = (w >> S16) | (w << S48)
+    r2 = (w >> S32) | (w << S32)
+    r3 = (w >> S48) | (w << S16)
+    twice = (w & (r1 | r2 | r3)) | (r1 & (r2 | r3)) | (r2 & r3)
+    return w & ~twice
+
+
+@njit(cache=True, inline="always")
+def _spread3(x):
+    """A 9-bit set copied into lanes 0-2."""
+    return x | (x << S16) | (x << S32)
+
+
+@njit(cache=True, inline="always")
+def _box_update(b, vertical, u0, u1, u2, boxes, pending, tasks, top):
     """Restrict box ``b`` to the positive triads (u0, u1, u2) of one of its bands and propagate
     inside the box; queue updates of its two bands. Returns the new stack top, -1 on a
     contradiction, -2 on overflow.
     """
     bx = boxes[b]
-    any_new = 0
-    for r in range(3):
-        ur = _pick(u0, u1, u2, r)
-        for c in range(3):
-            uc = _pick(u0, u1, u2, c)
-            allowed = ur if vertical == 0 else uc
-            e = bx[4 * r + c] & ~allowed
-            elim[4 * r + c] = e
-            any_new |= e
-        # the negative triads of the band's own orientation: the digit is elsewhere in the band
-        allowed = _others(u0, u1, u2, r)
-        if vertical == 0:
-            e = bx[4 * r + 3] & ~allowed
-            elim[4 * r + 3] = e
-            elim[12 + r] = 0
-        else:
-            e = bx[12 + r] & ~allowed
-            elim[12 + r] = e
-            elim[4 * r + 3] = 0
-        any_new |= e
-    if any_new == 0:
+    t0, t1, t2 = U(u0), U(u1), U(u2)
+    o0, o1, o2 = t1 | t2, t0 | t2, t0 | t1  # the digit sits in another element
+    if vertical == 0:
+        # cells of minirow r may hold only t_r; its negative triad only the others
+        e0 = bx[0] & ~(_spread3(t0) | (o0 << S48))
+        e1 = bx[1] & ~(_spread3(t1) | (o1 << S48))
+        e2 = bx[2] & ~(_spread3(t2) | (o2 << S48))
+        e3 = U(0)
+    else:
+        # cells of minicolumn c may hold only t_c; its negative triad only the others
+        cols = t0 | (t1 << S16) | (t2 << S32) | (L9 << S48)
+        e0 = bx[0] & ~cols
+        e1 = bx[1] & ~cols
+        e2 = bx[2] & ~cols
+        e3 = bx[3] & ~(o0 | (o1 << S16) | (o2 << S32) | (L9 << S48))
+    if (e0 | e1 | e2 | e3) == 0:
         return top
     box_row = b // 3
     box_col = b % 3
     hb = box_row
     vb = 3 + box_col
+    w0, w1, w2, w3 = bx[0], bx[1], bx[2], bx[3]
     while True:
-        for lane in range(15):
-            bx[lane] &= ~elim[lane]
+        w0 &= ~e0
+        w1 &= ~e1
+        w2 &= ~e2
+        w3 &= ~e3
         # (a) contradictions and (b) assertions of the cell and triad minimum clauses
-        for lane in range(15):
-            n = POPC[bx[lane]]
-            need = 6 if (lane & 3) == 3 or lane >= 12 else 1
-            if n < need:
-                return -1
-            asrt[lane] = bx[lane] if n == need else 0
-        # (b) a digit left in one place of an exactly-one clause (minirow + its triad, or
-        # minicolumn + its triad) is asserted there
-        for r in range(3):
-            x0, x1, x2, x3 = bx[4 * r], bx[4 * r + 1], bx[4 * r + 2], bx[4 * r + 3]
-            twice = (x0 & (x1 | x2 | x3)) | (x1 & (x2 | x3)) | (x2 & x3)
-            asrt[4 * r] |= x0 & ~twice
-            asrt[4 * r + 1] |= x1 & ~twice
-            asrt[4 * r + 2] |= x2 & ~twice
-            asrt[4 * r + 3] |= x3 & ~twice
-        for c in range(3):
-            x0, x1, x2, x3 = bx[c], bx[4 + c], bx[8 + c], bx[12 + c]
-            twice = (x0 & (x1 | x2 | x3)) | (x1 & (x2 | x3)) | (x2 & x3)
-            asrt[c] |= x0 & ~twice
-            asrt[4 + c] |= x1 & ~twice
-            asrt[8 + c] |= x2 & ~twice
-            asrt[12 + c] |= x3 & ~twice
+        n0, n1, n2, n3 = _lane_counts(w0), _lane_counts(w1), _lane_counts(w2), _lane_counts(w3)
+        if (
+            _lanes_below(n0, NEED_ROW)
+            or _lanes_below(n1, NEED_ROW)
+            or _lanes_below(n2, NEED_ROW)
+            or _lanes_below(n3, NEED_TRIADS)
+        ):
+            bx[0], bx[1], bx[2], bx[3] = w0, w1, w2, w3
+            return -1
+        a0 = w0 & _equal_mask(n0, NEED_ROW)
+        a1 = w1 & _equal_mask(n1, NEED_ROW)
+        a2 = w2 & _equal_mask(n2, NEED_ROW)
+        a3 = w3 & _equal_mask(n3, NEED_TRIADS)
+        # (b) a digit left in one place of an exactly-one clause (minirow + its triad: one row
+        # word; minicolumn + its triad: one lane of all four words) is asserted there
+        a0 |= _once_in_row(w0)
+        a1 |= _once_in_row(w1)
+        a2 |= _once_in_row(w2)
+        twice = (w0 & (w1 | w2 | w3)) | (w1 & (w2 | w3)) | (w2 & w3)
+        a0 |= w0 & ~twice
+        a1 |= w1 & ~twice
+        a2 |= w2 & ~twice
+        a3 = (a3 | (w3 & ~twice)) & CELLS  # lane 3 of word 3 is no clause
         # (c) what the asserted cells imply: their other digits go, their digits leave the rest
         # of the box, the negative triads of their minirow and minicolumn, and the band
         # configurations that would put the digit in another element
-        row0 = asrt[0] | asrt[1] | asrt[2]
-        row1 = asrt[4] | asrt[5] | asrt[6]
-        row2 = asrt[8] | asrt[9] | asrt[10]
-        col0 = asrt[0] | asrt[4] | asrt[8]
-        col1 = asrt[1] | asrt[5] | asrt[9]
-        col2 = asrt[2] | asrt[6] | asrt[10]
-        whole = row0 | row1 | row2
-        for r in range(3):
-            for c in range(3):
-                a = asrt[4 * r + c]
-                if a:
-                    elim[4 * r + c] |= ALL & ~a
-                else:
-                    elim[4 * r + c] |= whole
-        elim[3] |= row0
-        elim[7] |= row1
-        elim[11] |= row2
-        elim[12] |= col0
-        elim[13] |= col1
-        elim[14] |= col2
-        # asserted negative triads remove the configurations using that element
-        hp = pending[hb]
-        vp = pending[vb]
-        for k in range(6):
-            e = ELEM[box_col, k]
-            hp[k] |= asrt[4 * e + 3] | _others(row0, row1, row2, e)
-            e = ELEM[box_row, k]
-            vp[k] |= asrt[12 + e] | _others(col0, col1, col2, e)
-        again = 0
-        for lane in range(15):
-            again |= elim[lane] & bx[lane]
-        if again == 0:
+        c0, c1, c2 = a0 & CELLS, a1 & CELLS, a2 & CELLS
+        row0 = (c0 | (c0 >> S16) | (c0 >> S32)) & L9
+        row1 = (c1 | (c1 >> S16) | (c1 >> S32)) & L9
+        row2 = (c2 | (c2 >> S16) | (c2 >> S32)) & L9
+        cols = c0 | c1 | c2
+        whole = _spread3(row0 | row1 | row2)
+        m0, m1, m2 = _nonzero_mask(c0), _nonzero_mask(c1), _nonzero_mask(c2)
+        e0 |= (((m0 & ~c0) | (~m0 & whole)) & CELLS) | (row0 << S48)
+        e1 |= (((m1 & ~c1) | (~m1 & whole)) & CELLS) | (row1 << S48)
+        e2 |= (((m2 & ~c2) | (~m2 & whole)) & CELLS) | (row2 << S48)
+        e3 |= cols
+        col0, col1, col2 = cols & L9, (cols >> S16) & L9, (cols >> S32) & L9
+        # band messages, per element e of this box: an asserted negative triad removes the
+        # configurations using e; a digit asserted in element e removes those using another
+        h0 = np.int64(((a0 >> S48) & L9) | row1 | row2)
+        h1 = np.int64(((a1 >> S48) & L9) | row0 | row2)
+        h2 = np.int64(((a2 >> S48) & L9) | row0 | row1)
+        v0 = np.int64((a3 & L9) | col1 | col2)
+        v1 = np.int64(((a3 >> S16) & L9) | col0 | col2)
+        v2 = np.int64(((a3 >> S32) & L9) | col0 | col1)
+        if h0 | h1 | h2:
+            _send(pending[hb], box_col, h0, h1, h2)
+        if v0 | v1 | v2:
+            _send(pending[vb], box_row, v0, v1, v2)
+        if ((e0 & w0) | (e1 & w1) | (e2 & w2) | (e3 & w3)) == 0:
             break
+    bx[0], bx[1], bx[2], bx[3] = w0, w1, w2, w3
     # Update the band across the inbound orientation first, then the inbound one.
     if vertical == 1:
         top = _push(tasks, top, TASK_BAND, vb, box_row, 0, 0, 0)
@@ -269,7 +338,7 @@ def _box_update(b, vertical, u0, u1, u2, boxes, pending, elim, asrt, tasks, top)
 
 
 @njit(cache=True)
-def _run_tasks(boxes, configs, pending, elim, asrt, tasks, top):
+def _run_tasks(boxes, configs, pending, tasks, top):
     """Run queued updates depth first until none is left. Returns 0, -1 (contradiction), -2."""
     while top > 0:
         top -= 1
@@ -285,8 +354,6 @@ def _run_tasks(boxes, configs, pending, elim, asrt, tasks, top):
                 tasks[top, 5],
                 boxes,
                 pending,
-                elim,
-                asrt,
                 tasks,
                 top,
             )
@@ -296,9 +363,9 @@ def _run_tasks(boxes, configs, pending, elim, asrt, tasks, top):
 
 
 @njit(cache=True)
-def _init_state(grid, boxes, configs, pending, elim, asrt, tasks):
+def _init_state(grid, boxes, configs, pending, tasks):
     """Clues into a fresh state, then propagate. Returns 0, -1 (contradiction) or -2."""
-    boxes[:, :] = ALL
+    boxes[:, :] = LANES
     configs[:, :] = ALL
     pending[:, :] = 0
     for cell in range(81):
@@ -312,14 +379,14 @@ def _init_state(grid, boxes, configs, pending, elim, asrt, tasks):
         bx = boxes[box_row * 3 + box_col]
         # The clue in its own box only (no propagation yet): the cell keeps d, its box
         # neighbours and the negative triads of its minirow and minicolumn lose it.
+        um = U(m)
+        here = U(16 * ec)
         for r in range(3):
-            for c in range(3):
-                if r == er and c == ec:
-                    bx[4 * r + c] &= m
-                else:
-                    bx[4 * r + c] &= ~m
-        bx[4 * er + 3] &= ~m
-        bx[12 + ec] &= ~m
+            if r == er:
+                bx[r] &= ~((_spread3(um) & ~(L9 << here)) | ((L9 & ~um) << here) | (um << S48))
+            else:
+                bx[r] &= ~_spread3(um)
+        bx[3] &= ~(um << here)
         # band messages: d is in element er of box box_col of the horizontal band, and in
         # element ec of box box_row of the vertical band
         for k in range(6):
@@ -335,7 +402,7 @@ def _init_state(grid, boxes, configs, pending, elim, asrt, tasks):
         band = i // 2
         bi = band + 3 * (i % 2)
         top = _push(tasks, top, TASK_BAND, bi, (band + 1) % 3, 0, 0, 0)
-    return _run_tasks(boxes, configs, pending, elim, asrt, tasks, top)
+    return _run_tasks(boxes, configs, pending, tasks, top)
 
 
 # ----------------------------------------------------------------------------- search
@@ -379,16 +446,14 @@ def _choose(configs):
 
 
 @njit(cache=True)
-def rate_one(
-    grid, solution, work_boxes, work_configs, work_pending, elim, asrt, tasks, guess_band, guess_cfg
-):
+def rate_one(grid, solution, work_boxes, work_configs, work_pending, tasks, guess_band, guess_cfg):
     """Guesses before the first solution of one 9x9 grid, and that solution.
 
     Returns (guesses, status): status OK with ``solution`` filled, E_NO_SOLUTION (guesses of the
     whole search), or E_OVERFLOW (a work buffer ran out; not seen on real puzzles).
     """
     guesses = 0
-    rc = _init_state(grid, work_boxes[0], work_configs[0], work_pending[0], elim, asrt, tasks)
+    rc = _init_state(grid, work_boxes[0], work_configs[0], work_pending[0], tasks)
     if rc == -2:
         return guesses, E_OVERFLOW
     if rc == -1:
@@ -400,7 +465,7 @@ def rate_one(
             bx = work_boxes[level]
             for cell in range(81):
                 row, col = cell // 9, cell % 9
-                m = bx[(row // 3) * 3 + col // 3, 4 * (row % 3) + col % 3]
+                m = np.int64((bx[(row // 3) * 3 + col // 3, row % 3] >> U(16 * (col % 3))) & L9)
                 d = 0
                 while m and not (m >> d) & 1:
                     d += 1
@@ -428,8 +493,6 @@ def rate_one(
             work_boxes[level + 1],
             work_configs[level + 1],
             work_pending[level + 1],
-            elim,
-            asrt,
             tasks,
             _push(tasks, 0, TASK_BAND, band, 0, 0, 0, 0),
         )
@@ -448,8 +511,6 @@ def rate_one(
                 work_boxes[level],
                 work_configs[level],
                 work_pending[level],
-                elim,
-                asrt,
                 tasks,
                 _push(tasks, 0, TASK_BAND, gb, 0, 0, 0, 0),
             )
@@ -475,11 +536,9 @@ def rate_batch(grids, n_chunks):
     stats = np.zeros((b, 2), np.int64)
     n_chunks = max(1, min(n_chunks, b))
     for ch in prange(n_chunks):
-        work_boxes = np.empty((MAX_DEPTH, 9, 16), np.int32)
+        work_boxes = np.empty((MAX_DEPTH, 9, 4), np.uint64)
         work_configs = np.empty((MAX_DEPTH, 6, 6), np.int32)
         work_pending = np.empty((MAX_DEPTH, 6, 6), np.int32)
-        elim = np.empty(16, np.int32)
-        asrt = np.empty(16, np.int32)
         tasks = np.empty((MAX_TASKS, 6), np.int32)
         guess_band = np.empty(MAX_DEPTH, np.int64)
         guess_cfg = np.empty(MAX_DEPTH, np.int64)
@@ -490,8 +549,6 @@ def rate_batch(grids, n_chunks):
                 work_boxes,
                 work_configs,
                 work_pending,
-                elim,
-                asrt,
                 tasks,
                 guess_band,
                 guess_cfg,
