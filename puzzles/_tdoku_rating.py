@@ -82,109 +82,14 @@ E_OVERFLOW = 2
 
 
 @njit(cache=True, inline="always")
-def _send(pd, p, x0, x1, x2):
-    """Eliminations x_e (digits leaving the configurations that use element e of the band's box
-    p) into a band's pending set: configuration k gets x[ELEM[p, k]]."""
+def _by_config(p, x0, x1, x2):
+    """Per configuration k, x[ELEM[p, k]]: what an element-wise message (x0, x1, x2) from the
+    band's box p says about each of the band's 6 configurations."""
     if p == 0:
-        pd[0] |= x0
-        pd[1] |= x1
-        pd[2] |= x2
-        pd[3] |= x2
-        pd[4] |= x0
-        pd[5] |= x1
-    elif p == 1:
-        pd[0] |= x1
-        pd[1] |= x2
-        pd[2] |= x0
-        pd[3] |= x1
-        pd[4] |= x2
-        pd[5] |= x0
-    else:
-        pd[0] |= x2
-        pd[1] |= x0
-        pd[2] |= x1
-        pd[3] |= x0
-        pd[4] |= x1
-        pd[5] |= x2
-
-
-@njit(cache=True, inline="always")
-def _push(tasks, top, kind, index, arg, t0, t1, t2):
-    if top >= MAX_TASKS:
-        return -2
-    tasks[top, 0] = kind
-    tasks[top, 1] = index
-    tasks[top, 2] = arg
-    tasks[top, 3] = t0
-    tasks[top, 4] = t1
-    tasks[top, 5] = t2
-    return top + 1
-
-
-@njit(cache=True, inline="always")
-def _band_update(bi, from_peer, configs, pending, tasks, top):
-    """Apply band ``bi``'s pending eliminations; queue restrictions of its 3 boxes.
-
-    Returns the new stack top (unchanged when nothing was pending), -2 on overflow.
-    """
-    cf = configs[bi]
-    pd = pending[bi]
-    new = 0
-    for k in range(6):
-        new |= cf[k] & pd[k]
-    if new == 0:
-        return top
-    for k in range(6):
-        cf[k] &= ~pd[k]
-    # positive triads: digits that may sit in element e of box p, (p, e) -> t_pe
-    c0, c1, c2, c3, c4, c5 = cf[0], cf[1], cf[2], cf[3], cf[4], cf[5]
-    t00, t01, t02 = c0 | c4, c1 | c5, c2 | c3
-    t10, t11, t12 = c2 | c5, c0 | c3, c1 | c4
-    t20, t21, t22 = c1 | c3, c2 | c4, c0 | c5
-    # A triad left with exactly 3 digits holds those 3: they leave the box's other elements.
-    # One such round per update (tdoku does not iterate this to a fixed point either).
-    a00 = t00 if POPC[t00] == 3 else 0
-    a01 = t01 if POPC[t01] == 3 else 0
-    a02 = t02 if POPC[t02] == 3 else 0
-    a10 = t10 if POPC[t10] == 3 else 0
-    a11 = t11 if POPC[t11] == 3 else 0
-    a12 = t12 if POPC[t12] == 3 else 0
-    a20 = t20 if POPC[t20] == 3 else 0
-    a21 = t21 if POPC[t21] == 3 else 0
-    a22 = t22 if POPC[t22] == 3 else 0
-    if a00 | a01 | a02 | a10 | a11 | a12 | a20 | a21 | a22:
-        # configuration k uses elements (ELEM[0, k], ELEM[1, k], ELEM[2, k]) of boxes 0, 1, 2;
-        # it loses the digits asserted in any other element of any of them
-        n00, n01, n02 = a01 | a02, a00 | a02, a00 | a01
-        n10, n11, n12 = a11 | a12, a10 | a12, a10 | a11
-        n20, n21, n22 = a21 | a22, a20 | a22, a20 | a21
-        cf[0] &= ~(n00 | n11 | n22)
-        cf[1] &= ~(n01 | n12 | n20)
-        cf[2] &= ~(n02 | n10 | n21)
-        cf[3] &= ~(n02 | n11 | n20)
-        cf[4] &= ~(n00 | n12 | n21)
-        cf[5] &= ~(n01 | n10 | n22)
-        c0, c1, c2, c3, c4, c5 = cf[0], cf[1], cf[2], cf[3], cf[4], cf[5]
-        t00, t01, t02 = c0 | c4, c1 | c5, c2 | c3
-        t10, t11, t12 = c2 | c5, c0 | c3, c1 | c4
-        t20, t21, t22 = c1 | c3, c2 | c4, c0 | c5
-    vertical = 1 if bi >= 3 else 0
-    band = bi - 3 * vertical
-    # Boxes are restricted in the order from_peer+1, from_peer+2, from_peer (the box the
-    # update came from last); pushed in reverse so the first pops first. Each restriction
-    # carries the triads as they are now, as a call's arguments would.
-    for step in range(3):
-        p = (from_peer + 3 - step) % 3  # from_peer, from_peer+2, from_peer+1
-        box = band * 3 + p if vertical == 0 else band + 3 * p
-        if p == 0:
-            top = _push(tasks, top, TASK_BOX, box, vertical, t00, t01, t02)
-        elif p == 1:
-            top = _push(tasks, top, TASK_BOX, box, vertical, t10, t11, t12)
-        else:
-            top = _push(tasks, top, TASK_BOX, box, vertical, t20, t21, t22)
-        if top < 0:
-            return top
-    return top
+        return x0, x1, x2, x2, x0, x1
+    if p == 1:
+        return x1, x2, x0, x1, x2, x0
+    return x2, x0, x1, x0, x1, x2
 
 
 @njit(cache=True, inline="always")
@@ -236,138 +141,198 @@ def _spread3(x):
 
 
 @njit(cache=True, inline="always")
-def _box_update(b, vertical, u0, u1, u2, boxes, pending, tasks, top):
-    """Restrict box ``b`` to the positive triads (u0, u1, u2) of one of its bands and propagate
-    inside the box; queue updates of its two bands. Returns the new stack top, -1 on a
-    contradiction, -2 on overflow.
-    """
-    bx = boxes[b]
-    t0, t1, t2 = U(u0), U(u1), U(u2)
-    o0, o1, o2 = t1 | t2, t0 | t2, t0 | t1  # the digit sits in another element
-    if vertical == 0:
-        # cells of minirow r may hold only t_r; its negative triad only the others
-        e0 = bx[0] & ~(_spread3(t0) | (o0 << S48))
-        e1 = bx[1] & ~(_spread3(t1) | (o1 << S48))
-        e2 = bx[2] & ~(_spread3(t2) | (o2 << S48))
-        e3 = U(0)
-    else:
-        # cells of minicolumn c may hold only t_c; its negative triad only the others
-        cols = t0 | (t1 << S16) | (t2 << S32) | (L9 << S48)
-        e0 = bx[0] & ~cols
-        e1 = bx[1] & ~cols
-        e2 = bx[2] & ~cols
-        e3 = bx[3] & ~(o0 | (o1 << S16) | (o2 << S32) | (L9 << S48))
-    if (e0 | e1 | e2 | e3) == 0:
-        return top
-    box_row = b // 3
-    box_col = b % 3
-    hb = box_row
-    vb = 3 + box_col
-    w0, w1, w2, w3 = bx[0], bx[1], bx[2], bx[3]
-    while True:
-        w0 &= ~e0
-        w1 &= ~e1
-        w2 &= ~e2
-        w3 &= ~e3
-        # (a) contradictions and (b) assertions of the cell and triad minimum clauses
-        n0, n1, n2, n3 = _lane_counts(w0), _lane_counts(w1), _lane_counts(w2), _lane_counts(w3)
-        if (
-            _lanes_below(n0, NEED_ROW)
-            or _lanes_below(n1, NEED_ROW)
-            or _lanes_below(n2, NEED_ROW)
-            or _lanes_below(n3, NEED_TRIADS)
-        ):
-            bx[0], bx[1], bx[2], bx[3] = w0, w1, w2, w3
-            return -1
-        a0 = w0 & _equal_mask(n0, NEED_ROW)
-        a1 = w1 & _equal_mask(n1, NEED_ROW)
-        a2 = w2 & _equal_mask(n2, NEED_ROW)
-        a3 = w3 & _equal_mask(n3, NEED_TRIADS)
-        # (b) a digit left in one place of an exactly-one clause (minirow + its triad: one row
-        # word; minicolumn + its triad: one lane of all four words) is asserted there
-        a0 |= _once_in_row(w0)
-        a1 |= _once_in_row(w1)
-        a2 |= _once_in_row(w2)
-        twice = (w0 & (w1 | w2 | w3)) | (w1 & (w2 | w3)) | (w2 & w3)
-        a0 |= w0 & ~twice
-        a1 |= w1 & ~twice
-        a2 |= w2 & ~twice
-        a3 = (a3 | (w3 & ~twice)) & CELLS  # lane 3 of word 3 is no clause
-        # (c) what the asserted cells imply: their other digits go, their digits leave the rest
-        # of the box, the negative triads of their minirow and minicolumn, and the band
-        # configurations that would put the digit in another element
-        c0, c1, c2 = a0 & CELLS, a1 & CELLS, a2 & CELLS
-        row0 = (c0 | (c0 >> S16) | (c0 >> S32)) & L9
-        row1 = (c1 | (c1 >> S16) | (c1 >> S32)) & L9
-        row2 = (c2 | (c2 >> S16) | (c2 >> S32)) & L9
-        cols = c0 | c1 | c2
-        whole = _spread3(row0 | row1 | row2)
-        m0, m1, m2 = _nonzero_mask(c0), _nonzero_mask(c1), _nonzero_mask(c2)
-        e0 |= (((m0 & ~c0) | (~m0 & whole)) & CELLS) | (row0 << S48)
-        e1 |= (((m1 & ~c1) | (~m1 & whole)) & CELLS) | (row1 << S48)
-        e2 |= (((m2 & ~c2) | (~m2 & whole)) & CELLS) | (row2 << S48)
-        e3 |= cols
-        col0, col1, col2 = cols & L9, (cols >> S16) & L9, (cols >> S32) & L9
-        # band messages, per element e of this box: an asserted negative triad removes the
-        # configurations using e; a digit asserted in element e removes those using another
-        h0 = np.int64(((a0 >> S48) & L9) | row1 | row2)
-        h1 = np.int64(((a1 >> S48) & L9) | row0 | row2)
-        h2 = np.int64(((a2 >> S48) & L9) | row0 | row1)
-        v0 = np.int64((a3 & L9) | col1 | col2)
-        v1 = np.int64(((a3 >> S16) & L9) | col0 | col2)
-        v2 = np.int64(((a3 >> S32) & L9) | col0 | col1)
-        if h0 | h1 | h2:
-            _send(pending[hb], box_col, h0, h1, h2)
-        if v0 | v1 | v2:
-            _send(pending[vb], box_row, v0, v1, v2)
-        if ((e0 & w0) | (e1 & w1) | (e2 & w2) | (e3 & w3)) == 0:
-            break
-    bx[0], bx[1], bx[2], bx[3] = w0, w1, w2, w3
-    # Update the band across the inbound orientation first, then the inbound one.
-    if vertical == 1:
-        top = _push(tasks, top, TASK_BAND, vb, box_row, 0, 0, 0)
-        if top < 0:
-            return top
-        top = _push(tasks, top, TASK_BAND, hb, box_col, 0, 0, 0)
-    else:
-        top = _push(tasks, top, TASK_BAND, hb, box_col, 0, 0, 0)
-        if top < 0:
-            return top
-        top = _push(tasks, top, TASK_BAND, vb, box_row, 0, 0, 0)
-    return top
+def _triads(c0, c1, c2, c3, c4, c5):
+    """Positive triads t_pe (digits that may sit in element e of the band's box p) of a band's
+    configurations: t_pe is the union of the configurations k with ELEM[p, k] == e."""
+    return (c0 | c4, c1 | c5, c2 | c3, c2 | c5, c0 | c3, c1 | c4, c1 | c3, c2 | c4, c0 | c5)
+
+
+@njit(cache=True, inline="always")
+def _if_three(t):
+    return t if POPC[t] == 3 else 0
 
 
 @njit(cache=True)
-def _run_tasks(boxes, configs, pending, tasks, top):
-    """Run queued updates depth first until none is left. Returns 0, -1 (contradiction), -2."""
+def _propagate(lv, boxes, configs, pending, tasks, top):
+    """Run the queued band and box updates of search level ``lv``, depth first, until none is
+    left. Returns 0, -1 on a contradiction, -2 when the task stack overflows.
+
+    Task rows: [TASK_BAND, band, from_peer, ...] or [TASK_BOX, box, vertical, t0, t1, t2]. Both
+    updates are written out here rather than as functions taking the state arrays: every
+    compiled call with array arguments costs atomic reference counts, which cost more than the
+    updates themselves.
+    """
     while top > 0:
         top -= 1
-        kind = tasks[top, 0]
-        if kind == TASK_BAND:
-            top = _band_update(tasks[top, 1], tasks[top, 2], configs, pending, tasks, top)
+        if top + 3 > MAX_TASKS:
+            return -2
+        if tasks[top, 0] == TASK_BAND:
+            # ---- band update: apply pending eliminations, then restrict the band's 3 boxes
+            bi = tasks[top, 1]
+            from_peer = tasks[top, 2]
+            new = 0
+            for k in range(6):
+                new |= configs[lv, bi, k] & pending[lv, bi, k]
+            if new == 0:
+                continue
+            for k in range(6):
+                configs[lv, bi, k] &= ~pending[lv, bi, k]
+            c0, c1, c2 = configs[lv, bi, 0], configs[lv, bi, 1], configs[lv, bi, 2]
+            c3, c4, c5 = configs[lv, bi, 3], configs[lv, bi, 4], configs[lv, bi, 5]
+            t00, t01, t02, t10, t11, t12, t20, t21, t22 = _triads(c0, c1, c2, c3, c4, c5)
+            # A triad left with exactly 3 digits holds those 3: they leave the box's other
+            # elements. One such round per update (tdoku does not iterate it to a fixed point).
+            a00, a01, a02 = _if_three(t00), _if_three(t01), _if_three(t02)
+            a10, a11, a12 = _if_three(t10), _if_three(t11), _if_three(t12)
+            a20, a21, a22 = _if_three(t20), _if_three(t21), _if_three(t22)
+            if a00 | a01 | a02 | a10 | a11 | a12 | a20 | a21 | a22:
+                # configuration k uses elements (ELEM[0, k], ELEM[1, k], ELEM[2, k]) of boxes
+                # 0, 1, 2; it loses the digits asserted in any other element of any of them
+                n00, n01, n02 = a01 | a02, a00 | a02, a00 | a01
+                n10, n11, n12 = a11 | a12, a10 | a12, a10 | a11
+                n20, n21, n22 = a21 | a22, a20 | a22, a20 | a21
+                c0 &= ~(n00 | n11 | n22)
+                c1 &= ~(n01 | n12 | n20)
+                c2 &= ~(n02 | n10 | n21)
+                c3 &= ~(n02 | n11 | n20)
+                c4 &= ~(n00 | n12 | n21)
+                c5 &= ~(n01 | n10 | n22)
+                configs[lv, bi, 0], configs[lv, bi, 1], configs[lv, bi, 2] = c0, c1, c2
+                configs[lv, bi, 3], configs[lv, bi, 4], configs[lv, bi, 5] = c3, c4, c5
+                t00, t01, t02, t10, t11, t12, t20, t21, t22 = _triads(c0, c1, c2, c3, c4, c5)
+            vertical = 1 if bi >= 3 else 0
+            band = bi - 3 * vertical
+            # Boxes are restricted in the order from_peer+1, from_peer+2, from_peer (the box
+            # the update came from last): pushed in reverse, so the first pops first. Each
+            # restriction carries the triads as they are now, as a call's arguments would.
+            for step in range(3):
+                p = (from_peer + 3 - step) % 3  # from_peer, from_peer+2, from_peer+1
+                tasks[top, 0] = TASK_BOX
+                tasks[top, 1] = band * 3 + p if vertical == 0 else band + 3 * p
+                tasks[top, 2] = vertical
+                if p == 0:
+                    tasks[top, 3], tasks[top, 4], tasks[top, 5] = t00, t01, t02
+                elif p == 1:
+                    tasks[top, 3], tasks[top, 4], tasks[top, 5] = t10, t11, t12
+                else:
+                    tasks[top, 3], tasks[top, 4], tasks[top, 5] = t20, t21, t22
+                top += 1
+            continue
+
+        # ---- box update: restrict box b to the positive triads (t0, t1, t2) of one of its
+        # bands, propagate inside the box, then update its two bands
+        b = tasks[top, 1]
+        vertical = tasks[top, 2]
+        t0, t1, t2 = U(tasks[top, 3]), U(tasks[top, 4]), U(tasks[top, 5])
+        w0, w1, w2, w3 = boxes[lv, b, 0], boxes[lv, b, 1], boxes[lv, b, 2], boxes[lv, b, 3]
+        o0, o1, o2 = t1 | t2, t0 | t2, t0 | t1  # the digit sits in another element
+        if vertical == 0:
+            # cells of minirow r may hold only t_r; its negative triad only the others
+            e0 = w0 & ~(_spread3(t0) | (o0 << S48))
+            e1 = w1 & ~(_spread3(t1) | (o1 << S48))
+            e2 = w2 & ~(_spread3(t2) | (o2 << S48))
+            e3 = U(0)
         else:
-            top = _box_update(
-                tasks[top, 1],
-                tasks[top, 2],
-                tasks[top, 3],
-                tasks[top, 4],
-                tasks[top, 5],
-                boxes,
-                pending,
-                tasks,
-                top,
-            )
-        if top < 0:
-            return top
+            # cells of minicolumn c may hold only t_c; its negative triad only the others
+            cols = t0 | (t1 << S16) | (t2 << S32) | (L9 << S48)
+            e0 = w0 & ~cols
+            e1 = w1 & ~cols
+            e2 = w2 & ~cols
+            e3 = w3 & ~(o0 | (o1 << S16) | (o2 << S32) | (L9 << S48))
+        if (e0 | e1 | e2 | e3) == 0:
+            continue
+        box_row = b // 3
+        box_col = b % 3
+        hb = box_row
+        vb = 3 + box_col
+        while True:
+            w0 &= ~e0
+            w1 &= ~e1
+            w2 &= ~e2
+            w3 &= ~e3
+            # (a) contradictions and (b) assertions of the cell and triad minimum clauses
+            n0, n1, n2, n3 = _lane_counts(w0), _lane_counts(w1), _lane_counts(w2), _lane_counts(w3)
+            if (
+                _lanes_below(n0, NEED_ROW)
+                or _lanes_below(n1, NEED_ROW)
+                or _lanes_below(n2, NEED_ROW)
+                or _lanes_below(n3, NEED_TRIADS)
+            ):
+                return -1  # the level's state is dropped: the caller backtracks
+            a0 = w0 & _equal_mask(n0, NEED_ROW)
+            a1 = w1 & _equal_mask(n1, NEED_ROW)
+            a2 = w2 & _equal_mask(n2, NEED_ROW)
+            a3 = w3 & _equal_mask(n3, NEED_TRIADS)
+            # (b) a digit left in one place of an exactly-one clause (minirow + its triad: one
+            # row word; minicolumn + its triad: one lane of all four words) is asserted there
+            a0 |= _once_in_row(w0)
+            a1 |= _once_in_row(w1)
+            a2 |= _once_in_row(w2)
+            twice = (w0 & (w1 | w2 | w3)) | (w1 & (w2 | w3)) | (w2 & w3)
+            a0 |= w0 & ~twice
+            a1 |= w1 & ~twice
+            a2 |= w2 & ~twice
+            a3 = (a3 | (w3 & ~twice)) & CELLS  # lane 3 of word 3 is no clause
+            # (c) what the asserted cells imply: their other digits go, their digits leave the
+            # rest of the box, the negative triads of their minirow and minicolumn, and the
+            # band configurations that would put the digit in another element
+            c0, c1, c2 = a0 & CELLS, a1 & CELLS, a2 & CELLS
+            row0 = (c0 | (c0 >> S16) | (c0 >> S32)) & L9
+            row1 = (c1 | (c1 >> S16) | (c1 >> S32)) & L9
+            row2 = (c2 | (c2 >> S16) | (c2 >> S32)) & L9
+            cols = c0 | c1 | c2
+            whole = _spread3(row0 | row1 | row2)
+            m0, m1, m2 = _nonzero_mask(c0), _nonzero_mask(c1), _nonzero_mask(c2)
+            e0 |= (((m0 & ~c0) | (~m0 & whole)) & CELLS) | (row0 << S48)
+            e1 |= (((m1 & ~c1) | (~m1 & whole)) & CELLS) | (row1 << S48)
+            e2 |= (((m2 & ~c2) | (~m2 & whole)) & CELLS) | (row2 << S48)
+            e3 |= cols
+            col0, col1, col2 = cols & L9, (cols >> S16) & L9, (cols >> S32) & L9
+            # band messages, per element e of this box: an asserted negative triad removes
+            # the configurations using e; a digit asserted in element e removes the others
+            h0 = np.int64(((a0 >> S48) & L9) | row1 | row2)
+            h1 = np.int64(((a1 >> S48) & L9) | row0 | row2)
+            h2 = np.int64(((a2 >> S48) & L9) | row0 | row1)
+            v0 = np.int64((a3 & L9) | col1 | col2)
+            v1 = np.int64(((a3 >> S16) & L9) | col0 | col2)
+            v2 = np.int64(((a3 >> S32) & L9) | col0 | col1)
+            if h0 | h1 | h2:
+                x0, x1, x2, x3, x4, x5 = _by_config(box_col, h0, h1, h2)
+                pending[lv, hb, 0] |= x0
+                pending[lv, hb, 1] |= x1
+                pending[lv, hb, 2] |= x2
+                pending[lv, hb, 3] |= x3
+                pending[lv, hb, 4] |= x4
+                pending[lv, hb, 5] |= x5
+            if v0 | v1 | v2:
+                x0, x1, x2, x3, x4, x5 = _by_config(box_row, v0, v1, v2)
+                pending[lv, vb, 0] |= x0
+                pending[lv, vb, 1] |= x1
+                pending[lv, vb, 2] |= x2
+                pending[lv, vb, 3] |= x3
+                pending[lv, vb, 4] |= x4
+                pending[lv, vb, 5] |= x5
+            if ((e0 & w0) | (e1 & w1) | (e2 & w2) | (e3 & w3)) == 0:
+                break
+        boxes[lv, b, 0], boxes[lv, b, 1], boxes[lv, b, 2], boxes[lv, b, 3] = w0, w1, w2, w3
+        # Update the band across the inbound orientation first, then the inbound one (pushed
+        # in reverse).
+        first, first_from, second, second_from = vb, box_row, hb, box_col
+        if vertical == 1:
+            first, first_from, second, second_from = hb, box_col, vb, box_row
+        tasks[top, 0], tasks[top, 1], tasks[top, 2] = TASK_BAND, second, second_from
+        tasks[top + 1, 0], tasks[top + 1, 1], tasks[top + 1, 2] = TASK_BAND, first, first_from
+        top += 2
     return 0
 
 
 @njit(cache=True)
 def _init_state(grid, boxes, configs, pending, tasks):
+    lv = 0
     """Clues into a fresh state, then propagate. Returns 0, -1 (contradiction) or -2."""
-    boxes[:, :] = LANES
-    configs[:, :] = ALL
-    pending[:, :] = 0
+    boxes[lv] = LANES
+    configs[lv] = ALL
+    pending[lv] = 0
     for cell in range(81):
         d = grid[cell]
         if d == 0:
@@ -376,24 +341,24 @@ def _init_state(grid, boxes, configs, pending, tasks):
         row, col = cell // 9, cell % 9
         box_row, box_col = row // 3, col // 3
         er, ec = row % 3, col % 3
-        bx = boxes[box_row * 3 + box_col]
+        b = box_row * 3 + box_col
         # The clue in its own box only (no propagation yet): the cell keeps d, its box
         # neighbours and the negative triads of its minirow and minicolumn lose it.
         um = U(m)
         here = U(16 * ec)
         for r in range(3):
             if r == er:
-                bx[r] &= ~((_spread3(um) & ~(L9 << here)) | ((L9 & ~um) << here) | (um << S48))
+                boxes[lv, b, r] &= ~((_spread3(um) & ~(L9 << here)) | ((L9 & ~um) << here) | (um << S48))
             else:
-                bx[r] &= ~_spread3(um)
-        bx[3] &= ~(um << here)
+                boxes[lv, b, r] &= ~_spread3(um)
+        boxes[lv, b, 3] &= ~(um << here)
         # band messages: d is in element er of box box_col of the horizontal band, and in
         # element ec of box box_row of the vertical band
         for k in range(6):
             if ELEM[box_col, k] != er:
-                pending[box_row, k] |= m
+                pending[lv, box_row, k] |= m
             if ELEM[box_row, k] != ec:
-                pending[3 + box_col, k] |= m
+                pending[lv, 3 + box_col, k] |= m
     # One update of each band, in the order (horizontal, vertical) x (0, 1, 2), each from the
     # box after it; usually the first does nearly all the work.
     top = 0
@@ -401,22 +366,23 @@ def _init_state(grid, boxes, configs, pending, tasks):
         i = 5 - step  # pushed in reverse: the first pops first
         band = i // 2
         bi = band + 3 * (i % 2)
-        top = _push(tasks, top, TASK_BAND, bi, (band + 1) % 3, 0, 0, 0)
-    return _run_tasks(boxes, configs, pending, tasks, top)
+        tasks[top, 0], tasks[top, 1], tasks[top, 2] = TASK_BAND, bi, (band + 1) % 3
+        top += 1
+    return _propagate(lv, boxes, configs, pending, tasks, top)
 
 
 # ----------------------------------------------------------------------------- search
 
 
 @njit(cache=True)
-def _choose(configs):
+def _choose(lv, configs):
     """(band, digit mask) to branch on, or (-1, 0) when every band is fixed."""
     best = -1
     best_val = 0x10000
     for bi in range(6):
         n = 0
         for k in range(6):
-            n += POPC[configs[bi, k]]
+            n += POPC[configs[lv, bi, k]]
         # a fixed band has 9 configurations (one per digit); unsigned 16-bit arithmetic makes
         # it, and anything smaller, lose to every band still open
         val = (n - 10) & 0xFFFF
@@ -425,13 +391,12 @@ def _choose(configs):
             best = bi
     if best_val >= 0x100:
         return -1, 0
-    cf = configs[best]
     once = 0
     twice = 0
     thrice = 0
     four = 0
     for k in range(6):
-        x = cf[k]
+        x = configs[lv, best, k]
         four |= thrice & x
         thrice |= twice & x
         twice |= once & x
@@ -446,26 +411,40 @@ def _choose(configs):
 
 
 @njit(cache=True)
-def rate_one(grid, solution, work_boxes, work_configs, work_pending, tasks, guess_band, guess_cfg):
+def _copy_level(boxes, configs, pending, lv):
+    """The state of level lv copied to level lv + 1 (a guess works on the copy)."""
+    for b in range(9):
+        for r in range(4):
+            boxes[lv + 1, b, r] = boxes[lv, b, r]
+    for bi in range(6):
+        for k in range(6):
+            configs[lv + 1, bi, k] = configs[lv, bi, k]
+            pending[lv + 1, bi, k] = pending[lv, bi, k]
+
+
+@njit(cache=True)
+def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_cfg):
     """Guesses before the first solution of one 9x9 grid, and that solution.
 
+    ``boxes``, ``configs``, ``pending``: work space for (MAX_DEPTH, ...) search levels, indexed
+    by level (never sliced into views: in compiled loops each view costs atomic reference
+    counting, which took more time than the search itself).
     Returns (guesses, status): status OK with ``solution`` filled, E_NO_SOLUTION (guesses of the
     whole search), or E_OVERFLOW (a work buffer ran out; not seen on real puzzles).
     """
     guesses = 0
-    rc = _init_state(grid, work_boxes[0], work_configs[0], work_pending[0], tasks)
+    rc = _init_state(grid, boxes, configs, pending, tasks)
     if rc == -2:
         return guesses, E_OVERFLOW
     if rc == -1:
         return guesses, E_NO_SOLUTION
     level = 0
     while True:
-        band, digit = _choose(work_configs[level])
+        band, digit = _choose(level, configs)
         if band < 0:
-            bx = work_boxes[level]
             for cell in range(81):
                 row, col = cell // 9, cell % 9
-                m = np.int64((bx[(row // 3) * 3 + col // 3, row % 3] >> U(16 * (col % 3))) & L9)
+                m = np.int64((boxes[level, (row // 3) * 3 + col // 3, row % 3] >> U(16 * (col % 3))) & L9)
                 d = 0
                 while m and not (m >> d) & 1:
                     d += 1
@@ -474,28 +453,20 @@ def rate_one(grid, solution, work_boxes, work_configs, work_pending, tasks, gues
         if digit == 0 or level + 1 >= MAX_DEPTH:
             return guesses, E_OVERFLOW
         guesses += 1
-        cf = work_configs[level, band]
         first = -1
         for k in range(6):
-            if cf[k] & digit:
+            if configs[level, band, k] & digit:
                 first = k
                 break
         guess_band[level] = band
         guess_cfg[level] = first | (digit << 8)  # configuration and digit of the guess
         # the guess: digit takes configuration `first` in this band (its others are eliminated)
-        work_boxes[level + 1] = work_boxes[level]
-        work_configs[level + 1] = work_configs[level]
-        work_pending[level + 1] = work_pending[level]
-        for k in range(6):
-            if k != first and cf[k] & digit:
-                work_pending[level + 1, band, k] |= digit
-        rc = _run_tasks(
-            work_boxes[level + 1],
-            work_configs[level + 1],
-            work_pending[level + 1],
-            tasks,
-            _push(tasks, 0, TASK_BAND, band, 0, 0, 0, 0),
-        )
+        _copy_level(boxes, configs, pending, level)
+        for k in range(first + 1, 6):
+            if configs[level, band, k] & digit:
+                pending[level + 1, band, k] |= digit
+        tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, band, 0
+        rc = _propagate(level + 1, boxes, configs, pending, tasks, 1)
         if rc == -2:
             return guesses, E_OVERFLOW
         if rc == 0:
@@ -504,16 +475,9 @@ def rate_one(grid, solution, work_boxes, work_configs, work_pending, tasks, gues
         # the guess failed, or everything below it did: eliminate the guessed configuration
         while True:
             gb = guess_band[level]
-            k = guess_cfg[level] & 0xFF
-            bit = guess_cfg[level] >> 8
-            work_pending[level, gb, k] |= bit
-            rc = _run_tasks(
-                work_boxes[level],
-                work_configs[level],
-                work_pending[level],
-                tasks,
-                _push(tasks, 0, TASK_BAND, gb, 0, 0, 0, 0),
-            )
+            pending[level, gb, guess_cfg[level] & 0xFF] |= guess_cfg[level] >> 8
+            tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, gb, 0
+            rc = _propagate(level, boxes, configs, pending, tasks, 1)
             if rc == -2:
                 return guesses, E_OVERFLOW
             if rc == 0:
@@ -536,9 +500,9 @@ def rate_batch(grids, n_chunks):
     stats = np.zeros((b, 2), np.int64)
     n_chunks = max(1, min(n_chunks, b))
     for ch in prange(n_chunks):
-        work_boxes = np.empty((MAX_DEPTH, 9, 4), np.uint64)
-        work_configs = np.empty((MAX_DEPTH, 6, 6), np.int32)
-        work_pending = np.empty((MAX_DEPTH, 6, 6), np.int32)
+        boxes = np.empty((MAX_DEPTH, 9, 4), np.uint64)
+        configs = np.empty((MAX_DEPTH, 6, 6), np.int32)
+        pending = np.empty((MAX_DEPTH, 6, 6), np.int32)
         tasks = np.empty((MAX_TASKS, 6), np.int32)
         guess_band = np.empty(MAX_DEPTH, np.int64)
         guess_cfg = np.empty(MAX_DEPTH, np.int64)
@@ -546,9 +510,9 @@ def rate_batch(grids, n_chunks):
             g, st = rate_one(
                 grids[i],
                 solutions[i],
-                work_boxes,
-                work_configs,
-                work_pending,
+                boxes,
+                configs,
+                pending,
                 tasks,
                 guess_band,
                 guess_cfg,
