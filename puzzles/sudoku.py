@@ -242,6 +242,37 @@ def render(grid, box: str | tuple[int, int] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _parse_strings(strings, box) -> tuple[np.ndarray, Geometry] | None:
+    """Many puzzle strings of one size at once (numpy, not a Python loop per puzzle), or None
+    when they are not all valid, so that :func:`parse` on each names the first bad one exactly.
+    Gives the same grids as :func:`parse`.
+    """
+    if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(x, str) for x in strings):
+        return None
+    size = len(strings[0])
+    if size not in (16, 36, 81) or any(len(x) != size for x in strings):
+        return None
+    br, bc = parse_box(box) if box is not None else box_for_cells(size)
+    geo = geometry((br, bc))
+    if size != geo.ncell:
+        return None
+    try:
+        raw = np.frombuffer("".join(strings).encode("ascii"), np.uint8).reshape(len(strings), size)
+    except UnicodeEncodeError:
+        return None
+    blank = (raw == ord(".")) | (raw == ord("0"))
+    digit = raw.astype(np.int16) - ord("0")
+    if not (blank | ((digit >= 1) & (digit <= geo.n))).all():
+        return None
+    grid = np.where(blank, 0, digit).astype(np.int8)
+    # givens that repeat a digit in a unit: the slow path raises the exact message
+    in_units = grid[:, geo.units]  # (B, 3N, N)
+    for d in range(1, geo.n + 1):
+        if ((in_units == d).sum(axis=2) > 1).any():
+            return None
+    return grid, geo
+
+
 def _as_batch(grids, box) -> tuple[np.ndarray, Geometry]:
     if isinstance(grids, str):
         grids = [grids]
@@ -255,6 +286,9 @@ def _as_batch(grids, box) -> tuple[np.ndarray, Geometry]:
         if arr.size and (arr.min() < 0 or arr.max() > br * bc):
             raise ValueError(f"grid values must be 0..{br * bc}")
         return np.ascontiguousarray(arr, dtype=np.int8), geometry((br, bc))
+    fast = _parse_strings(grids, box)
+    if fast is not None:
+        return fast
     rows = [parse(g, box) for g in grids]
     if not rows:
         raise ValueError("no puzzles given")

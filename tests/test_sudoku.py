@@ -84,6 +84,25 @@ def test_parse_rejects_bad_grids():
         S.parse(np.zeros(81, float))
 
 
+@pytest.mark.parametrize("box", ["3x3", "2x3", "2x2"])
+def test_batches_of_strings_parse_as_one_by_one(box):
+    # batches of strings take a vectorised path; it must give parse()'s grids and errors
+    p, _, _ = S.random_minimal(30, seed=2, box=box)
+    rng = np.random.default_rng(0)
+    texts = [S.format_grid(x, blank=".0"[int(rng.integers(2))]) for x in p]
+    grids, _ = S._as_batch(texts, box)
+    assert np.array_equal(grids, np.stack([S.parse(t, box) for t in texts]))
+    n = S.parse_box(box)[0] * S.parse_box(box)[1]
+    bad_char = texts[:5] + ["x" + texts[5][1:]] + texts[6:]
+    bad_rule = texts[:7] + [str(n) * 2 + texts[7][2:]] + texts[8:]
+    for bad in (bad_char, bad_rule):
+        with pytest.raises(ValueError) as batch_err:
+            S._as_batch(bad, box)
+        with pytest.raises(ValueError) as one_err:
+            [S.parse(t, box) for t in bad]
+        assert str(batch_err.value) == str(one_err.value)
+
+
 def test_render_draws_boxes():
     text = S.render(S.parse(SOLVED))
     lines = text.splitlines()
