@@ -160,7 +160,8 @@ def _propagate(lv, boxes, configs, pending, tasks, top):
     Task rows: [TASK_BAND, band, from_peer, ...] or [TASK_BOX, box, vertical, t0, t1, t2]. Both
     updates are written out here rather than as functions taking the state arrays: every
     compiled call with array arguments costs atomic reference counts, which cost more than the
-    updates themselves.
+    updates themselves. Callers pass np.int64 values, so that Numba compiles this large loop once
+    rather than once more per literal argument.
     """
     while top > 0:
         top -= 1
@@ -368,7 +369,7 @@ def _init_state(grid, boxes, configs, pending, tasks):
         bi = band + 3 * (i % 2)
         tasks[top, 0], tasks[top, 1], tasks[top, 2] = TASK_BAND, bi, (band + 1) % 3
         top += 1
-    return _propagate(lv, boxes, configs, pending, tasks, top)
+    return _propagate(np.int64(lv), boxes, configs, pending, tasks, np.int64(top))
 
 
 # ----------------------------------------------------------------------------- search
@@ -440,7 +441,7 @@ def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_c
         return guesses, E_NO_SOLUTION
     level = 0
     while True:
-        band, digit = _choose(level, configs)
+        band, digit = _choose(np.int64(level), configs)
         if band < 0:
             for cell in range(81):
                 row, col = cell // 9, cell % 9
@@ -461,12 +462,12 @@ def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_c
         guess_band[level] = band
         guess_cfg[level] = first | (digit << 8)  # configuration and digit of the guess
         # the guess: digit takes configuration `first` in this band (its others are eliminated)
-        _copy_level(boxes, configs, pending, level)
+        _copy_level(boxes, configs, pending, np.int64(level))
         for k in range(first + 1, 6):
             if configs[level, band, k] & digit:
                 pending[level + 1, band, k] |= digit
         tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, band, 0
-        rc = _propagate(level + 1, boxes, configs, pending, tasks, 1)
+        rc = _propagate(np.int64(level + 1), boxes, configs, pending, tasks, np.int64(1))
         if rc == -2:
             return guesses, E_OVERFLOW
         if rc == 0:
@@ -477,7 +478,7 @@ def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_c
             gb = guess_band[level]
             pending[level, gb, guess_cfg[level] & 0xFF] |= guess_cfg[level] >> 8
             tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, gb, 0
-            rc = _propagate(level, boxes, configs, pending, tasks, 1)
+            rc = _propagate(np.int64(level), boxes, configs, pending, tasks, np.int64(1))
             if rc == -2:
                 return guesses, E_OVERFLOW
             if rc == 0:
