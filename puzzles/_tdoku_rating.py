@@ -6,9 +6,10 @@ infers, in what order, and on which band and digit it branches; so this module f
 published algorithm (tdoku ``docs/sudoku.md``, "Getting Vectorized" and "The Fast SIMD Solver")
 step for step, in Numba: 16-bit lanes of 64-bit words where tdoku keeps SIMD vectors.
 
-State of one search node (all digit sets are 9-bit masks, bit d-1 for digit d):
+State of one search node, each array with a leading search-level axis (a guess works on a copy
+at the next level); all digit sets are 9-bit masks, bit d-1 for digit d:
 
-- ``boxes`` (9, 4) uint64: per box (row-major box index) a 4x4 matrix of digit sets, one
+- ``boxes`` (levels, 9, 4) uint64: per box (row-major box index) a 4x4 matrix of digit sets, one
   64-bit word per matrix row r and one 16-bit lane per column c (bits 16c .. 16c+8):
   ``r, c < 3`` is the cell in box row r, box column c (its candidates); ``(r, 3)`` is the
   *negative row triad* of minirow r (the digits that may be absent from that minirow);
@@ -16,12 +17,12 @@ State of one search node (all digit sets are 9-bit masks, bit d-1 for digit d):
   Each digit is in exactly one of {the three cells of a minirow, the minirow's negative triad}
   (and the same for minicolumns): these "exactly one" clauses tie cells and triads together.
   Lane-parallel bit tricks on the four words (SWAR) stand in for tdoku's SIMD vectors.
-- ``configs`` (6, 6): per band (0-2: horizontal bands = box rows; 3-5: vertical bands = box
+- ``configs`` (levels, 6, 6): per band (0-2: horizontal bands = box rows; 3-5: vertical bands = box
   columns) and configuration k, the digits that may still be placed as configuration k says.
   A digit occupies one element (minirow of a horizontal band, minicolumn of a vertical one) in
   each of the band's three boxes, one element per box and all three different: 3! = 6 ways.
   ``ELEM[p, k]`` is the element that configuration k uses in the band's box p.
-- ``pending`` (6, 6): eliminations sent to a band's configurations, applied when the band is
+- ``pending`` (levels, 6, 6): eliminations sent to a band's configurations, applied when the band is
   next updated (a band collects messages from several boxes before it acts).
 
 Propagation passes messages: a *band update* applies its pending eliminations, asserts every
@@ -67,7 +68,7 @@ L9 = U(0x1FF)
 S1, S2, S4, S8, S15, S16, S32, S48 = U(1), U(2), U(4), U(8), U(15), U(16), U(32), U(48)
 
 MAX_TASKS = 8192  # box and band updates waiting; at most 3 per effective update (< 1600 of them)
-MAX_DEPTH = 330  # search levels; each guess fixes a digit in a band (at most 6 * 54 - 54 levels)
+MAX_DEPTH = 64  # search levels: each level below fixes one more (band, digit), at most 6 * 9
 
 TASK_BAND = 0
 TASK_BOX = 1
@@ -329,8 +330,8 @@ def _propagate(lv, boxes, configs, pending, tasks, top):
 
 @njit(cache=True)
 def _init_state(grid, boxes, configs, pending, tasks):
+    """Clues into a fresh state at level 0, then propagate. Returns 0, -1 (contradiction) or -2."""
     lv = 0
-    """Clues into a fresh state, then propagate. Returns 0, -1 (contradiction) or -2."""
     boxes[lv] = LANES
     configs[lv] = ALL
     pending[lv] = 0
@@ -408,7 +409,7 @@ def _choose(lv, configs):
     only3 = thrice & ~four
     if only3:
         return best, only3 & -only3
-    return best, four & -four
+    return best, four & -four  # nonzero: an open band has >= 10 configurations for 9 digits
 
 
 @njit(cache=True)
@@ -451,7 +452,7 @@ def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_c
                     d += 1
                 solution[cell] = d + 1 if m else 0
             return guesses, OK
-        if digit == 0 or level + 1 >= MAX_DEPTH:
+        if digit == 0 or level + 1 >= MAX_DEPTH:  # neither can happen (see MAX_DEPTH, _choose)
             return guesses, E_OVERFLOW
         guesses += 1
         first = -1
