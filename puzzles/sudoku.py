@@ -20,6 +20,7 @@ import functools
 import itertools
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from puzzles import _sudoku_kernels as K
@@ -386,8 +387,6 @@ def rate_many(puzzles) -> RatingResult:
             f"the public (tdoku) rating is defined for 9x9 Sudoku, got {geo.n}x{geo.n} grids; "
             "for other sizes use solve_many(...).guesses_first"
         )
-    import numba  # only for the thread count
-
     sols, stats = R.rate_batch(g, 4 * numba.get_num_threads())
     if (stats[:, 1] == R.E_OVERFLOW).any():  # a work buffer ran out: not seen on real puzzles
         bad = int(np.flatnonzero(stats[:, 1] == R.E_OVERFLOW)[0])
