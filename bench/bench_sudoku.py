@@ -2,16 +2,22 @@
 
     python bench/bench_sudoku.py              # everything (several minutes on 2 cores)
     python bench/bench_sudoku.py --solver     # solver/rater throughput only
-    python bench/bench_sudoku.py --calibrate  # rating vs the public rating, and the fitted map
+    python bench/bench_sudoku.py --calibrate  # the rater vs the public rating per puzzle, its speed
+                                              # vs tdoku's, and our solver's count's fitted map
     python bench/bench_sudoku.py --build      # `python -m data_gen.sudoku --n 1000`, cold and warm
 
 Prints markdown tables; timings are side by side in one run, so ratios are what to compare.
+
+tdoku itself (t-dillon/tdoku) is measured in the same run when ``TDOKU_LIB`` names a shared library
+built from its sources (its CMake target ``tdoku_shared``); the library is a measuring instrument,
+never part of gridloop. Without it the tdoku columns are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
 import json
 import os
 import shutil
@@ -51,6 +57,89 @@ def best_rate(fn, n_items, repeats=3):
         fn()
         best = max(best, n_items / (time.perf_counter() - t))
     return best
+
+
+def machine_load() -> str:
+    """The 1-minute load average against the core count, flagged when others are using the CPUs."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    note = " (busy: timings are noisy, ratios less so)" if load > 0.5 * cores else ""
+    return f"load average {load:.2f} on {cores} cores{note}"
+
+
+def tdoku_solver():
+    """A Numba loop over tdoku's ``TdokuSolverDpllTriadSimd`` from ``TDOKU_LIB``, or None.
+
+    Calling it from compiled code keeps per-call overhead (a few ns) out of tdoku's timing, as it
+    would be inside tdoku's own benchmark. ``run(text, guesses)`` rates rows of ``text``, (B, 88)
+    uint8 puzzle characters with a NUL after the 81st (tdoku reads one byte past the grid to tell
+    vanilla from pencil-mark input).
+    """
+    path = os.environ.get("TDOKU_LIB")
+    if not path:
+        return None
+    fn = ctypes.CDLL(path).TdokuSolverDpllTriadSimd
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p]
+
+    @numba.njit
+    def run(text, guesses):
+        solution = np.zeros(96, np.uint8)
+        count = np.zeros(1, np.uint64)
+        for i in range(text.shape[0]):
+            fn(text[i].ctypes.data, 1, 0, solution.ctypes.data, count.ctypes.data)
+            guesses[i] = count[0]
+
+    return run
+
+
+def tdoku_text(puzzles) -> np.ndarray:
+    text = np.zeros((len(puzzles), 88), np.uint8)
+    text[:, :81] = np.frombuffer("".join(puzzles).encode(), np.uint8).reshape(-1, 81)
+    return text
+
+
+def bench_rater_speed(rows):
+    """Rater and tdoku, one thread each, best of 3 rounds taken in turn on forum hardest 1905 11+."""
+    puzzles = [r["puzzle"] for r in rows]
+    grids = np.stack([S.parse(p, check_rules=False) for p in puzzles])
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    tdoku = tdoku_solver()
+    text, tdoku_guesses = tdoku_text(puzzles), np.zeros(len(puzzles), np.int64)
+    S.rate(grids[:8])  # compile
+    if tdoku is not None:
+        tdoku(text[:8], tdoku_guesses[:8])
+    load_before = machine_load()
+    # Best of 3 by wall clock, and by the CPU time of this thread (less sensitive to other users
+    # of the machine, which only share the caches then). Rounds alternate, so both solvers see
+    # the same load.
+    wall = {"ours": 0.0, "tdoku": 0.0}
+    cpu = {"ours": 0.0, "tdoku": 0.0}
+    runs = {"ours": lambda: S.rate(grids), "tdoku": lambda: tdoku(text, tdoku_guesses)}
+    for _ in range(3):
+        for name in ("ours", "tdoku") if tdoku is not None else ("ours",):
+            t_wall, t_cpu = time.perf_counter(), time.thread_time()
+            runs[name]()
+            wall[name] = max(wall[name], len(grids) / (time.perf_counter() - t_wall))
+            cpu[name] = max(cpu[name], len(grids) / (time.thread_time() - t_cpu))
+    numba.set_num_threads(threads)
+    if cpu["ours"] > 1.5 * wall["ours"]:  # the threading layer ran the work on another thread
+        cpu = {"ours": float("nan"), "tdoku": float("nan")}
+    print(f"\n### Rater throughput, forum hardest 1905 11+ ({len(grids)} puzzles), 1 thread, best of 3\n")
+    print("| rater | puzzles/s (wall clock) | puzzles/s (thread CPU time) |")
+    print("|---|---|---|")
+    print(f"| gridloop `sudoku.rate` (Numba) | {wall['ours']:,.0f} | {cpu['ours']:,.0f} |")
+    if tdoku is None:
+        print("| tdoku | not measured: set TDOKU_LIB to a local build of tdoku's shared library | |")
+    else:
+        print(f"| tdoku (C++ SIMD, TDOKU_LIB) | {wall['tdoku']:,.0f} | {cpu['tdoku']:,.0f} |")
+        same = np.array_equal(tdoku_guesses, S.rate(grids))
+        print(
+            f"\nratio gridloop / tdoku: {wall['ours'] / wall['tdoku']:.2f}x by wall clock, "
+            f"{cpu['ours'] / cpu['tdoku']:.2f}x by CPU time (target >= 0.25x); the two agree on "
+            f"{'every' if same else 'NOT every'} puzzle's count in this run"
+        )
+    print(f"machine: before {load_before}; after {machine_load()}")
 
 
 def bench_solver():
@@ -104,24 +193,46 @@ def bench_solver():
     for name, limit, rate, per_core in out:
         print(f"| {name} | {'first' if limit == 1 else 'up to 2'} | {rate:,.0f} | {per_core:,.0f} |")
     fastest = max(r for _, lim, _, r in out if lim == 1)
-    print(
-        f"\nper-core first-solution rate vs tdoku's ~24,700/s here: {fastest / 24700:.2f}x; "
-        f"vs the same algorithm in pure Python: {fastest / py:,.0f}x"
-    )
+    tdoku = tdoku_solver()
+    if tdoku is not None:
+        text, guesses = tdoku_text([r["puzzle"] for r in rows]), np.zeros(len(rows), np.int64)
+        tdoku(text[:8], guesses[:8])
+        td = best_rate(lambda: tdoku(text, guesses), len(rows))
+        print(f"\ntdoku (TDOKU_LIB), 1 thread, first solution: {td:,.0f} /s; per-core {fastest / td:.2f}x")
+    else:
+        print("\ntdoku not measured (set TDOKU_LIB to a local build of tdoku's shared library)")
+    print(f"vs the same algorithm in pure Python: {fastest / py:,.0f}x; machine: {machine_load()}")
 
 
 def bench_calibrate():
-    print("\n### Rating: our guesses vs the public (tdoku) rating, per collection\n")
+    from scipy.stats import spearmanr
+
+    collections = [(label, load(name)) for label, name in COLLECTIONS]
+    print("\n### The rater (`sudoku.rate`) vs the public rating (tdoku_guesses_limit1), per puzzle\n")
+    print(
+        "| collection | puzzles | exact | within 1 | Spearman rho | mean ours / public |"
+        " median ours / public |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, rows in collections:
+        ours = S.rate([r["puzzle"] for r in rows]).astype(float)
+        pub = np.array([float(r["tdoku_guesses_limit1"]) for r in rows])
+        d = np.abs(ours - pub)
+        print(
+            f"| {label} | {len(rows)} | {(d == 0).mean():.2%} | {(d <= 1).mean():.2%} | "
+            f"{spearmanr(ours, pub)[0]:.3f} | {ours.mean():.2f} / {pub.mean():.2f} | "
+            f"{np.median(ours):.0f} / {np.median(pub):.0f} |"
+        )
+    bench_rater_speed(collections[2][1])
+
+    print("\n### Our solver's guesses (`solve_many`, used by the dataset builder) vs the public rating\n")
     print(
         "| collection | puzzles | public mean / median | ours mean / median | calibrated mean / median |"
         " mean ratio (calibrated) | Spearman rho |"
     )
     print("|---|---|---|---|---|---|---|")
-    from scipy.stats import spearmanr
-
     all_ours, all_pub = [], []
-    for label, name in COLLECTIONS:
-        rows = load(name)
+    for label, rows in collections:
         ours = S.solve_many([r["puzzle"] for r in rows]).guesses_first.astype(float)
         pub = np.array([float(r["tdoku_guesses_limit1"]) for r in rows])
         cal = S.to_public_scale(ours)

@@ -5,11 +5,13 @@ for boxes of ``br`` rows x ``bc`` columns (N = br * bc): 2x2 (4x4 grids), 2x3 (6
 Strings use ``.`` or ``0`` for blanks. The heavy lifting is in Numba kernels
 (:mod:`puzzles._sudoku_kernels`); this module validates input and raises clear ``ValueError``s.
 
-The **rating** of a puzzle is the number of guesses our solver makes before its first solution, on
-the puzzle exactly as written: the definition of the public Sudoku-Extreme ``rating`` column (which
-is tdoku's count). Our solver propagates less than tdoku (no band triads), so it guesses more; use
-:func:`to_public_scale` to quote a rating on the public scale (a monotone map fitted on the shared
-benchmark collections, see ``bench/bench_sudoku.py --calibrate``).
+The **rating** of a 9x9 puzzle (:func:`rate`) is the public Sudoku-Extreme ``rating`` itself:
+the number of guesses tdoku's band-triad DPLL solver makes before its first solution, on the
+puzzle exactly as written, computed by our own Numba implementation of that algorithm
+(:mod:`puzzles._tdoku_rating`, REFERENCE.md 1.4; it gives tdoku's count on every puzzle of the
+shared benchmark collections). :func:`solve_many` reports the guesses of our own exact solver
+(``guesses_first``), which works for every box shape; the dataset builder still draws its
+rating buckets from that count mapped by :func:`to_public_scale`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import functools
 import itertools
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from puzzles import _sudoku_kernels as K
+from puzzles import _tdoku_rating as R
 
 BOX_SHAPES = {"2x2": (2, 2), "2x3": (2, 3), "3x3": (3, 3)}
 
@@ -279,6 +283,37 @@ def render(grid, box: str | tuple[int, int] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _parse_strings(strings, box) -> tuple[np.ndarray, Geometry] | None:
+    """Many puzzle strings of one size at once (numpy, not a Python loop per puzzle), or None
+    when they are not all valid, so that :func:`parse` on each names the first bad one exactly.
+    Gives the same grids as :func:`parse`.
+    """
+    if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(x, str) for x in strings):
+        return None
+    size = len(strings[0])
+    if size not in (16, 36, 81) or any(len(x) != size for x in strings):
+        return None
+    br, bc = parse_box(box) if box is not None else box_for_cells(size)
+    geo = geometry((br, bc))
+    if size != geo.ncell:
+        return None
+    try:
+        raw = np.frombuffer("".join(strings).encode("ascii"), np.uint8).reshape(len(strings), size)
+    except UnicodeEncodeError:
+        return None
+    blank = (raw == ord(".")) | (raw == ord("0"))
+    digit = raw.astype(np.int16) - ord("0")
+    if not (blank | ((digit >= 1) & (digit <= geo.n))).all():
+        return None
+    grid = np.where(blank, 0, digit).astype(np.int8)
+    # givens that repeat a digit in a unit: the slow path raises the exact message
+    in_units = grid[:, geo.units]  # (B, 3N, N)
+    for d in range(1, geo.n + 1):
+        if ((in_units == d).sum(axis=2) > 1).any():
+            return None
+    return grid, geo
+
+
 def _as_batch(grids, box) -> tuple[np.ndarray, Geometry]:
     if isinstance(grids, str):
         grids = [grids]
@@ -292,6 +327,9 @@ def _as_batch(grids, box) -> tuple[np.ndarray, Geometry]:
         if arr.size and (arr.min() < 0 or arr.max() > br * bc):
             raise ValueError(f"grid values must be 0..{br * bc}")
         return np.ascontiguousarray(arr, dtype=np.int8), geometry((br, bc))
+    fast = _parse_strings(grids, box)
+    if fast is not None:
+        return fast
     rows = [parse(g, box) for g in grids]
     if not rows:
         raise ValueError("no puzzles given")
@@ -359,18 +397,66 @@ def count_solutions(puzzle, limit: int = 2, box=None) -> int:
     return int(r.n_solutions[0])
 
 
-def rate(puzzle, box=None) -> int:
-    """Guesses before the first solution, on the puzzle as written (-1 if it has no solution)."""
-    r = solve_many([puzzle] if not isinstance(puzzle, np.ndarray) else puzzle.reshape(1, -1), box=box)
-    return int(r.guesses_first[0])
+@dataclass
+class RatingResult:
+    ratings: np.ndarray  # (B,) int64 tdoku guesses before the first solution (-1: no solution)
+    solutions: np.ndarray  # (B, 81) int8 that first solution (zeros where none)
+    guesses: np.ndarray  # (B,) int64 guesses of the search, also where it found no solution
+
+
+def _is_single(puzzles) -> bool:
+    if isinstance(puzzles, str):
+        return True
+    if isinstance(puzzles, np.ndarray) and puzzles.dtype != object:
+        # a flat grid, or one N x N grid (a batch has 16, 36 or 81 columns)
+        return puzzles.ndim == 1 or (puzzles.ndim == 2 and puzzles.shape[0] == puzzles.shape[1] <= 9)
+    return False
+
+
+def rate_many(puzzles) -> RatingResult:
+    """The public (tdoku) rating of each 9x9 puzzle, with the first solution the rater found.
+
+    ``puzzles``: strings (``.`` or ``0`` blanks), grids, or a (B, 81) integer array. Puzzles are
+    rated in parallel, one per thread; each result depends on its puzzle alone.
+    """
+    if _is_single(puzzles):
+        puzzles = [puzzles]
+    g, geo = _as_batch(puzzles, None)
+    if geo.n != 9:
+        raise ValueError(
+            f"the public (tdoku) rating is defined for 9x9 Sudoku, got {geo.n}x{geo.n} grids; "
+            "for other sizes use solve_many(...).guesses_first"
+        )
+    sols, stats = R.rate_batch(g, 4 * numba.get_num_threads())
+    if (stats[:, 1] == R.E_OVERFLOW).any():  # a work buffer ran out: not seen on real puzzles
+        bad = int(np.flatnonzero(stats[:, 1] == R.E_OVERFLOW)[0])
+        raise RuntimeError(f"the rater ran out of work space on puzzle {bad}: {format_grid(g[bad])}")
+    guesses = stats[:, 0].copy()
+    ratings = np.where(stats[:, 1] == R.OK, guesses, -1)
+    return RatingResult(ratings=ratings, solutions=sols, guesses=guesses)
+
+
+def rate(puzzles):
+    """The public Sudoku-Extreme rating: tdoku's guesses before the first solution, on the puzzle
+    exactly as written (-1 if it has no solution). 9x9 only.
+
+    One puzzle (a string or a grid) gives an ``int``; a batch (a list, or a (B, 81) array) gives a
+    (B,) int64 array. See :func:`rate_many` for the solutions too.
+    """
+    single = _is_single(puzzles)
+    r = rate_many(puzzles).ratings
+    return int(r[0]) if single else r
 
 
 # ----------------------------------------------------------------------------- calibration
 
-# Monotone map from our rating to tdoku's scale (the public `rating`), fitted by matching
-# quantiles of both ratings over the shared benchmark collections (17-clue, magictour top1465,
-# forum hardest 1905 11+, forum hardest 1106); regenerate with
-# `python -m bench.bench_sudoku --calibrate`. Piecewise linear between knots, linear beyond.
+# Monotone map from our solver's guess count (``solve_many(...).guesses_first``) to tdoku's scale,
+# fitted by matching quantiles of both counts over the shared benchmark collections (17-clue,
+# magictour top1465, forum hardest 1905 11+, forum hardest 1106); regenerate with
+# `python bench/bench_sudoku.py --calibrate`. Piecewise linear between knots, linear beyond.
+# Agrees with the public rating on collection averages only; for a 9x9 puzzle's own public
+# rating use `rate`. Kept because the dataset builder draws its buckets from our count (it also
+# covers 4x4 and 6x6 Sudoku, which tdoku's algorithm does not).
 CALIBRATION_OURS = np.array(
     [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0]
 )
@@ -398,7 +484,10 @@ CALIBRATION_PUBLIC = np.array(
 
 
 def to_public_scale(rating) -> np.ndarray:
-    """Our rating(s) mapped onto the public (tdoku) scale; monotone, 0 stays 0."""
+    """Our solver's guess count(s) mapped onto the public (tdoku) scale; monotone, 0 stays 0.
+
+    Right on collection averages, not per puzzle: use :func:`rate` for the public rating itself.
+    """
     r = np.asarray(rating, dtype=np.float64)
     x, y = CALIBRATION_OURS, CALIBRATION_PUBLIC
     out = np.interp(r, x, y)

@@ -84,6 +84,25 @@ def test_parse_rejects_bad_grids():
         S.parse(np.zeros(81, float))
 
 
+@pytest.mark.parametrize("box", ["3x3", "2x3", "2x2"])
+def test_batches_of_strings_parse_as_one_by_one(box):
+    # batches of strings take a vectorised path; it must give parse()'s grids and errors
+    p, _, _ = S.random_minimal(30, seed=2, box=box)
+    rng = np.random.default_rng(0)
+    texts = [S.format_grid(x, blank=".0"[int(rng.integers(2))]) for x in p]
+    grids, _ = S._as_batch(texts, box)
+    assert np.array_equal(grids, np.stack([S.parse(t, box) for t in texts]))
+    n = S.parse_box(box)[0] * S.parse_box(box)[1]
+    bad_char = texts[:5] + ["x" + texts[5][1:]] + texts[6:]
+    bad_rule = texts[:7] + [str(n) * 2 + texts[7][2:]] + texts[8:]
+    for bad in (bad_char, bad_rule):
+        with pytest.raises(ValueError) as batch_err:
+            S._as_batch(bad, box)
+        with pytest.raises(ValueError) as one_err:
+            [S.parse(t, box) for t in bad]
+        assert str(batch_err.value) == str(one_err.value)
+
+
 def test_render_draws_boxes():
     text = S.render(S.parse(SOLVED))
     lines = text.splitlines()
@@ -185,17 +204,104 @@ def test_solver_agrees_with_plain_backtracking_on_random_puzzles():
     assert checked == 20
 
 
-def test_rating_counts_guesses_before_first_solution(bench_sudoku_dir):
+def test_our_solver_counts_guesses_before_first_solution(bench_sudoku_dir):
     rows = load(bench_sudoku_dir, "puzzles2_17_clue.csv")[:2000]
     r = S.solve_many([x["puzzle"] for x in rows])
     pub = np.array([int(x["tdoku_guesses_limit1"]) for x in rows])
-    assert S.rate(rows[0]["puzzle"]) == r.guesses_first[0]
-    # Zero guesses exactly when propagation alone solves it; both raters agree on most of the
-    # easy collection (79% zero in the public rating).
+    # Zero guesses exactly when propagation alone solves it; our solver and tdoku agree on most
+    # of the easy collection (79% zero in the public rating).
     agree_zero = ((r.guesses_first == 0) == (pub == 0)).mean()
     assert agree_zero > 0.85
-    # a puzzle solved by singles alone needs no guess
+    assert S.solve_many([SOLVED[:40] + "." + SOLVED[41:]]).guesses_first[0] == 0
+
+
+COLLECTIONS = [
+    "puzzles2_17_clue.csv",
+    "puzzles3_magictour_top1465.csv",
+    "puzzles5_forum_hardest_1905_11+.csv",
+    "puzzles6_forum_hardest_1106.csv",
+]
+
+
+@pytest.fixture(scope="module")
+def rating_sample(bench_sudoku_dir):
+    """A fixed sample of each unique-solution collection: up to 500 rows drawn with seed 0."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name in COLLECTIONS:
+        rows = load(bench_sudoku_dir, name)
+        pick = np.sort(rng.choice(len(rows), size=min(500, len(rows)), replace=False))
+        out[name] = [rows[i] for i in pick]
+    return out
+
+
+def test_rating_is_the_public_rating_per_puzzle(rating_sample):
+    # The oracle: tdoku's own count, recorded for every benchmark puzzle (tdoku_guesses_limit1).
+    # Issue #13's bar is exact on >= 95% and within one guess on >= 99%, in every collection.
+    every = []
+    for name, rows in rating_sample.items():
+        ours = S.rate([x["puzzle"] for x in rows])
+        pub = np.array([int(x["tdoku_guesses_limit1"]) for x in rows])
+        exact, within1 = (ours == pub).mean(), (np.abs(ours - pub) <= 1).mean()
+        assert exact >= 0.95 and within1 >= 0.99, (name, exact, within1)
+        every.append(ours - pub)
+    every = np.concatenate(every)
+    assert len(every) == 1875 and (every == 0).mean() >= 0.95
+
+
+def test_rating_returns_the_solution_it_found(rating_sample, bench_sudoku_dir):
+    rows = [x for v in rating_sample.values() for x in v]
+    r = S.rate_many([x["puzzle"] for x in rows])
+    assert all(S.format_grid(s) == x["solution"] for s, x in zip(r.solutions, rows, strict=True))
+    assert (r.ratings == r.guesses).all() and (r.ratings >= 0).all()
+    # puzzles with several solutions: the first one found is a valid completion of the givens
+    multi = [x["puzzle"] for x in load(bench_sudoku_dir, "puzzles7_serg_benchmark.csv")[:500]]
+    rm = S.rate_many(multi)
+    assert (rm.ratings >= 0).all()
+    assert S.check_solution(np.stack([S.parse(p) for p in multi]), rm.solutions).all()
+
+
+def test_rating_single_batch_and_threads_agree(rating_sample):
+    puzzles = [x["puzzle"] for x in rating_sample["puzzles5_forum_hardest_1905_11+.csv"][:64]]
+    batch = S.rate(puzzles)
+    assert batch.dtype == np.int64 and batch.shape == (64,)
+    assert [S.rate(p) for p in puzzles[:4]] == batch[:4].tolist()
+    assert S.rate(S.parse(puzzles[0]).reshape(9, 9)) == batch[0]
+    assert np.array_equal(S.rate(np.stack([S.parse(p) for p in puzzles])), batch)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = S.rate(puzzles)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(one, batch)
+
+
+def test_rating_of_easy_empty_and_unsolvable_grids():
+    # solved by singles alone: no guess
     assert S.rate(SOLVED[:40] + "." + SOLVED[41:]) == 0
+    # the empty grid: 36 guesses, as tdoku (a local build) counts them
+    r = S.rate_many("." * 81)
+    assert r.ratings[0] == 36 and S.check_solution("." * 81, r.solutions[0])
+    # row 1 needs a 9 in its last cell, where column 9 already has one: no solution, rating -1
+    bad = S.parse("12345678." + "........9" + "." * 63)
+    rb = S.rate_many(bad)
+    assert S.rate(bad) == -1 and rb.guesses[0] >= 0 and not rb.solutions.any()
+
+
+def test_rating_rejects_bad_input():
+    with pytest.raises(ValueError, match="characters"):
+        S.rate("." * 80)
+    with pytest.raises(ValueError, match="bad character"):
+        S.rate("x" + "." * 80)
+    with pytest.raises(ValueError, match="repeat digit 5"):
+        S.rate("55" + "." * 79)
+    with pytest.raises(ValueError, match="9x9"):
+        S.rate("." * 16)
+    with pytest.raises(ValueError, match="0..9"):
+        S.rate(np.full((2, 81), 10, np.int8))
+    with pytest.raises(ValueError, match="no puzzles"):
+        S.rate([])
 
 
 def test_public_scale_mapping_is_monotone_and_keeps_zero():
