@@ -1,4 +1,5 @@
-"""Numba kernels of the band-triad rater: tdoku's guess count for 9x9 puzzles (REFERENCE.md 1.4).
+"""Numba kernels of the band-triad rater: tdoku's guess count for 9x9 puzzles
+(docs/reference.md, "tdoku's rating as an algorithm").
 
 The public Sudoku-Extreme ``rating`` is the number of guesses t-dillon/tdoku's DPLL-triad solver
 makes before its first solution. That count depends on exactly what the solver's propagation

@@ -8,10 +8,10 @@ Strings use ``.`` or ``0`` for blanks. The heavy lifting is in Numba kernels
 The **rating** of a 9x9 puzzle (:func:`rate`) is the public Sudoku-Extreme ``rating`` itself:
 the number of guesses tdoku's band-triad DPLL solver makes before its first solution, on the
 puzzle exactly as written, computed by our own Numba implementation of that algorithm
-(:mod:`puzzles._tdoku_rating`, REFERENCE.md 1.4; it gives tdoku's count on every puzzle of the
-shared benchmark collections). :func:`solve_many` reports the guesses of our own exact solver
-(``guesses_first``), which works for every box shape; the dataset builder still draws its
-rating buckets from that count mapped by :func:`to_public_scale`.
+(:mod:`puzzles._tdoku_rating`; docs/reference.md, "tdoku's rating as an algorithm"; it gives
+tdoku's count on every puzzle of the shared benchmark collections). :func:`solve_many` reports the
+guesses of our own exact solver (``guesses_first``), which works for every box shape; the dataset
+builder still draws its rating buckets from that count mapped by :func:`to_public_scale`.
 """
 
 from __future__ import annotations
