@@ -17,6 +17,7 @@ at the end, so an interrupted build leaves no half-written dataset.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import json
@@ -303,3 +304,12 @@ def write_dataset(
         if stats is not None:
             atomic_write_json(tmp / "stats.json", stats)
     return Path(out)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the toolkit's command-line convention, for the builders and the tools that
+    import this module: a bad argument ends in one line, ``error: ...``, and exit code 2 (argparse
+    prints its whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -86,7 +86,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.format import build_split, read_public_csv, write_dataset
+from data_gen.format import OneLineParser, build_split, read_public_csv, write_dataset
 from puzzles import maze as pm
 
 PUBLIC_SIZE = 30
@@ -740,7 +740,7 @@ def build_from_csv(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data_gen.maze", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m data_gen.maze", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="training mazes (default 1000)")
     p.add_argument("--test-n", type=int, default=None, help="test mazes (default: --n)")
     p.add_argument("--size", type=int, default=PUBLIC_SIZE, help="grid side (default 30)")

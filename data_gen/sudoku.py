@@ -34,7 +34,7 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
-from data_gen.format import build_split, read_public_csv, write_dataset
+from data_gen.format import OneLineParser, build_split, read_public_csv, write_dataset
 from puzzles import sudoku as S
 
 # Public Sudoku-Extreme rating histogram (docs/reference.md, "Sudoku-Extreme"): the share of each
@@ -349,7 +349,7 @@ def assemble(splits_grids: dict, num_aug: int, seed: int, box) -> tuple[dict, fl
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m data_gen.sudoku", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m data_gen.sudoku", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="training puzzles (before augmentation)")
     ap.add_argument("--test-n", type=int, default=1000, help="test puzzles")
     ap.add_argument("--seed", type=int, default=0)

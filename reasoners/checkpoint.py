@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -54,8 +55,16 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's own message suggests weights_only=False, which would run the file's pickled code
+        raise ValueError(
+            f"{path} holds pickled Python objects, not only tensors and plain data: gridloop loads "
+            "weights only and refuses to run code from a checkpoint; use a checkpoint written by "
+            "reasoners.train (or reasoners.compat for the reference code's)"
+        ) from e
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {message})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gridloop checkpoint (expected format {FORMAT!r})")
     return ckpt

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen.format import atomic_write_bytes, atomic_write_text
+from data_gen.format import OneLineParser, atomic_write_bytes, atomic_write_text
 
 SUMMARY_KEYS = ("model", "size", "data", "parameters", "steps", "wall_s", "final")
 METRICS = ("exact", "valid", "cell")
@@ -506,7 +506,7 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reasoners.compare", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m reasoners.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR", help="run folders or sweep folders")
     parser.add_argument("--out", default=None, help="output folder (default: the first folder given)")
     parser.add_argument(

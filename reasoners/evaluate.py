@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from torch import nn
 
 from data_gen.format import Split, atomic_write_json, atomic_write_text, read_public_csv
 from reasoners.checkpoint import latest_checkpoint, load_reasoner
+from reasoners.cli import user_errors
 from reasoners.data import ensure_dataset, load_dataset
 from reasoners.device import pick_device
 from reasoners.presets import count_parameters
@@ -465,13 +465,17 @@ def run(cfg: DictConfig, log: Callable[[str], None] = print) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@user_errors()
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)
+
+
+def cli() -> None:
+    """``python -m reasoners.evaluate`` / ``gridloop evaluate``: user errors end in one line, exit 2."""
+    from reasoners.cli import run_hydra
+
+    run_hydra(main)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

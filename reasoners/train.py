@@ -55,7 +55,7 @@ log = logging.getLogger("reasoners.train")
 TRAIN_COLUMNS = (
     "step", "epoch", "wall_s", "lr", "loss", "lm_loss", "q_halt_loss", "q_continue_loss",
     "train_exact", "train_cell", "train_steps", "q_halt_accuracy", "halted",
-    "solver_rel_residual", "solver_nstep", "solver_converged", "grad_norm",
+    "solver_rel_residual", "solver_nstep", "solver_evals_per_sample", "solver_converged", "grad_norm",
     "eval_exact", "eval_valid", "eval_cell",
 )  # fmt: skip
 
@@ -301,9 +301,12 @@ def _solver_metrics(extras: dict) -> dict[str, float]:
     info = extras.get("solver") if isinstance(extras, dict) else None
     if info is None:
         return {}
+    rows = max(info.rel_residual.numel(), 1)
     return {
         "solver_rel_residual": float(info.rel_residual.float().mean()),
         "solver_nstep": float(info.nstep),
+        # the map evaluations a sample actually got (the solve stops evaluating converged rows)
+        "solver_evals_per_sample": float(info.row_evals) / rows,
         "solver_converged": float(info.converged.float().mean()),
     }
 
@@ -577,7 +580,7 @@ def _after_update(run: _Run, window: dict[str, float], lr: float, bar) -> bool:
         if run.metrics_log is not None:
             run.metrics_log.write(row)
         if bar is not None:
-            bar.set_postfix(loss=f"{row['loss']:.3f}", exact=f"{row.get('train_exact', 0):.2f}")
+            bar.set_postfix(_bar_fields(row, run.last_eval), refresh=False)
     if step % tc.eval_interval == 0 or is_last:
         _evaluate(run, elapsed)
     if step % (tc.checkpoint_interval or tc.eval_interval) == 0 or is_last:
@@ -585,6 +588,17 @@ def _after_update(run: _Run, window: dict[str, float], lr: float, bar) -> bool:
     if bar is not None:
         bar.update(1)
     return out_of_time
+
+
+def _bar_fields(row: dict, last_eval: dict | None) -> dict[str, str]:
+    """What the progress bar shows: the loss, the training exact accuracy (halted sequences), the last
+    test evaluation's exact accuracy, and the solver's residual where the reasoner has a solver."""
+    fields = {"loss": f"{row['loss']:.3f}", "train_exact": f"{row.get('train_exact') or 0:.2f}"}
+    if last_eval:
+        fields["test_exact"] = f"{last_eval['exact']:.3f}"
+    if row.get("solver_rel_residual") is not None:
+        fields["residual"] = f"{row['solver_rel_residual']:.1e}"
+    return fields
 
 
 def _evaluate(run: _Run, elapsed: float) -> None:
@@ -650,7 +664,13 @@ def _train_row(w: dict[str, float], world_size: int, global_batch: int) -> dict:
         row["train_cell"] = w["accuracy"] / count
         row["train_steps"] = w["steps"] / count
         row["q_halt_accuracy"] = w["q_halt_accuracy"] / count
-    for key in ("solver_rel_residual", "solver_nstep", "solver_converged", "grad_norm"):
+    for key in (
+        "solver_rel_residual",
+        "solver_nstep",
+        "solver_evals_per_sample",
+        "solver_converged",
+        "grad_norm",
+    ):
         if key in w:
             row[key] = w[key] / (updates * world_size)
     return row
@@ -663,7 +683,10 @@ def _hydra_main():
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    from reasoners.cli import user_errors
+
     @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+    @user_errors(extra=(NonFiniteLossError, ImportError))
     def main(cfg: DictConfig) -> float:
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -693,5 +716,13 @@ def _only_hydra_files(path: Path) -> bool:
     return path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir())
 
 
+def cli() -> None:
+    """``python -m reasoners.train`` / ``gridloop train``: user errors (a bad value, a missing dataset,
+    a missing logger package, a non-finite loss) end in one line and exit code 2."""
+    from reasoners.cli import run_hydra
+
+    run_hydra(_hydra_main)
+
+
 if __name__ == "__main__":
-    _hydra_main()
+    cli()

@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from data_gen.format import atomic_path, atomic_write_bytes
+from reasoners.cli import user_errors
 from reasoners.layers import LOSSES
 from reasoners.tasks import Task
 from reasoners.trajectory import LatentPath, Trajectory, pca_2d, record_trajectory
@@ -473,9 +474,17 @@ def visualize(cfg, log=print) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="conf/tools", config_name="visualize")
+@user_errors()
 def main(cfg: DictConfig) -> None:
     visualize(cfg)
 
 
+def cli() -> None:
+    """``python -m reasoners.visualize`` / ``gridloop visualize``: user errors end in one line, exit 2."""
+    from reasoners.cli import run_hydra
+
+    run_hydra(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -253,6 +253,9 @@ def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
     if model == "attractor":
         assert all(float(r["solver_nstep"]) >= 2 for r in train_rows)
         assert all(0 <= float(r["solver_rel_residual"]) for r in train_rows)
+        # a sample is evaluated at least min_iter times and at most as often as the solve ran
+        evals = [float(r["solver_evals_per_sample"]) for r in train_rows]
+        assert all(2 <= e <= float(r["solver_nstep"]) for e, r in zip(evals, train_rows, strict=True))
     else:
         assert not any(r["solver_nstep"] for r in train_rows)
 
