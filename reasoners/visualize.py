@@ -228,7 +228,7 @@ def plot_trajectory(traj: Trajectory, path: str | os.PathLike, *, dpi: int = 100
     for j, s in enumerate(shown):
         _draw_grid(fig.add_subplot(grids[j // GRID_COLS, j % GRID_COLS]), traj, s)
     lower = fig.add_gridspec(
-        1, len(curves), left=0.04, right=0.985, top=split - 0.045, bottom=0.12, wspace=0.5
+        1, len(curves), left=0.04, right=0.985, top=split - 0.045, bottom=0.12, wspace=0.55
     )
     axes = {name: fig.add_subplot(lower[0, i]) for i, name in enumerate(curves)}
     _plot_accuracy(axes["accuracy"], traj)
@@ -282,17 +282,34 @@ def _plot_accuracy(ax, traj: Trajectory) -> None:
     ax.legend(fontsize=6.5, loc="best")
 
 
-def _plot_changes(ax, traj: Trajectory) -> None:
+def _plot_changes(ax, traj: Trajectory):
+    """Bars: cells whose answer changed since the previous step (a count axis from 0, integer ticks,
+    also when nothing changes); line: the loss on a right-hand axis that shows plain values (no
+    offset label). The loss's name goes in the title, so no right-hand label runs into the next
+    panel. Returns the loss axis (None without labels)."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
     steps = np.arange(1, traj.n_steps + 1)
-    ax.bar(steps[1:], traj.changed.sum(-1)[1:], color=_CHANGED, alpha=0.8, label="cells changed")
+    counts = traj.changed.sum(-1)[1:]
+    ax.bar(steps[1:], counts, color=_CHANGED, alpha=0.8, label="cells changed")
     ax.set_xlabel("supervision step")
     ax.set_ylabel("cells changed since last step", fontsize=8)
     ax.set_xlim(0.5, traj.n_steps + 0.5)
+    ax.set_ylim(0, max(1, int(counts.max(initial=0))) * 1.1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    title = "cells that flip (bars)"
+    twin = None
     if traj.loss is not None:
         twin = ax.twinx()
         twin.plot(steps, traj.loss, "-o", ms=3, color="tab:purple")
-        twin.set_ylabel(f"{traj.loss_name} CE vs label", fontsize=8, color="tab:purple")
-    ax.set_title("which cells flip (and the loss)", fontsize=9)
+        plain = ScalarFormatter(useOffset=False)
+        plain.set_scientific(False)
+        twin.yaxis.set_major_formatter(plain)
+        twin.tick_params(axis="y", labelsize=7, colors="tab:purple")
+        title += f" and the {traj.loss_name} loss (purple, right)"
+    ax.set_title(title, fontsize=9)
+    return twin
 
 
 def _plot_solver(ax, traj: Trajectory) -> None:

@@ -388,3 +388,27 @@ def test_default_out_and_training_loss_lookup(tmp_path):
     assert vis._loss_name({"trainer": {"loss": "softmax"}}) == "softmax"
     assert vis._loss_name({"loss": {"name": "x"}}) == "stablemax"
     assert vis._loss_name({}) == "stablemax"
+
+
+def test_changes_panel_reads_at_a_glance_when_nothing_changes():
+    """No flips and a flat loss (a converged reasoner): the count axis runs from 0 with integer ticks
+    (not -0.04..0.04), the loss axis shows plain values (no '+1.1511' offset), and no right-hand
+    label runs into the next panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    inputs, labels = example(SUDOKU)
+    traj = vis.record_trajectory(tiny("attractor", SUDOKU), SUDOKU, inputs, labels, steps=4)
+    traj.changed[:] = False
+    traj.loss[:] = 1.1511 + 1e-5 * np.arange(traj.n_steps)
+    fig = Figure(figsize=(4, 3))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    twin = vis._plot_changes(ax, traj)
+    fig.canvas.draw()
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 1
+    assert all(float(t).is_integer() for t in ax.get_yticks())
+    assert twin.yaxis.get_offset_text().get_text() == ""
+    shown = [t.get_text() for t in twin.get_yticklabels() if t.get_text()]
+    assert shown and all(t.startswith("1.151") for t in shown), shown
+    assert twin.get_ylabel() == "" and "loss" in ax.get_title()
