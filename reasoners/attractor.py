@@ -35,10 +35,21 @@ import torch
 
 from reasoners.supervision import StepOutput
 from reasoners.trm import TRM, TRMConfig, TRMState
-from solvers import SolverInfo, anderson, fixed_point_iter, implicit_grad, neumann_grad, phantom_grad
+from solvers import (
+    SolverInfo,
+    anderson,
+    contraction_hinge,
+    fixed_point_iter,
+    implicit_grad,
+    jacobian_reg,
+    neumann_grad,
+    phantom_grad,
+    spectral_radius,
+)
 
 SOLVERS = ("anderson", "fixed_point", "unroll")
 GRADS = ("phantom", "neumann", "one_step", "implicit")
+JAC_REGS = ("hinge", "frobenius")
 
 
 @dataclass
@@ -63,6 +74,16 @@ class AttractorConfig(TRMConfig):
     # Evaluate F only on the rows still solving (converged rows are frozen anyway): the same answers,
     # fewer network calls. False evaluates the whole batch until its last row is done.
     solver_rows: bool = True
+    # Contraction as a trained property (issue 14): a penalty on the map's Jacobian at S*, added to the
+    # loss every `jac_every` training steps with weight `jac_weight` (0 = off, the default until a
+    # laptop-tier measurement chooses one). "hinge": mean max(0, rho - jac_target)^2 with rho a
+    # `jac_iters`-step power-method estimate (leaves a contractive map alone); "frobenius": the
+    # Hutchinson estimate of ||J||_F^2 / dim (Bai et al. 2021).
+    jac_reg: str = "hinge"
+    jac_weight: float = 0.0
+    jac_every: int = 1
+    jac_target: float = 0.9
+    jac_iters: int = 4
     solver_trace: bool | str = (
         False  # True: per-iterate residuals; "iterates": also every (y, z) (visualisation)
     )
@@ -77,6 +98,10 @@ class AttractorConfig(TRMConfig):
             raise ValueError("max_iter and phantom_k must be >= 1")
         if not 0 < self.phantom_tau <= 1:
             raise ValueError(f"phantom_tau must be in (0, 1], got {self.phantom_tau}")
+        if self.jac_reg not in JAC_REGS:
+            raise ValueError(f"unknown jac_reg {self.jac_reg!r}: expected one of {', '.join(JAC_REGS)}")
+        if self.jac_weight < 0 or self.jac_every < 1 or self.jac_iters < 1:
+            raise ValueError("jac_weight must be >= 0, jac_every and jac_iters >= 1")
 
 
 AttractorState = TRMState
@@ -203,7 +228,32 @@ class Attractor(TRM):
             y, z = self.attach_gradient(F, s_star)
         logits, q_logits = self.decode(y)
         extras = {"solver": info, "fixed_point": TRMState(*(t.detach() for t in s_star))}
+        reg = self._jacobian_penalty(F, s_star)
+        if reg is not None:
+            # the loss is a sum over the batch (the trainer divides by the global batch): scale the
+            # per-sample mean alike
+            extras["aux_loss"] = c.jac_weight * reg * x.shape[0]
+            extras["jac_penalty"] = reg.detach()
         return StepOutput(TRMState(y.detach(), z.detach()), logits, q_logits, extras)
+
+    def _jacobian_penalty(self, F, s_star: tuple):
+        """The configured Jacobian penalty at S* (a scalar with graph), on the training steps it is
+        due, else None."""
+        c = self.config
+        if not (self.training and torch.is_grad_enabled() and c.jac_weight > 0):
+            return None
+        self._jac_calls = getattr(self, "_jac_calls", 0) + 1
+        if (self._jac_calls - 1) % c.jac_every:
+            return None
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        s = tuple(t.detach() for t in s_star)
+        # The penalty differentiates a vector-Jacobian product (double backward), which the fused
+        # attention kernels do not support: the plain-math attention computes the same values.
+        with sdpa_kernel(SDPBackend.MATH):
+            if c.jac_reg == "hinge":
+                return contraction_hinge(F, s, target=c.jac_target, iters=c.jac_iters)
+            return jacobian_reg(F, s)
 
     def _attach_and_measure(self, F_recorded, s_star, first, info):
         out = self.attach_gradient(F_recorded, s_star)
@@ -212,3 +262,33 @@ class Attractor(TRM):
             info.rel_residual, info.abs_residual = rel, abs_
             info.converged = rel <= self.config.tol
         return out
+
+
+@torch.no_grad()
+def contraction_probe(model: Attractor, batch: dict, steps: int = 3, iters: int = 20) -> dict[str, float]:
+    """Is the map contractive where the reasoner works? On ``batch`` (the model in eval mode, as the
+    solve runs it): the power-method spectral radius of F's Jacobian at the fixed point of supervision
+    step ``steps``, and the relative residual of the warm start entering that step (how close the
+    carried state already is to the new fixed point). Returns medians, the 95th percentile and the
+    share of samples with rho < 1."""
+    from reasoners.supervision import rollout
+
+    was_training = model.training
+    model.eval()
+    try:
+        outs = list(rollout(model, batch, steps))
+        x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
+        F = model.fixed_point_map(x, model.rotary() if model.rotary is not None else None)
+        s_star = tuple(outs[-1].extras["fixed_point"])
+        with torch.enable_grad():
+            rho = spectral_radius(F, s_star, iters=iters).float()
+        warm = tuple(outs[-2].state) if steps > 1 else tuple(model.initial_state(x.shape[0], x.device))
+        warm_rel, _ = _joint_residual(warm, F(warm))
+    finally:
+        model.train(was_training)
+    return {
+        "rho_median": float(rho.median()),
+        "rho_q95": float(rho.quantile(0.95)),
+        "rho_below_1": float((rho < 1).float().mean()),
+        "warm_start_residual": float(warm_rel.median()),
+    }

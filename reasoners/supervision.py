@@ -235,7 +235,12 @@ def act_loss(
         )
         metrics["q_continue_loss"] = q_cont_loss.detach()
         total_q = total_q + q_cont_loss
-    return lm_loss + 0.5 * total_q, metrics
+    total = lm_loss + 0.5 * total_q
+    aux = (outputs.get("extras") or {}).get("aux_loss")
+    if aux is not None:  # a reasoner's own regulariser (the Attractor's Jacobian penalty), summed alike
+        metrics["aux_loss"] = aux.detach()
+        total = total + aux
+    return total, metrics
 
 
 def train_step(

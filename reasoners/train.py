@@ -36,6 +36,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
@@ -53,11 +54,14 @@ from reasoners.train_config import TrainerConfig
 log = logging.getLogger("reasoners.train")
 
 TRAIN_COLUMNS = (
-    "step", "epoch", "wall_s", "lr", "loss", "lm_loss", "q_halt_loss", "q_continue_loss",
+    "step", "epoch", "wall_s", "lr", "loss", "lm_loss", "q_halt_loss", "q_continue_loss", "aux_loss",
     "train_exact", "train_cell", "train_steps", "q_halt_accuracy", "halted",
     "solver_rel_residual", "solver_nstep", "solver_evals_per_sample", "solver_converged", "grad_norm",
     "eval_exact", "eval_valid", "eval_cell",
+    "eval_rho_median", "eval_rho_q95", "eval_rho_below_1", "eval_warm_start_residual",
+    "eval_ema_rho_median", "eval_ema_rho_q95", "eval_ema_rho_below_1", "eval_ema_warm_start_residual",
 )  # fmt: skip
+PROBE_PUZZLES = 32  # the Attractor's contraction probe: the first test puzzles, at every evaluation
 
 
 class NonFiniteLossError(RuntimeError):
@@ -610,13 +614,31 @@ def _evaluate(run: _Run, elapsed: float) -> None:
             eval_model, run.data.task, run.data.test, run.device, run.ctx, batch_size=run.tc.eval_batch_size,
             max_rows=run.tc.eval_max_puzzles, precision=run.tc.precision,
         )  # fmt: skip
+    evals = {f"eval_{k}": v for k, v in ev.items()}
+    evals.update(_contraction(run, eval_model))
     if run.metrics_log is not None:
-        evals = {f"eval_{k}": v for k, v in ev.items()}
         run.metrics_log.write({"step": run.step, "epoch": run.sampler.epoch, "wall_s": elapsed, **evals})
     run.say(
         f"step {run.step}: test exact {ev['exact']:.3f}, valid {ev['valid']:.3f}, "
         f"cell {ev['cell']:.3f} ({elapsed:.0f} s)"
     )
+
+
+def _contraction(run: _Run, model) -> dict[str, float]:
+    """For a reasoner that solves a fixed point: the spectral radius of its map and the warm start's
+    residual on a fixed probe batch, with the training weights and with the EMA weights (rank 0's
+    first test puzzles; empty for other reasoners or the unrolled solver)."""
+    from reasoners.attractor import Attractor, contraction_probe
+
+    if not isinstance(model, Attractor) or model.config.solver == "unroll":
+        return {}
+    rows = np.arange(min(PROBE_PUZZLES, len(run.data.test.inputs)))
+    batch = to_batch(run.data.test, rows, run.device)
+    out = {f"eval_{k}": v for k, v in contraction_probe(model, batch).items()}
+    if run.ema is not None:
+        with run.ema.swapped_in(model):
+            out.update({f"eval_ema_{k}": v for k, v in contraction_probe(model, batch).items()})
+    return out
 
 
 def _checkpoint(run: _Run) -> None:
@@ -656,7 +678,7 @@ def _train_row(w: dict[str, float], world_size: int, global_batch: int) -> dict:
         / seqs,
         "halted": count / seqs,
     }
-    for key in ("lm_loss", "q_halt_loss", "q_continue_loss"):
+    for key in ("lm_loss", "q_halt_loss", "q_continue_loss", "aux_loss"):
         if key in w:
             row[key] = w[key] / seqs
     if count > 0:

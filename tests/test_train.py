@@ -256,8 +256,14 @@ def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
         # a sample is evaluated at least min_iter times and at most as often as the solve ran
         evals = [float(r["solver_evals_per_sample"]) for r in train_rows]
         assert all(2 <= e <= float(r["solver_nstep"]) for e, r in zip(evals, train_rows, strict=True))
+        # every evaluation probes the map's contraction, with the training and the EMA weights
+        for r in eval_rows:
+            for prefix in ("eval_", "eval_ema_"):
+                assert float(r[prefix + "rho_median"]) > 0 and 0 <= float(r[prefix + "rho_below_1"]) <= 1
+                assert float(r[prefix + "warm_start_residual"]) >= 0
     else:
         assert not any(r["solver_nstep"] for r in train_rows)
+        assert not any(r["eval_rho_median"] for r in eval_rows)
 
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 4 and ckpt["model_name"] == model and ckpt["task"] == {"kind": "sudoku", "side": 4}
