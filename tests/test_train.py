@@ -235,6 +235,22 @@ def test_auto_build_runs_the_data_command(tmp_path, torch_one_thread):
     ).is_file()
 
 
+def test_two_runs_building_the_same_dataset_at_once_both_go_on(tmp_path):
+    """A parallel sweep's runs all find the set missing and build it; the one whose rename comes
+    second fails, and its run must use the set the first one wrote instead of stopping."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reasoners.data import ensure_dataset
+
+    out = tmp_path / "shared"
+    build = f"python -m data_gen.sudoku --box 2x2 --n 16 --test-n 8 --num-aug 1 --seed 1 --out {out} --quiet"
+    logged = []
+    with ThreadPoolExecutor(2) as pool:
+        roots = list(pool.map(lambda _: ensure_dataset(out, build, True, log=logged.append), range(2)))
+    assert roots == [out, out] and (out / "test" / "dataset.json").is_file()
+    assert any("built concurrently" in line for line in logged)
+
+
 # ----------------------------------------------------------------------------- runs
 
 
