@@ -2,7 +2,7 @@
 
 (The ``gridloop`` command that dispatches to every entry point is :mod:`gridloop.cli`.)
 
- A bad value, path, index, config key or checkpoint ends with one line on stderr, ``error:
+A bad value, path, index, config key or checkpoint ends with one line on stderr, ``error:
 <what is wrong and how to fix it>``, and exit code 2; no traceback unless ``HYDRA_FULL_ERROR=1`` or
 ``--debug``. Hydra would print a trimmed traceback (or several lines for a config-composition error)
 and exit 1: :func:`user_errors` wraps the task function, and :func:`run_hydra` replaces Hydra's
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 
 # What a user can cause with a bad argument or file; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IndexError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IndexError)
 
 
 def debugging() -> bool:
@@ -49,10 +49,7 @@ def one_line(ex: BaseException) -> str:
     joined = ""
     for entry in entries:
         joined += entry if not joined else (" " if joined.endswith((".", ";")) else "; ") + entry
-    message = joined or type(ex).__name__
-    if isinstance(ex, KeyError) and message.startswith("'"):
-        message = f"missing key {message}"
-    return message
+    return joined or type(ex).__name__
 
 
 def _report(ex: BaseException) -> None:
@@ -101,15 +98,3 @@ def run_hydra(main: Callable[[], object]) -> None:
         main()
     finally:
         hydra_utils.run_and_report = original
-
-
-def run_plain(main: Callable[[], int | None]) -> int:
-    """An argparse entry point with the same convention (the module's main prints its own errors;
-    this catches what escapes it)."""
-    try:
-        return main() or 0
-    except USER_ERRORS as ex:
-        if debugging():
-            raise
-        _report(ex)
-        return 2
