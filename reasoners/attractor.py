@@ -150,29 +150,13 @@ class Attractor(TRM):
         """S* from S0 with no grad and the network in eval mode."""
         c = self.config
         with torch.no_grad(), _eval_mode(self):
+            common = dict(
+                max_iter=c.max_iter, tol=c.tol, min_iter=c.min_iter, trace=c.solver_trace, rows=c.solver_rows
+            )
             if c.solver == "anderson":
-                s, info = anderson(
-                    F,
-                    s0,
-                    m=c.anderson_m,
-                    lam=c.anderson_lam,
-                    beta=c.anderson_beta,
-                    max_iter=c.max_iter,
-                    tol=c.tol,
-                    min_iter=c.min_iter,
-                    trace=c.solver_trace,
-                    rows=c.solver_rows,
-                )
+                s, info = anderson(F, s0, m=c.anderson_m, lam=c.anderson_lam, beta=c.anderson_beta, **common)
             elif c.solver == "fixed_point":
-                s, info = fixed_point_iter(
-                    F,
-                    s0,
-                    max_iter=c.max_iter,
-                    tol=c.tol,
-                    min_iter=c.min_iter,
-                    trace=c.solver_trace,
-                    rows=c.solver_rows,
-                )
+                s, info = fixed_point_iter(F, s0, **common)
             else:  # "unroll": exactly TRM's T - 1 no-grad cycles; residual filled in by forward()
                 s = s0
                 for _ in range(c.T_cycles - 1):

@@ -47,7 +47,7 @@ from torch import nn
 
 from data_gen.format import Split, atomic_write_json, atomic_write_text, read_public_csv
 from reasoners.checkpoint import latest_checkpoint, load_reasoner
-from reasoners.cli import user_errors
+from reasoners.cli import run_hydra, user_errors
 from reasoners.data import ensure_dataset, load_dataset
 from reasoners.device import pick_device
 from reasoners.presets import count_parameters
@@ -472,8 +472,6 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """``python -m reasoners.evaluate`` / ``gridloop evaluate``: user errors end in one line, exit 2."""
-    from reasoners.cli import run_hydra
-
     run_hydra(main)
 
 

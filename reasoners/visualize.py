@@ -24,7 +24,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from data_gen.format import atomic_path, atomic_write_bytes
-from reasoners.cli import user_errors
+from reasoners.cli import run_hydra, user_errors
 from reasoners.layers import LOSSES
 from reasoners.tasks import Task
 from reasoners.trajectory import LatentPath, Trajectory, pca_2d, record_trajectory
@@ -498,8 +498,6 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """``python -m reasoners.visualize`` / ``gridloop visualize``: user errors end in one line, exit 2."""
-    from reasoners.cli import run_hydra
-
     run_hydra(main)
 
 

@@ -190,15 +190,7 @@ def _stack_iterates(iterates: list[Tensor], spec: Spec) -> State:
 
 
 def fixed_point_iter(
-    f,
-    x0: State,
-    *,
-    max_iter: int,
-    tol: float,
-    min_iter: int = 0,
-    tau: float = 1.0,
-    trace=False,
-    rows: bool = False,
+    f, x0: State, *, max_iter: int, tol: float, min_iter: int = 0, tau: float = 1.0, trace=False, rows=False
 ) -> tuple[State, SolverInfo]:
     """Damped fixed-point iteration x_{k+1} = (1 - tau) x_k + tau f(x_k). Returns (x, SolverInfo)."""
 
