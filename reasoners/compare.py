@@ -18,9 +18,9 @@ computed: threads, progress bar, resume, logger, evaluation batch size) form a *
 group has two or more runs, a second table gives each group's mean and range (min-max) over its seeds
 (``comparison_seeds.csv`` too) and says whether every group was trained for the same number of updates.
 
-The figure (``comparison.png``) has two panels: exact accuracy against supervision steps (test-time
+The figure (``comparison.png``) has three panels: exact accuracy against supervision steps (test-time
 compute) per run, a dotted line at the steps the runs were trained with, and the trainer's
-evaluation accuracy against training time (``metrics.csv``).
+evaluation accuracy (``metrics.csv``) against updates and against training time.
 Outputs go to ``<first dir>/comparison.{md,csv,png}`` or ``--out DIR``, written atomically.
 """
 
@@ -57,7 +57,7 @@ class Run:
     name: str  # the run's path relative to the parent of the folder it was found under
     summary: dict
     evaluation: dict | None = None
-    history: list[tuple[float, float]] = field(default_factory=list)  # (wall_s, eval_exact), metrics.csv
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, wall_s, eval_exact)
     config: dict | None = None  # config.yaml, when the run has one
 
     @property
@@ -148,8 +148,8 @@ def read_evaluation(run: Path, log: Callable[[str], None] = print) -> dict | Non
     return evaluation
 
 
-def read_history(run: Path) -> list[tuple[float, float]]:
-    """``(wall_s, eval_exact)`` of every evaluation row of ``metrics.csv`` (empty when absent)."""
+def read_history(run: Path) -> list[tuple[int, float, float]]:
+    """``(step, wall_s, eval_exact)`` of every evaluation row of ``metrics.csv`` (empty when absent)."""
     path = run / "metrics.csv"
     if not path.is_file():
         return []
@@ -157,7 +157,7 @@ def read_history(run: Path) -> list[tuple[float, float]]:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             try:
-                points.append((float(row["wall_s"]), float(row["eval_exact"])))
+                points.append((int(row["step"]), float(row["wall_s"]), float(row["eval_exact"])))
             except (KeyError, TypeError, ValueError):
                 continue  # a training row (eval columns empty) or a foreign file
     return points
@@ -418,11 +418,13 @@ def labels(runs: Sequence[Run]) -> list[str]:
 
 
 def plot(runs: Sequence[Run]) -> bytes:
-    """The two-panel figure as PNG bytes (matplotlib's Agg canvas, no pyplot state)."""
+    """The three-panel figure as PNG bytes (matplotlib's Agg canvas, no pyplot state): exact accuracy
+    against supervision steps (test-time compute), against updates (the budget, machine-independent)
+    and against training time (this machine's)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax_steps, ax_time = fig.subplots(1, 2)
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    ax_steps, ax_updates, ax_time = fig.subplots(1, 3)
     names = labels(runs)
     for i, (run, name) in enumerate(zip(runs, names, strict=True)):
         color = f"C{i % 10}"
@@ -431,16 +433,19 @@ def plot(runs: Sequence[Run]) -> bytes:
             ax_steps.plot(
                 [k for k, _ in curve], [p["exact"] for _, p in curve], "o-", color=color, label=name
             )
-        if run.history:
-            ax_time.plot(
-                [t / 60 for t, _ in run.history], [a for _, a in run.history], "-", color=color, label=name
-            )
+        if run.history:  # markers too: a run evaluated once is a single point
+            steps, walls, exact = zip(*run.history, strict=True)
+            ax_updates.plot(steps, exact, ".-", ms=4, color=color, label=name)
+            ax_time.plot([t / 60 for t in walls], exact, ".-", ms=4, color=color, label=name)
     ax_steps.set(
         xlabel="supervision steps (test-time compute)", ylabel="exact accuracy", title="Test-time compute"
     )
-    ax_time.set(xlabel="training time (min)", ylabel="exact accuracy (trainer's eval)", title="Training")
+    trainer_eval = "exact accuracy (trainer's eval)"
+    ax_updates.set(xlabel="updates", ylabel=trainer_eval, title="Training, by updates")
+    ax_time.set(xlabel="training time (min)", ylabel=trainer_eval, title="Training, by time")
     for ax, empty in (
         (ax_steps, "no evaluation.json:\nrun compare with --evaluate"),
+        (ax_updates, "no evaluation rows in metrics.csv"),
         (ax_time, "no evaluation rows in metrics.csv"),
     ):
         if ax.lines:

@@ -241,3 +241,13 @@ def test_seed_table_marks_unequal_budgets(tmp_path, torch_one_thread):
     _seeded_run(solo / "s0", "trm", data, seed=0, lr=0.002, final=(0.9, 0.9, 0.9))
     result = cmp.compare([solo], **QUIET)
     assert result["seed_rows"] == [] and "seeds_csv" not in result["paths"]
+
+
+def test_history_holds_updates_and_time_of_every_evaluation(sweep):
+    """The figure's training panels read (update, wall time, exact) from each evaluation row of
+    metrics.csv and skip the training rows."""
+    root, _ = sweep
+    run = next(r for r in cmp.load_runs([root], **QUIET) if r.name.endswith("/0"))
+    assert [s for s, _, _ in run.history] == [10, 20, 30, 40]
+    assert [a for _, _, a in run.history] == pytest.approx([0.05, 0.1, 0.15, 0.2])
+    assert [t for _, t, _ in run.history] == pytest.approx([22.5, 45.0, 67.5, 90.0])
