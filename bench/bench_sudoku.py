@@ -227,9 +227,7 @@ def bench_calibrate():
         )
     bench_rater_speed(collections[2][1])
 
-    print(
-        "\n### Our solver's guesses (`solve_many`, the builder's rating for 4x4 and 6x6 sets) vs the public rating\n"
-    )
+    print("\n### Our solver's guesses (`solve_many`, the 4x4/6x6 builder's rating) vs the public rating\n")
     print(
         "| collection | puzzles | public mean / median | ours mean / median | calibrated mean / median |"
         " mean ratio (calibrated) | Spearman rho |"
