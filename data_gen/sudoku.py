@@ -10,11 +10,17 @@ islands of neighbourhood search, see :func:`puzzles.sudoku.climb`). Every puzzle
 solution. Each lineage (a random minimal puzzle, or one island and everything it climbed
 through) belongs to one split, and a test puzzle whose canonical form (Sudoku symmetry) appears
 in train is drawn again, so no test puzzle is a symmetry image or a hill-climb neighbour of a
-training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only. The kept puzzles are
-drawn per rating bucket toward the public set's histogram (docs/reference.md, "Sudoku-Extreme");
-where the generated pool has too few hard puzzles a bucket's shortfall is filled from the next
-easier bucket, and
-``stats.json`` reports the histogram reached next to the target.
+training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only.
+
+Rating: for 9x9 the ``rating`` shipped is the public one itself, tdoku's guess count on the puzzle
+as stored (:func:`puzzles.sudoku.rate`). The climb maximises that count averaged over random
+symmetry images, and the draw toward the public set's histogram (docs/reference.md,
+"Sudoku-Extreme") reads each candidate's ratings over 9 random images, not one orientation's, so
+the histogram holds for other orientations of the set too; each drawn puzzle is then shipped in
+one of its images so that the stored histogram matches as well. 4x4 and 6x6 sets (tdoku is 9x9
+only) are rated by our solver's count mapped by ``to_public_scale``. Where the pool has too few
+hard puzzles a bucket's shortfall is filled from easier ones, and ``stats.json`` reports the
+histogram reached (stored and re-oriented) next to the target.
 
 Output (atomic): ``<out>/{train,test}/`` in the HRM/TRM array format, ``identifiers.json``,
 ``train.csv``/``test.csv`` (``source,question,answer,rating``; ``rating`` on the public scale) and
@@ -691,6 +697,9 @@ def main(argv=None) -> int:
                 f"{k}: {stats['counts'][k]} puzzles, {stats['examples'][k]} examples, "
                 f"public-scale rating mean {hist[k]['mean']}, histogram {hist[k]['histogram']}"
             )
+            if "rating_reoriented" in stats:
+                re = stats["rating_reoriented"][k]
+                print(f"  re-oriented: mean {re['mean']}, histogram {re['histogram']}")
         print(f"wrote {out} in {timings['total_s']:.1f}s")
     return 0
 

@@ -11,7 +11,8 @@ puzzle exactly as written, computed by our own Numba implementation of that algo
 (:mod:`puzzles._tdoku_rating`; docs/reference.md, "tdoku's rating as an algorithm"; it gives
 tdoku's count on every puzzle of the shared benchmark collections). :func:`solve_many` reports the
 guesses of our own exact solver (``guesses_first``), which works for every box shape; the dataset
-builder still draws its rating buckets from that count mapped by :func:`to_public_scale`.
+builder rates 9x9 puzzles with :func:`rate` and uses that count mapped by :func:`to_public_scale`
+only for 4x4 and 6x6 Sudoku, which tdoku's algorithm does not cover.
 """
 
 from __future__ import annotations
@@ -455,8 +456,8 @@ def rate(puzzles):
 # magictour top1465, forum hardest 1905 11+, forum hardest 1106); regenerate with
 # `python bench/bench_sudoku.py --calibrate`. Piecewise linear between knots, linear beyond.
 # Agrees with the public rating on collection averages only; for a 9x9 puzzle's own public
-# rating use `rate`. Kept because the dataset builder draws its buckets from our count (it also
-# covers 4x4 and 6x6 Sudoku, which tdoku's algorithm does not).
+# rating use `rate`. Kept for 4x4 and 6x6 Sudoku, which tdoku's algorithm does not cover: the
+# builder rates those sets with it.
 CALIBRATION_OURS = np.array(
     [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0]
 )
