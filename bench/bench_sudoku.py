@@ -2,8 +2,10 @@
 
     python bench/bench_sudoku.py              # everything (several minutes on 2 cores)
     python bench/bench_sudoku.py --solver     # solver/rater throughput only
-    python bench/bench_sudoku.py --calibrate  # the rater vs the public rating per puzzle, its speed
-                                              # vs tdoku's, and our solver's count's fitted map
+    python bench/bench_sudoku.py --calibrate  # a generated set's histogram (stored, re-oriented;
+                                              # rater and tdoku), the rater vs the public rating per
+                                              # puzzle, its speed vs tdoku's, our count's fitted map
+    python bench/bench_sudoku.py --calibrate --data DIR   # the same on a set already built
     python bench/bench_sudoku.py --build      # `python -m data_gen.sudoku --n 1000`, cold and warm
 
 Prints markdown tables; timings are side by side in one run, so ratios are what to compare.
@@ -225,7 +227,7 @@ def bench_calibrate():
         )
     bench_rater_speed(collections[2][1])
 
-    print("\n### Our solver's guesses (`solve_many`, used by the dataset builder) vs the public rating\n")
+    print("\n### Our solver's guesses (`solve_many`, the 4x4/6x6 builder's rating) vs the public rating\n")
     print(
         "| collection | puzzles | public mean / median | ours mean / median | calibrated mean / median |"
         " mean ratio (calibrated) | Spearman rho |"
@@ -255,6 +257,55 @@ def bench_calibrate():
     print("\nfitted knots (paste into puzzles/sudoku.py):")
     print("CALIBRATION_OURS =", json.dumps(knots.tolist()))
     print("CALIBRATION_PUBLIC =", json.dumps([round(v, 3) for v in mapped.tolist()]))
+
+
+def generated_set(data: str | None) -> tuple[Path, str]:
+    """A built dataset to measure: ``data`` when given, else the default 9x9 build in a temp dir."""
+    if data:
+        return Path(data), f"the set in {data}"
+    out = Path(tempfile.mkdtemp(prefix="bench-sudoku-set-")) / "d"
+    cmd = [sys.executable, "-m", "data_gen.sudoku", "--n", "1000", "--out", str(out), "--quiet"]
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return out, "`python -m data_gen.sudoku --n 1000` (seed 0)"
+
+
+def bench_generated(data: str | None, seed: int = 1):
+    """The generated set's rating histogram as shipped and after one random symmetry image per
+    puzzle (the same images for every rater), by the rater and, with TDOKU_LIB, by tdoku."""
+    from data_gen import sudoku as G
+    from data_gen.format import read_public_csv
+
+    out, what = generated_set(data)
+    tdoku = tdoku_solver()
+    print(f"\n### Rating of {what}, as stored and re-oriented (one random symmetry image per puzzle)\n")
+    print("| split | orientation | rated by | " + " | ".join(G.BUCKET_NAMES) + " | mean | median |")
+    print("|---|---|---|" + "---|" * (len(G.BUCKET_NAMES) + 2))
+    t = dict(zip(G.BUCKET_NAMES, G.TARGET_SHARES, strict=True))
+    print("| target | | public Sudoku-Extreme | " + " | ".join(f"{v:.0%}" for v in t.values()) + " | ~22 | |")
+    for split in ("train", "test"):
+        rows = read_public_csv(out / f"{split}.csv")
+        p = np.stack([S.parse(r[1]) for r in rows])
+        a = np.stack([S.parse(r[2]) for r in rows])
+        shipped = np.array([r[3] for r in rows])
+        q, _ = S.random_symmetry(p, a, seed=seed)
+        for orient, grids in (("stored", p), ("re-oriented", q)):
+            ratings = [("rater", S.rate(grids))]
+            if orient == "stored":
+                assert np.array_equal(ratings[0][1], shipped), "csv rating differs from the rater's"
+            if tdoku is not None:
+                g = np.zeros(len(grids), np.int64)
+                tdoku(tdoku_text([S.format_grid(x) for x in grids]), g)
+                ratings.append(("tdoku (TDOKU_LIB)", g))
+            for who, r in ratings:
+                h = G.histogram(r)
+                print(
+                    f"| {split} | {orient} | {who} | "
+                    + " | ".join(f"{v:.1%}" for v in h.values())
+                    + f" | {r.mean():.1f} | {np.median(r):.0f} |"
+                )
+    if tdoku is None:
+        print("\ntdoku not measured (set TDOKU_LIB to a local build of tdoku's shared library)")
+    print(f"machine: {machine_load()}")
 
 
 def bench_build(n=1000):
@@ -290,6 +341,7 @@ def bench_build(n=1000):
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
     print(f"\n### `python -m data_gen.sudoku --n {n}` end to end ({numba.get_num_threads()} threads)\n")
+    print(machine_load())
     print("| run | wall s | generate s | puzzles | hard puzzles kept per generate second |")
     print("|---|---|---|---|---|")
     for label, wall, stats in results:
@@ -297,8 +349,9 @@ def bench_build(n=1000):
         hard = sum(c * (1 - stats["easy_share"][k]) for k, c in stats["counts"].items())
         print(f"| {label} | {wall:.1f} | {gen:.1f} | {sum(stats['counts'].values())} | {hard / gen:.1f} |")
     for split in ("train", "test"):
-        st = results[-1][2]["rating_public_scale"][split]
-        print(f"\n{split} rating (public scale): mean {st['mean']}, histogram {st['histogram']}")
+        for key in ("rating_public_scale", "rating_reoriented"):
+            st = results[-1][2][key][split]
+            print(f"\n{split} {key}: mean {st['mean']}, histogram {st['histogram']}")
     print(f"target histogram: {results[-1][2]['target_histogram']}")
 
 
@@ -307,11 +360,15 @@ def main():
     ap.add_argument("--solver", action="store_true")
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--build", action="store_true")
+    ap.add_argument(
+        "--data", default=None, help="--calibrate: a built 9x9 set to measure (default: build --n 1000)"
+    )
     args = ap.parse_args()
     everything = not (args.solver or args.calibrate or args.build)
     if args.solver or everything:
         bench_solver()
     if args.calibrate or everything:
+        bench_generated(args.data)
         bench_calibrate()
     if args.build or everything:
         bench_build()

@@ -10,11 +10,17 @@ islands of neighbourhood search, see :func:`puzzles.sudoku.climb`). Every puzzle
 solution. Each lineage (a random minimal puzzle, or one island and everything it climbed
 through) belongs to one split, and a test puzzle whose canonical form (Sudoku symmetry) appears
 in train is drawn again, so no test puzzle is a symmetry image or a hill-climb neighbour of a
-training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only. The kept puzzles are
-drawn per rating bucket toward the public set's histogram (docs/reference.md, "Sudoku-Extreme");
-where the generated pool has too few hard puzzles a bucket's shortfall is filled from the next
-easier bucket, and
-``stats.json`` reports the histogram reached next to the target.
+training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only.
+
+Rating: for 9x9 the ``rating`` shipped is the public one itself, tdoku's guess count on the puzzle
+as stored (:func:`puzzles.sudoku.rate`). The climb maximises that count averaged over random
+symmetry images, and the draw toward the public set's histogram (docs/reference.md,
+"Sudoku-Extreme") reads each candidate's ratings over 9 random images, not one orientation's, so
+the histogram holds for other orientations of the set too; each drawn puzzle is then shipped in
+one of its images so that the stored histogram matches as well. 4x4 and 6x6 sets (tdoku is 9x9
+only) are rated by our solver's count mapped by ``to_public_scale``. Where the pool has too few
+hard puzzles a bucket's shortfall is filled from easier ones, and ``stats.json`` reports the
+histogram reached (stored and re-oriented) next to the target.
 
 Output (atomic): ``<out>/{train,test}/`` in the HRM/TRM array format, ``identifiers.json``,
 ``train.csv``/``test.csv`` (``source,question,answer,rating``; ``rating`` on the public scale) and
@@ -42,6 +48,9 @@ from puzzles import sudoku as S
 BUCKET_EDGES, BUCKET_NAMES, bucket_of = S.BUCKET_EDGES, S.BUCKET_NAMES, S.bucket_of
 TARGET_SHARES = (0.18, 0.07, 0.14, 0.17, 0.33, 0.11)
 EASY_SHARE = 0.265
+# Hard candidates kept per island, in units of --per-island: the newest (hardest) of its archive,
+# enough to fill every bucket with a margin, few enough to re-orient them all cheaply.
+HARD_PER_ISLAND = 4
 CHUNK = 256  # generation work unit: progress-bar granularity, never affects the output
 
 
@@ -61,12 +70,15 @@ def rating_summary(ratings) -> dict:
     }
 
 
-def resample_to_target(public_rating: np.ndarray, n: int, shares=TARGET_SHARES) -> np.ndarray:
+def resample_to_target(
+    public_rating: np.ndarray, n: int, shares=TARGET_SHARES, priority: np.ndarray | None = None
+) -> np.ndarray:
     """Indices (sorted) of ``n`` items drawn per bucket toward ``shares``.
 
     Buckets are filled from the hardest down; a shortfall moves to the next easier bucket, so the
     result is as close to the target as the pool allows and never easier than needed. Within a
-    bucket the lowest indices are taken (the pool is already in random order).
+    bucket the items of highest ``priority`` are taken first, ties (and no priority) by lowest
+    index (the pool is already in random order).
     """
     b = bucket_of(public_rating)
     want = np.floor(np.asarray(shares) * n).astype(int)
@@ -77,6 +89,8 @@ def resample_to_target(public_rating: np.ndarray, n: int, shares=TARGET_SHARES) 
     carry = 0
     for k in range(len(shares) - 1, -1, -1):
         idx = np.flatnonzero(b == k)
+        if priority is not None:
+            idx = idx[np.argsort(-priority[idx], kind="stable")]
         take = min(len(idx), want[k] + carry)
         carry = want[k] + carry - take
         chosen.append(idx[:take])
@@ -104,12 +118,16 @@ def _interleave(groups: list[np.ndarray]) -> np.ndarray:
 def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
     """Candidates for one split: random minimal puzzles and the archives of climbing islands.
 
-    Returns arrays ``puzzles``, ``solutions``, ``rating`` (ours, as stored), ``lineage`` (one id
-    per random minimal puzzle or per island) and ``easy`` (random minimal or not). Hard
-    candidates come newest (hardest) first per island and round-robin across islands.
+    Returns arrays ``puzzles``, ``solutions``, ``rating`` (public scale, as stored: tdoku's count
+    for 9x9, our solver's count mapped by ``to_public_scale`` for smaller boxes), ``lineage``
+    (one id per random minimal puzzle or per island) and ``easy`` (random minimal or not). Hard
+    candidates come newest (hardest) first per island and round-robin across islands. A 9x9
+    candidate is stored in its median orientation (``puzzles.sudoku.orient``), so that its
+    rating is what a typical orientation of it costs.
     """
     box, seed, progress = args.box, args.seed, not args.quiet
     geo = S.geometry(box)
+    tdoku = geo.n == 9
     hard_share = 0.0 if box != "3x3" else 1.0 - args.easy_share
     n_easy = int(math.ceil(n * (1.0 - hard_share) * args.pool_factor)) + (4 if n else 0)
     n_islands = args.islands if args.islands is not None else int(math.ceil(n * hard_share / args.per_island))
@@ -117,6 +135,10 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
         n_islands = 0
     seeds_easy = S.item_seeds(seed, n_easy, stream=10 * stream)
     seeds_isl = S.item_seeds(seed, n_islands, stream=10 * stream + 1)
+    seeds_orient = S.item_seeds(seed, n_easy, stream=10 * stream + 2)
+    seeds_orient_hard = S.item_seeds(
+        seed, n_islands * HARD_PER_ISLAND * args.per_island, stream=10 * stream + 3
+    )
     parts = []
     with tqdm(
         total=n_easy + n_islands,
@@ -126,21 +148,33 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
     ) as bar:
         for lo in range(0, n_easy, CHUNK):
             hi = min(n_easy, lo + CHUNK)
-            parts.append(S.random_minimal_seeded(seeds_easy[lo:hi], box))
+            p, s, info = S.random_minimal_seeded(seeds_easy[lo:hi], box)
+            if tdoku:  # rate the images now, move to one at the end (select_split)
+                _, _, r, images = S.orient(p, s, seeds_orient[lo:hi], args.orient_samples)
+            else:
+                r = S.to_public_scale(info[:, 0])
+                images = r[:, None]
+            parts.append((p, s, r, images))
             bar.update(hi - lo)
         islands = []
         step = max(1, numba.get_num_threads())  # islands run in parallel; seeds fix the output
         for lo in range(0, n_islands, step):
             islands.extend(
                 S.climb(
-                    seeds_isl[lo : lo + step], pool_size=args.island_pool, iters=args.climb_iters, box=box
+                    seeds_isl[lo : lo + step],
+                    pool_size=args.island_pool,
+                    iters=args.climb_iters,
+                    samples=args.samples if tdoku else 0,
+                    keep=args.keep if tdoku else None,
+                    box=box,
                 )
             )
             bar.update(min(step, n_islands - lo))
     empty = np.zeros((0, geo.ncell), np.int8)
     p_easy = np.concatenate([x[0] for x in parts]) if parts else empty
     s_easy = np.concatenate([x[1] for x in parts]) if parts else empty
-    r_easy = np.concatenate([x[2][:, 0] for x in parts]) if parts else np.zeros(0, np.int64)
+    r_easy = np.concatenate([x[2] for x in parts]) if parts else np.zeros(0)
+    i_easy = np.concatenate([x[3] for x in parts]) if parts else np.zeros((0, 1))
     # Hard candidates: newest first within an island, exact duplicates dropped, islands interleaved.
     hard_rows, lineage_hard, offsets = [], [], []
     for i, (pz, _) in enumerate(islands):
@@ -150,36 +184,112 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
             if b not in seen:
                 seen.add(b)
                 rows.append(row)
+            if len(rows) == HARD_PER_ISLAND * args.per_island:
+                break
         offsets.append(np.arange(len(rows)) + sum(len(r) for r in hard_rows))
         hard_rows.append(np.asarray(rows, dtype=np.int8).reshape(-1, geo.ncell))
         lineage_hard.append(np.full(len(rows), n_easy + i))
+    p_hard, s_hard, r_hard, lin_hard = empty, empty, np.zeros(0), np.zeros(0, np.int64)
+    i_hard = np.zeros((0, i_easy.shape[1]))
     if hard_rows:
         order = _interleave(offsets)
         p_hard = np.concatenate(hard_rows)[order]
         lin_hard = np.concatenate(lineage_hard)[order]
-        solved = S.solve_many(p_hard, box=box) if len(p_hard) else None
-        s_hard = solved.solutions if solved is not None else empty
-        r_hard = solved.guesses_first if solved is not None else np.zeros(0, np.int64)
-    else:
-        p_hard, s_hard, r_hard, lin_hard = empty, empty, np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if len(p_hard) and tdoku:
+            s_hard = S.rate_many(p_hard).solutions
+            _, _, r_hard, i_hard = S.orient(
+                p_hard, s_hard, seeds_orient_hard[: len(p_hard)], args.orient_samples
+            )
+        elif len(p_hard):
+            solved = S.solve_many(p_hard, box=box)
+            s_hard, r_hard = solved.solutions, S.to_public_scale(solved.guesses_first)
+            i_hard = r_hard[:, None]
+    rating = np.concatenate([r_easy, r_hard]).astype(np.float64)
+    images = np.concatenate([i_easy, i_hard])
     return {
         "puzzles": np.concatenate([p_easy, p_hard]),
         "solutions": np.concatenate([s_easy, s_hard]),
-        "rating": np.concatenate([r_easy, r_hard]).astype(np.int64),
+        "rating": rating,
+        "images": images,
+        "orient_seeds": np.concatenate([seeds_orient, seeds_orient_hard[: len(p_hard)]]),
         "lineage": np.concatenate([np.arange(len(p_easy)), lin_hard]).astype(np.int64),
         "easy": np.concatenate([np.ones(len(p_easy), bool), np.zeros(len(p_hard), bool)]),
         "n_islands": n_islands,
     }
 
 
+def draw_by_orientations(images: np.ndarray, n: int, shares=TARGET_SHARES, rounds: int = 30) -> np.ndarray:
+    """Indices (sorted) of ``n`` puzzles whose ratings over random orientations follow ``shares``.
+
+    ``images`` (B, M): each candidate's public rating in M random orientations. Drawing on one
+    orientation's rating would pick the candidates that rate high by chance, so that other
+    orientations of the set come out easier (docs/reference.md, "Sudoku-Extreme"). Instead
+    puzzles are drawn per bucket of their median rating, with per-bucket quotas adjusted until
+    the set's expected histogram over orientations (each puzzle spreads over the buckets its
+    images fall in) matches ``shares`` as closely as the pool allows.
+    """
+    if len(images) < n:
+        raise ValueError(f"pool of {len(images)} is smaller than the {n} puzzles asked for")
+    spread = np.stack([(bucket_of(images) == k).mean(axis=1) for k in range(len(shares))], axis=1)
+    median = np.sort(images, axis=1)[:, (images.shape[1] - 1) // 2]
+    want = np.asarray(shares, dtype=np.float64) * n
+    quota = want.copy()
+    best, best_err = None, np.inf
+    for _ in range(rounds):
+        sel = resample_to_target(median, n, shares=quota / quota.sum())
+        got = spread[sel].sum(axis=0)
+        err = np.abs(got - want).max()
+        if err < best_err:
+            best, best_err = sel, err
+        quota = np.clip(quota + 0.7 * (want - got), 0.0, None)
+    return best
+
+
+def store_orientations(images: np.ndarray, shares=TARGET_SHARES, rounds: int = 20) -> np.ndarray:
+    """For each drawn puzzle, the orientation (an index into its M images) to ship it in, so that
+    the shipped ratings follow ``shares``. Every puzzle starts in its median bucket; then, while a
+    bucket is short of its share, puzzles move to it from buckets over theirs, those that rate in
+    it most often first. The image stored is the median of the puzzle's images in its bucket."""
+    n, m = images.shape
+    nb = len(shares)
+    b = bucket_of(images)
+    share = np.stack([(b == k).mean(axis=1) for k in range(nb)], axis=1)  # (n, buckets)
+    want = np.floor(np.asarray(shares) * n).astype(int)
+    want[0] += n - want.sum()
+    assign = bucket_of(np.sort(images, axis=1)[:, (m - 1) // 2])
+    for _ in range(rounds):
+        moved = False
+        for k in np.argsort(np.bincount(assign, minlength=nb) - want, kind="stable"):
+            excess = np.bincount(assign, minlength=nb) - want
+            if excess[k] >= 0:
+                break
+            cand = np.flatnonzero((excess[assign] > 0) & (share[:, k] > 0))
+            for i in cand[np.argsort(-share[cand, k], kind="stable")]:
+                if excess[k] >= 0:
+                    break
+                if excess[assign[i]] > 0:
+                    excess[assign[i]] -= 1
+                    excess[k] += 1
+                    assign[i] = k
+                    moved = True
+        if not moved:
+            break
+    which = np.empty(n, np.int64)
+    for i in range(n):
+        in_k = np.flatnonzero(b[i] == assign[i])
+        in_k = in_k[np.argsort(images[i, in_k], kind="stable")]
+        which[i] = in_k[(len(in_k) - 1) // 2]
+    return which
+
+
 def select_split(
     pool: dict, n: int, box: str, forbidden: set[bytes], dedupe: str = "symmetry"
 ) -> tuple[np.ndarray, set[bytes], int]:
-    """Indices of ``n`` candidates drawn toward the target histogram, with no two in one symmetry
-    class and none in ``forbidden`` (the training classes, when selecting test). Canonical forms
-    are computed only for the candidates drawn; a drawn duplicate is discarded and drawn again."""
-    public = S.to_public_scale(pool["rating"])
-    alive = np.ones(len(public), bool)
+    """Indices of ``n`` candidates drawn toward the target histogram (:func:`draw_by_orientations`),
+    with no two in one symmetry class and none in ``forbidden`` (the training classes, when
+    selecting test). Canonical forms are computed only for the candidates drawn; a drawn duplicate
+    is discarded and drawn again."""
+    alive = np.ones(len(pool["rating"]), bool)
     canon: dict[int, bytes] = {}
     dropped = 0
     while True:
@@ -189,7 +299,7 @@ def select_split(
                 f"only {len(idx_alive)} distinct candidates for {n} puzzles; raise --pool-factor "
                 "(or --islands), or ask for fewer puzzles (small boxes have few symmetry classes)"
             )
-        sel = idx_alive[resample_to_target(public[idx_alive], n)]
+        sel = idx_alive[draw_by_orientations(pool["images"][idx_alive], n)]
         need = np.array([i for i in sel if i not in canon], dtype=np.int64)
         if len(need):
             if dedupe == "symmetry":
@@ -209,6 +319,17 @@ def select_split(
             return sel, seen, dropped
         dropped += len(bad)
         alive[bad] = False
+
+
+def shipped(pool: dict, sel: np.ndarray, box: str, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Puzzles, solutions and public ratings of the drawn candidates as shipped: 9x9 ones moved to
+    the orientation :func:`store_orientations` picks; smaller boxes as generated."""
+    p, s = pool["puzzles"][sel], pool["solutions"][sel]
+    if S.geometry(box).n != 9 or not len(sel):
+        return p, s, pool["rating"][sel]
+    which = store_orientations(pool["images"][sel])
+    p, s, r, _ = S.orient(p, s, pool["orient_seeds"][sel], samples, which)
+    return p, s, r.astype(np.float64)
 
 
 def build_generated(args) -> tuple[dict, dict, dict]:
@@ -237,7 +358,8 @@ def build_generated(args) -> tuple[dict, dict, dict]:
             "lineages": int(len(np.unique(lineage))),
             "max_per_lineage": int(shares.max()),
         }
-        splits[name] = (pool["puzzles"][sel], pool["solutions"][sel], pool["rating"][sel], pool["easy"][sel])
+        p, s, r = shipped(pool, sel, args.box, args.orient_samples)
+        splits[name] = (p, s, r, pool["easy"][sel])
     timings["generate_s"] = sum(v for k, v in timings.items() if k.endswith("generate_s"))
     return splits, {"redrawn_duplicates": dropped, "pool": meta}, timings
 
@@ -359,14 +481,35 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--climb-iters",
         type=int,
-        default=150_000,
+        default=300_000,
         help="neighbourhood steps per hill-climbing island (more = harder puzzles, slower)",
+    )
+    ap.add_argument(
+        "--samples",
+        type=int,
+        default=4,
+        help="9x9: random symmetry images whose mean public rating the climb maximises "
+        "(and among which each puzzle is stored in its median orientation)",
+    )
+    ap.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        help="9x9: the climb's score is the sum of the KEEP lowest of the --samples ratings "
+        "(default --samples: their mean; 1: their minimum, which climbs far more slowly)",
+    )
+    ap.add_argument(
+        "--orient-samples",
+        type=int,
+        default=9,
+        help="9x9: random symmetry images among which each kept puzzle is stored in its median "
+        "orientation (the one rated in the csv)",
     )
     ap.add_argument("--island-pool", type=int, default=50, help="puzzles kept per island")
     ap.add_argument(
         "--per-island",
         type=int,
-        default=50,
+        default=150,
         help="hard puzzles wanted per island: sets the island count unless --islands is given",
     )
     ap.add_argument("--islands", type=int, default=None, help="climbing islands per split (a lineage each)")
@@ -417,6 +560,12 @@ def _parse_args(argv) -> tuple[argparse.Namespace, Path]:
             ap.error(f"--{k.replace('_', '-')} must be >= 0")
     if args.n == 0 and args.test_n == 0:
         ap.error("nothing to build: --n and --test-n are both 0")
+    if args.samples < 1 or args.orient_samples < 1:
+        ap.error("--samples and --orient-samples must be >= 1")
+    if args.keep is None:
+        args.keep = args.samples
+    if not 1 <= args.keep <= args.samples:
+        ap.error(f"--keep must be in 1..--samples ({args.samples})")
     if not 0.0 <= args.easy_share <= 1.0:
         ap.error("--easy-share must be in [0, 1]")
     if args.pool_factor < 1.0:
@@ -458,8 +607,12 @@ def _generated_parts(args) -> tuple:
     """Grids, ratings (ours and public scale), CSV rows and timings of a generated build."""
     splits, dropped, timings = build_generated(args)
     grids = {k: (v[0], v[1]) for k, v in splits.items()}
-    ours = {k: v[2] for k, v in splits.items()}
-    public = {k: S.to_public_scale(v[2]) for k, v in splits.items()}
+    # Our own solver's count, for the record (stats.json); the rating shipped is the public one.
+    ours = {
+        k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
+        for k, v in splits.items()
+    }
+    public = {k: v[2] for k, v in splits.items()}
     csv_rows = {
         k: [
             (
@@ -476,6 +629,19 @@ def _generated_parts(args) -> tuple:
     return grids, ours, public, csv_rows, easy_share, dropped, timings
 
 
+def reoriented_rating(grids: dict, seed: int) -> dict:
+    """The public rating of one random symmetry image of every puzzle, per split (9x9): what the
+    set's histogram would be in orientations nobody selected on."""
+    out = {}
+    for k, (p, s) in grids.items():
+        if len(p):
+            q, _ = S.random_symmetry(p, s, seed=seed + 1 + len(out))
+            out[k] = S.rate(q)
+        else:
+            out[k] = np.zeros(0)
+    return out
+
+
 def _stats(args, grids, arrays, ours, public, easy_share, dropped) -> dict:
     """``stats.json`` (without the timings)."""
     return {
@@ -489,6 +655,13 @@ def _stats(args, grids, arrays, ours, public, easy_share, dropped) -> dict:
         "needs_guessing_share": {
             k: round(float((np.asarray(v) > 0).mean()), 4) if len(v) else 0.0 for k, v in ours.items()
         },
+        "rating_source": (
+            "the csv's rating column"
+            if args.from_csv
+            else "tdoku's guess count (puzzles.sudoku.rate) on the puzzle as stored"
+            if args.box == "3x3"
+            else "our solver's guess count mapped by puzzles.sudoku.to_public_scale (tdoku is 9x9 only)"
+        ),
         "rating_ours": {k: rating_summary(v) for k, v in ours.items()},
         "rating_public_scale": {k: rating_summary(v) for k, v in public.items()},
         "target_histogram": dict(zip(BUCKET_NAMES, TARGET_SHARES, strict=True)),
@@ -505,6 +678,12 @@ def main(argv=None) -> int:
         arrays, t_aug = assemble(grids, args.num_aug, args.seed, args.box)
         timings["augment_s"] = t_aug
         stats = _stats(args, grids, arrays, ours, public, easy_share, dropped)
+        if args.box == "3x3":
+            t1 = time.perf_counter()
+            stats["rating_reoriented"] = {
+                k: rating_summary(v) for k, v in reoriented_rating(grids, args.seed).items()
+            }
+            timings["reoriented_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0
         stats["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         write_dataset(out, arrays, csv_rows=csv_rows, stats=stats, overwrite=args.overwrite)
@@ -518,6 +697,9 @@ def main(argv=None) -> int:
                 f"{k}: {stats['counts'][k]} puzzles, {stats['examples'][k]} examples, "
                 f"public-scale rating mean {hist[k]['mean']}, histogram {hist[k]['histogram']}"
             )
+            if "rating_reoriented" in stats:
+                re = stats["rating_reoriented"][k]
+                print(f"  re-oriented: mean {re['mean']}, histogram {re['histogram']}")
         print(f"wrote {out} in {timings['total_s']:.1f}s")
     return 0
 

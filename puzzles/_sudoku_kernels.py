@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from puzzles import _tdoku_rating as R
+
 # ----------------------------------------------------------------------------- propagation
 
 
@@ -419,23 +421,136 @@ def _neighbour(p, q, geo):
     return True
 
 
+@njit(cache=True)
+def _rater_work():
+    """Work space of one thread for :func:`puzzles._tdoku_rating.rate_one`."""
+    return (
+        np.empty(81, np.int8),
+        np.empty((R.MAX_DEPTH, 9, 4), np.uint64),
+        np.empty((R.MAX_DEPTH, 6, 6), np.int32),
+        np.empty((R.MAX_DEPTH, 6, 6), np.int32),
+        np.empty((R.MAX_TASKS, 6), np.int32),
+        np.empty(R.MAX_DEPTH, np.int64),
+        np.empty(R.MAX_DEPTH, np.int64),
+    )
+
+
+@njit(cache=True)
+def _rate_images(q, images, ratings, rowmap, colmap, digitmap, work):
+    """Rate ``images.shape[0]`` uniformly random symmetry images of the 9x9 puzzle ``q`` with the
+    tdoku rater; ``images`` receives them and ``ratings`` their ratings. Returns the sum of the
+    ratings, or -1 when one of them fails (no solution, or work space exhausted).
+
+    tdoku's count on one orientation is largely noise for hard puzzles (docs/reference.md,
+    "Sudoku-Extreme"); the mean over random images measures what any orientation costs.
+    """
+    sol, boxes, configs, pending, tasks, gb, gc = work
+    total = 0
+    for k in range(images.shape[0]):
+        tr = _random_transform(9, 3, 3, True, rowmap, colmap, digitmap)
+        for r in range(9):
+            for c in range(9):
+                src = colmap[c] * 9 + rowmap[r] if tr else rowmap[r] * 9 + colmap[c]
+                images[k, r * 9 + c] = digitmap[q[src]]
+        g, st = R.rate_one(images[k], sol, boxes, configs, pending, tasks, gb, gc)
+        if st != R.OK:
+            return -1
+        ratings[k] = g
+        total += g
+    return total
+
+
+@njit(cache=True, inline="always")
+def _median_index(ratings):
+    """Index of the lower median of ``ratings`` (the first such entry)."""
+    m = ratings.shape[0]
+    order = np.argsort(ratings, kind="mergesort")
+    return order[(m - 1) // 2]
+
+
+@njit(cache=True, inline="always")
+def _lowest_sum(ratings, keep):
+    """Sum of the ``keep`` lowest entries of ``ratings``."""
+    srt = np.sort(ratings)
+    total = 0
+    for k in range(keep):
+        total += srt[k]
+    return total
+
+
 @njit(cache=True, parallel=True)
-def climb_islands(seeds, pool_size, iters, archive_cap, geo):
+def orient_batch(puzzles, solutions, seeds, samples, which):
+    """Rate ``samples`` random symmetry images of each 9x9 (puzzle, solution) (item i seeded by
+    ``seeds[i]``) and move the item to image ``which[i]``, or, where ``which[i]`` < 0, to its
+    *median orientation* (the image whose tdoku rating is the lower median).
+
+    The same seed gives the same images, so a caller can rate first and pick an image later.
+    Returns puzzles, solutions (B, 81) int8, the stored image's rating (B,) and the ratings of all
+    the images (B, samples) (-1 where rating failed; the item is then left as it was).
+    """
+    b = puzzles.shape[0]
+    out_p = puzzles.copy()
+    out_s = solutions.copy()
+    stored = np.full(b, -1, np.int64)
+    image_ratings = np.full((b, samples), -1, np.int64)
+    for i in prange(b):
+        np.random.seed(seeds[i])
+        work = _rater_work()
+        rowmap = np.empty(9, np.int64)
+        colmap = np.empty(9, np.int64)
+        digitmap = np.empty(10, np.int8)
+        images = np.empty((samples, 81), np.int8)
+        ratings = image_ratings[i]
+        total = _rate_images(puzzles[i], images, ratings, rowmap, colmap, digitmap, work)
+        if total < 0:
+            continue
+        pick = _median_index(ratings) if which[i] < 0 else which[i]
+        # Replay the same draws up to the picked transform, to move the solution with it.
+        np.random.seed(seeds[i])
+        for _k in range(pick + 1):
+            tr = _random_transform(9, 3, 3, True, rowmap, colmap, digitmap)
+        for r in range(9):
+            for c in range(9):
+                src = colmap[c] * 9 + rowmap[r] if tr else rowmap[r] * 9 + colmap[c]
+                out_s[i, r * 9 + c] = digitmap[solutions[i, src]]
+        out_p[i] = images[pick]
+        stored[i] = ratings[pick]
+    return out_p, out_s, stored, image_ratings
+
+
+@njit(cache=True, inline="always")
+def _same(a, b):
+    for j in range(a.shape[0]):
+        if a[j] != b[j]:
+            return False
+    return True
+
+
+@njit(cache=True, parallel=True)
+def climb_islands(seeds, pool_size, iters, archive_cap, samples, keep, geo):
     """Neighbourhood hill climbing on islands: one independent pool of puzzles per seed.
 
     Each island starts from ``pool_size`` random minimal puzzles. Every iteration picks a parent
-    by a 2-way tournament (the larger search tree wins), makes a neighbour (drop 1-2 givens, add
-    1-2 random givens), and keeps it only when its solution is unique and its search tree
-    (guesses of the full uniqueness search) is at least the pool's smallest, which it replaces:
-    the pool keeps the hardest puzzles met. Every kept neighbour is also written to the island's
-    archive, a ring of the last ``archive_cap`` kept puzzles (so it spans easy to hard).
-    Returns archives (I, cap, N*N), their tree sizes (I, cap) and how many were kept (I,).
+    by a 2-way tournament (the higher score wins), makes a neighbour (drop 1-2 givens, add 1-2
+    random givens), and keeps it only when its solution is unique and its score is at least the
+    pool's lowest, which it replaces: the pool keeps the hardest puzzles met. Every kept neighbour
+    is also written to the island's archive, a ring of the last ``archive_cap`` kept puzzles (so it
+    spans easy to hard).
+
+    The score: with ``samples`` = 0, the guesses of our own full uniqueness search (any box
+    size); with ``samples`` > 0 (9x9 only), the sum of the ``keep`` lowest of tdoku's ratings of
+    that many random symmetry images (``keep`` = ``samples``: their mean; 1: their minimum).
+    Climbing one orientation's count selects puzzles that are hard for one solver's branching in
+    that orientation only (docs/reference.md, "Sudoku-Extreme"); the low ratings over images
+    select puzzles hard in any orientation (a mean alone still rewards puzzles that are very hard
+    in a few orientations and easy in others).
+    Returns archives (I, cap, N*N), their scores (I, cap) and how many were kept (I,).
     """
     n = geo[0].shape[1]
     ncell = n * n
     n_isl = seeds.shape[0]
     archive = np.zeros((n_isl, archive_cap, ncell), np.int8)
-    archive_tree = np.zeros((n_isl, archive_cap), np.int64)
+    archive_score = np.zeros((n_isl, archive_cap), np.int64)
     kept = np.zeros(n_isl, np.int64)
     for isl in prange(n_isl):
         np.random.seed(seeds[isl])
@@ -443,13 +558,24 @@ def climb_islands(seeds, pool_size, iters, archive_cap, geo):
         score = np.zeros(pool_size, np.int64)
         scratch = np.zeros(ncell, np.int8)
         stats = np.zeros(3, np.int64)
+        work = _rater_work()
+        rowmap = np.empty(9, np.int64)
+        colmap = np.empty(9, np.int64)
+        digitmap = np.empty(10, np.int8)
+        m = max(samples, 1)
+        images = np.empty((m, ncell), np.int8)
+        ratings = np.empty(m, np.int64)
         for i in range(pool_size):
             sol = _random_solution(ncell, geo)
             p = sol.copy()
             _minimise(p, geo, scratch, stats)
             _count2(p, geo, scratch, stats)
             pool[i] = p
-            score[i] = stats[2]
+            if samples > 0:
+                _rate_images(p, images, ratings, rowmap, colmap, digitmap, work)
+                score[i] = _lowest_sum(ratings, keep)
+            else:
+                score[i] = stats[2]
         q = np.zeros(ncell, np.int8)
         na = 0
         for _ in range(iters):
@@ -458,17 +584,26 @@ def climb_islands(seeds, pool_size, iters, archive_cap, geo):
             parent = a if score[a] >= score[b] else b
             if not _neighbour(pool[parent], q, geo):
                 continue
+            if samples > 0 and _same(q, pool[parent]):
+                # A given dropped and put back: with a noisy score, a copy would crowd the pool.
+                continue
             if _count2(q, geo, scratch, stats) != 1:
                 continue
+            if samples > 0:
+                if _rate_images(q, images, ratings, rowmap, colmap, digitmap, work) < 0:
+                    continue
+                s = _lowest_sum(ratings, keep)
+            else:
+                s = stats[2]
             worst = np.argmin(score)
-            if stats[2] >= score[worst]:
+            if s >= score[worst]:
                 pool[worst] = q
-                score[worst] = stats[2]
+                score[worst] = s
                 archive[isl, na % archive_cap] = q
-                archive_tree[isl, na % archive_cap] = stats[2]
+                archive_score[isl, na % archive_cap] = s
                 na += 1
         kept[isl] = na
-    return archive, archive_tree, kept
+    return archive, archive_score, kept
 
 
 # ----------------------------------------------------------------------------- symmetry

@@ -11,7 +11,8 @@ puzzle exactly as written, computed by our own Numba implementation of that algo
 (:mod:`puzzles._tdoku_rating`; docs/reference.md, "tdoku's rating as an algorithm"; it gives
 tdoku's count on every puzzle of the shared benchmark collections). :func:`solve_many` reports the
 guesses of our own exact solver (``guesses_first``), which works for every box shape; the dataset
-builder still draws its rating buckets from that count mapped by :func:`to_public_scale`.
+builder rates 9x9 puzzles with :func:`rate` and uses that count mapped by :func:`to_public_scale`
+only for 4x4 and 6x6 Sudoku, which tdoku's algorithm does not cover.
 """
 
 from __future__ import annotations
@@ -455,8 +456,8 @@ def rate(puzzles):
 # magictour top1465, forum hardest 1905 11+, forum hardest 1106); regenerate with
 # `python bench/bench_sudoku.py --calibrate`. Piecewise linear between knots, linear beyond.
 # Agrees with the public rating on collection averages only; for a 9x9 puzzle's own public
-# rating use `rate`. Kept because the dataset builder draws its buckets from our count (it also
-# covers 4x4 and 6x6 Sudoku, which tdoku's algorithm does not).
+# rating use `rate`. Kept for 4x4 and 6x6 Sudoku, which tdoku's algorithm does not cover: the
+# builder rates those sets with it.
 CALIBRATION_OURS = np.array(
     [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0]
 )
@@ -575,19 +576,40 @@ def random_minimal_seeded(seeds, box="3x3"):
     return K.random_minimal_batch(_check_seeds(seeds), geometry(box).tables())
 
 
-def climb(seeds, *, pool_size: int = 50, iters: int = 100_000, archive_cap: int = 4096, box="3x3"):
+def climb(
+    seeds,
+    *,
+    pool_size: int = 50,
+    iters: int = 100_000,
+    archive_cap: int = 4096,
+    samples: int = 0,
+    keep: int | None = None,
+    box="3x3",
+):
     """Hill-climb toward hard puzzles on independent islands, one per seed (see
     :func:`puzzles._sudoku_kernels.climb_islands`).
 
-    Returns one ``(puzzles, tree_sizes)`` pair per island: the puzzles the island kept, oldest
+    ``samples`` = 0 climbs our own solver's search-tree size (any box); ``samples`` = S > 0
+    (9x9 only) climbs the sum of the ``keep`` lowest public (tdoku) ratings of S random symmetry
+    images (``keep`` defaults to S, the mean).
+    Returns one ``(puzzles, scores)`` pair per island: the puzzles the island kept, oldest
     first (the last ``archive_cap`` of them), each with a unique solution and mostly harder
-    than the one before.
+    than the one before; ``scores`` are tree sizes (``samples`` = 0) or the sums of the ``keep``
+    lowest image ratings.
     """
     seeds = _check_seeds(seeds)
-    if pool_size < 2 or iters < 0 or archive_cap < 1:
-        raise ValueError("need pool_size >= 2, iters >= 0 and archive_cap >= 1")
-    arch, tree, kept = K.climb_islands(
-        seeds, int(pool_size), int(iters), int(archive_cap), geometry(box).tables()
+    keep = samples if keep is None else keep
+    if pool_size < 2 or iters < 0 or archive_cap < 1 or samples < 0:
+        raise ValueError("need pool_size >= 2, iters >= 0, archive_cap >= 1 and samples >= 0")
+    if samples and not 1 <= keep <= samples:
+        raise ValueError(f"keep must be in 1..samples ({samples}), got {keep}")
+    geo = geometry(box)
+    if samples and geo.n != 9:
+        raise ValueError(
+            f"samples > 0 climbs the public (tdoku) rating, defined for 9x9 only, not {geo.n}x{geo.n}"
+        )
+    arch, score, kept = K.climb_islands(
+        seeds, int(pool_size), int(iters), int(archive_cap), int(samples), int(keep), geo.tables()
     )
     out = []
     for i in range(len(seeds)):
@@ -596,5 +618,25 @@ def climb(seeds, *, pool_size: int = 50, iters: int = 100_000, archive_cap: int 
             order = np.arange(k)
         else:  # unroll the ring: oldest surviving entry first
             order = (np.arange(archive_cap) + k) % archive_cap
-        out.append((arch[i, order], tree[i, order]))
+        out.append((arch[i, order], score[i, order]))
     return out
+
+
+def orient(puzzles, solutions, seeds, samples: int, which=None):
+    """Rate ``samples`` random symmetry images of each 9x9 puzzle (item i seeded by ``seeds[i]``)
+    and move the puzzle and its solution to image ``which[i]`` (default, or where negative: the
+    median orientation, the image whose public rating is the lower median). Same seeds, same
+    images. Returns puzzles, solutions, the public rating as stored (B,), and the public ratings
+    of all the images (B, samples): how the puzzle rates across orientations.
+    """
+    p, geo = _as_batch(puzzles, None)
+    if geo.n != 9:
+        raise ValueError(f"orient uses the public (tdoku) rating, defined for 9x9 only, not {geo.n}x{geo.n}")
+    s, _ = _as_batch(solutions, "3x3")
+    seeds = _check_seeds(seeds)
+    if len(seeds) != len(p) or samples < 1:
+        raise ValueError("need one seed per puzzle and samples >= 1")
+    which = np.full(len(p), -1, np.int64) if which is None else np.asarray(which, dtype=np.int64)
+    if which.shape != (len(p),) or (which >= samples).any():
+        raise ValueError(f"which needs one image index (< {samples}, or -1) per puzzle")
+    return K.orient_batch(p, s, seeds, int(samples), which)

@@ -90,6 +90,40 @@ def test_no_test_puzzle_is_a_symmetry_image_of_a_train_puzzle(small_set):
     assert len(set(ctest)) == len(ctest) and len(ctrain) == len(train)
 
 
+def test_rating_column_is_tdokus_count_on_the_stored_puzzle(small_set):
+    for split in ("train", "test"):
+        rows = read_public_csv(small_set / f"{split}.csv")
+        assert [r[3] for r in rows] == S.rate([r[1] for r in rows]).tolist()
+    stats = json.loads((small_set / "stats.json").read_text())
+    assert stats["rating_source"].startswith("tdoku")
+    assert set(stats["rating_reoriented"]) == {"train", "test"}
+
+
+def test_reoriented_copies_keep_their_unique_solution(small_set):
+    rows = read_public_csv(small_set / "test.csv")
+    p, a = np.stack([S.parse(r[1]) for r in rows]), np.stack([S.parse(r[2]) for r in rows])
+    q, b = S.random_symmetry(p, a, seed=3)
+    assert not np.array_equal(q, p)
+    for qi, bi in zip(q, b, strict=True):
+        assert plain_count(qi, limit=2) == 1  # independent of the library's solver
+        assert S.check_solution(qi, bi)
+
+
+def test_orientation_draw_matches_the_histogram_over_images_not_one_image():
+    rng = np.random.default_rng(1)
+    # each candidate rates around its own level, with the spread of one orientation to the next
+    level = rng.choice([0, 2, 6, 15, 30, 80], size=4000)
+    images = np.maximum(0, np.round(level[:, None] * rng.lognormal(0, 0.5, (4000, 9)))).astype(int)
+    idx = G.draw_by_orientations(images, 1000)
+    assert len(set(idx.tolist())) == 1000
+    spread = np.stack([(G.bucket_of(images[idx]) == k).mean(axis=1) for k in range(6)], axis=1)
+    assert np.abs(spread.mean(axis=0) - np.asarray(G.TARGET_SHARES)).max() < 0.02
+    which = G.store_orientations(images[idx])
+    got = G.histogram(images[idx][np.arange(1000), which])
+    for name, share in zip(G.BUCKET_NAMES, G.TARGET_SHARES, strict=True):
+        assert abs(got[name] - share) < 0.005
+
+
 def test_stats_report_histograms_on_both_scales(small_set):
     stats = json.loads((small_set / "stats.json").read_text())
     assert stats["counts"] == {"train": 40, "test": 20} and stats["examples"] == {"train": 160, "test": 20}
@@ -231,6 +265,9 @@ def test_existing_output_is_never_clobbered_and_failures_leave_nothing(tmp_path)
         ["--pool-factor", "0.5"],
         ["--subsample-size", "3"],
         ["--box", "4x4"],
+        ["--samples", "0"],
+        ["--samples", "2", "--keep", "3"],
+        ["--orient-samples", "0"],
     ],
 )
 def test_bad_arguments_exit_with_a_message(tmp_path, argv):

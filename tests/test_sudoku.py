@@ -343,6 +343,35 @@ def test_climbed_puzzles_are_unique_and_get_harder():
     assert not np.array_equal(islands[0][0][:5], islands[1][0][:5])
 
 
+def test_climbing_the_mean_rating_over_images_gets_harder_in_any_orientation():
+    ((puzzles, scores),) = S.climb(S.item_seeds(6, 1), pool_size=8, iters=4000, samples=4)
+    r = S.solve_many(puzzles, limit=2)
+    assert (r.n_solutions == 1).all()
+    sol = r.solutions
+    # rated in orientations the climb never saw
+    _, _, _, fresh = S.orient(puzzles, sol, S.item_seeds(99, len(puzzles)), 8)
+    assert fresh[-10:].mean() > fresh[:10].mean()
+    assert scores[-5:].mean() > scores[:5].mean()
+    with pytest.raises(ValueError, match="9x9"):
+        S.climb(S.item_seeds(6, 1), iters=10, samples=2, box="2x3")
+
+
+def test_orient_moves_puzzle_and_solution_to_a_rated_image():
+    p, s, _ = S.random_minimal(6, seed=12)
+    seeds = S.item_seeds(3, 6)
+    q, t, stored, images = S.orient(p, s, seeds, 5)
+    assert images.shape == (6, 5)
+    assert np.array_equal(stored, S.rate(q))  # the stored rating is the rater's, on the stored grid
+    assert np.array_equal(stored, np.sort(images, axis=1)[:, 2])  # the median image
+    assert S.check_solution(q, t).all()
+    assert np.array_equal(S.canonical_form(q, t), S.canonical_form(p, s))  # a symmetry image
+    q2, _, stored2, images2 = S.orient(p, s, seeds, 5, which=[0, 1, 2, 3, 4, 0])
+    assert np.array_equal(images2, images) and np.array_equal(stored2, S.rate(q2))
+    assert np.array_equal(stored2, images[np.arange(6), [0, 1, 2, 3, 4, 0]])
+    with pytest.raises(ValueError, match="9x9"):
+        S.orient(*S.random_minimal(2, seed=1, box="2x3")[:2], S.item_seeds(1, 2), 3)
+
+
 def test_generation_is_seeded_and_thread_count_proof():
     before = numba.get_num_threads()
     try:
