@@ -583,14 +583,18 @@ def _parse_args(argv) -> tuple[argparse.Namespace, Path]:
     return args, out
 
 
+def _our_counts(splits: dict, box) -> dict:
+    """Our own exact solver's guesses to the first solution, per split (what stats.json records)."""
+    return {
+        k: S.solve_many(v[0], box=box).guesses_first if len(v[0]) else np.zeros(0) for k, v in splits.items()
+    }
+
+
 def _from_csv_parts(args) -> tuple:
     """Grids, ratings (ours and public), CSV rows and timings of a --from-csv build."""
     splits, dropped, timings = build_from_csv(args)
     grids = {k: (v[0], v[1]) for k, v in splits.items()}
-    ours = {
-        k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
-        for k, v in splits.items()
-    }
+    ours = _our_counts(splits, args.box)
     public = {k: v[2].astype(np.float64) for k, v in splits.items()}
     csv_rows = {
         k: [
@@ -608,10 +612,7 @@ def _generated_parts(args) -> tuple:
     splits, dropped, timings = build_generated(args)
     grids = {k: (v[0], v[1]) for k, v in splits.items()}
     # Our own solver's count, for the record (stats.json); the rating shipped is the public one.
-    ours = {
-        k: S.solve_many(v[0], box=args.box).guesses_first if len(v[0]) else np.zeros(0)
-        for k, v in splits.items()
-    }
+    ours = _our_counts(splits, args.box)
     public = {k: v[2] for k, v in splits.items()}
     csv_rows = {
         k: [
