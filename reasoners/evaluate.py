@@ -21,9 +21,20 @@ What it measures, on the first ``eval.max_puzzles`` test puzzles (all by default
   split at its quartiles over the evaluated puzzles). gridloop's builders write ``test.csv`` in the
   test split's order and never augment the test split; the ratings are used only when every
   evaluated row equals its CSV question, and skipped with a note otherwise;
+- ``breadth``: test-time breadth on the first ``eval.breadth.max_puzzles`` puzzles: K trajectories
+  per puzzle (``eval.breadth.trajectories``, one run of the largest K, each smaller K its first
+  trajectories), trajectory 0 plain and the others from an initial state with
+  ``eval.breadth.init_noise`` Gaussian noise and/or ``eval.breadth.step_noise`` noise on the carried
+  state after every step, one answer per puzzle chosen at each depth of ``eval.breadth.steps`` by
+  every selector of ``eval.breadth.selectors`` (convergence, q_head, first_halt, majority), beside the
+  plain trajectory and pass@K (see :mod:`reasoners.test_time`); ``eval.breadth=null`` skips it;
 - ``attractor`` (Attractor only, not ``solver="unroll"``): final accuracy re-measured for each
   ``(max_iter, tol)`` of ``eval.attractor`` on the first ``eval.attractor.max_puzzles`` puzzles, with
   the solver's map evaluations per supervision step and its relative residual at the last step.
+
+Every table gives the compute beside the accuracy: network calls per puzzle, counted by hooks on the
+reasoner's networks (:class:`reasoners.test_time.CallCounter`), so the strategies can be read as
+accuracy against compute.
 
 Writes ``evaluation.json`` and ``evaluation.md`` into the run directory (or ``out=``), atomically,
 and prints the markdown. :func:`evaluate` is the same without Hydra.
@@ -53,7 +64,15 @@ from reasoners.device import pick_device
 from reasoners.presets import count_parameters
 from reasoners.supervision import halting_rule, unwrap
 from reasoners.tasks import Task
-from reasoners.test_time import attractor_grid, has_solver_grid, means, score_rollout
+from reasoners.test_time import (
+    SELECTORS,
+    Breadth,
+    attractor_grid,
+    breadth_rollout,
+    has_solver_grid,
+    means,
+    score_rollout,
+)
 
 FORMAT = "gridloop-evaluation/1"
 
@@ -64,8 +83,16 @@ class EvalConfig:
 
     max_puzzles: int | None = None  # the first N test puzzles; None = all
     batch_size: int = 256
-    steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # test-time-compute curve (supervision steps)
+    steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)  # test-time-compute curve (supervision steps)
     ema: bool = True  # evaluate the EMA weights when the checkpoint has them
+    # test-time breadth (None: skip); one run of the largest K, the smaller ones are its first rows
+    breadth_trajectories: tuple[int, ...] | None = (1, 4, 16)
+    breadth_steps: tuple[int, ...] = (16, 64)  # depths at which the selectors choose
+    breadth_init_noise: float = 0.5
+    breadth_step_noise: float = 0.0
+    breadth_seed: int = 0
+    breadth_selectors: tuple[str, ...] = SELECTORS
+    breadth_max_puzzles: int | None = 256
     attractor_max_iter: tuple[int, ...] = (2, 4, 8, 16, 32)
     attractor_tol: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
     attractor_max_puzzles: int | None = 256  # the grid re-runs the model per point: keep it small
@@ -94,6 +121,23 @@ class EvalConfig:
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 < t < math.inf):
                 raise ValueError(f"every entry of eval.attractor.tol must be a positive number, got {t!r}")
         self.attractor_tol = tuple(float(t) for t in tols)
+        if self.breadth_trajectories is not None:
+            self.breadth_trajectories = int_list("eval.breadth.trajectories", self.breadth_trajectories)
+            self.breadth_steps = int_list("eval.breadth.steps", self.breadth_steps)
+            positive_int("eval.breadth.max_puzzles", self.breadth_max_puzzles, allow_none=True)
+            sels = _as_list("eval.breadth.selectors", self.breadth_selectors)
+            for sel in sels:
+                if sel not in SELECTORS:
+                    raise ValueError(
+                        f"unknown selector {sel!r} in eval.breadth.selectors: "
+                        f"expected some of {', '.join(SELECTORS)}"
+                    )
+            self.breadth_selectors = tuple(sels)
+            for key in ("init_noise", "step_noise", "seed"):
+                try:  # Breadth checks the values; the message names the eval key
+                    Breadth(**{key: getattr(self, f"breadth_{key}")})
+                except ValueError as e:
+                    raise ValueError(f"eval.breadth.{e}") from None
         if not isinstance(self.ema, bool):
             raise ValueError(f"eval.ema must be true or false, got {self.ema!r}")
 
@@ -234,19 +278,24 @@ def evaluate_model(
         "test_puzzles": n_total,
         "halt_max_steps": halt_max,
         "final": means(final_scores),
+        "calls_per_puzzle": r.calls.get(halt_max),  # network calls for the final answer
         "halting": {
             "rule": halting_rule(cfg),
             "mean_step": float(r.halt_step.mean()) if n else None,
             "never_fired": float((r.halt_step == halt_max).mean()) if n else None,
             **means(r.at_halt),
         },
-        "curve": [{"steps": s, **means(r.steps[s])} for s in sorted(config.steps)],
+        "curve": [
+            {"steps": s, **means(r.steps[s]), "calls_per_puzzle": r.calls.get(s)}
+            for s in sorted(config.steps)
+        ],
         "buckets": (
             difficulty_buckets(Path(data_root), task, split, rows, final_scores)
             if data_root is not None
             else {"skipped": "no dataset folder given"}
         ),
         "solver": r.solver,
+        "breadth": run_breadth(model, task, split, rows, config, device=device, log=log),
         "attractor": None,
     }
     if has_solver_grid(model):
@@ -268,6 +317,56 @@ def evaluate_model(
         }
     result["eval_wall_s"] = time.perf_counter() - t0
     return result
+
+
+def run_breadth(
+    model: nn.Module,
+    task: Task,
+    split: Split,
+    rows: np.ndarray,
+    config: EvalConfig,
+    *,
+    device: torch.device | str = "cpu",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The ``breadth`` section: every selector at every depth and breadth, or ``{"skipped": why}``."""
+    if config.breadth_trajectories is None:
+        return {"skipped": "eval.breadth=null"}
+    core = unwrap(model)
+    if not hasattr(core, "State"):
+        return {"skipped": f"{type(core).__name__} has no State to perturb"}
+    m = len(rows) if config.breadth_max_puzzles is None else min(len(rows), config.breadth_max_puzzles)
+    breadth = Breadth(
+        trajectories=max(config.breadth_trajectories),
+        init_noise=config.breadth_init_noise,
+        step_noise=config.breadth_step_noise,
+        seed=config.breadth_seed,
+    )
+    log(
+        f"breadth: {breadth.trajectories} trajectories x {m} puzzles for {max(config.breadth_steps)} steps "
+        f"(init_noise {breadth.init_noise:g}, step_noise {breadth.step_noise:g}, seed {breadth.seed})"
+    )
+    r = breadth_rollout(
+        model,
+        task,
+        split,
+        rows[:m],
+        config.breadth_steps,
+        breadth,
+        ks=config.breadth_trajectories,
+        selectors=config.breadth_selectors,
+        batch_size=config.batch_size,
+        device=device,
+    )
+    return {
+        "puzzles": m,
+        "trajectories": list(r.ks),
+        "init_noise": breadth.init_noise,
+        "step_noise": breadth.step_noise,
+        "seed": breadth.seed,
+        "selectors": list(r.selectors),
+        "rows": r.table(),
+    }
 
 
 def run_dir_of(checkpoint: str | os.PathLike) -> Path:
@@ -324,6 +423,45 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _calls(v) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+SELECTOR_NAMES = {
+    "single": "trajectory 0",
+    "convergence": "convergence",
+    "q_head": "q-head",
+    "first_halt": "first to halt",
+    "majority": "majority",
+    "pass_at_k": "pass@K",
+}
+
+
+def _breadth_markdown(b: dict | None) -> list[str]:
+    if not b:
+        return []
+    if "skipped" in b:
+        return ["", "### Test-time breadth", "", f"Skipped: {b['skipped']}."]
+    strategies = ["single", *b["selectors"], "pass_at_k"]
+    lines = [
+        "",
+        "### Test-time breadth",
+        "",
+        f"First {b['puzzles']} puzzles, K trajectories each: trajectory 0 plain, the others with "
+        f"initial-state noise {b['init_noise']:g} and step noise {b['step_noise']:g} (seed {b['seed']}). "
+        "Exact accuracy of the answer each selector picks; pass@K (any trajectory right) bounds them all.",
+        "",
+        "| steps | K | network calls / puzzle | " + " | ".join(SELECTOR_NAMES[s] for s in strategies) + " |",
+        "|---:|---:|---:|" + "---:|" * len(strategies),
+    ]
+    for row in b["rows"]:
+        cells = " | ".join(_pct(row[s]["exact"]) for s in strategies)
+        lines.append(
+            f"| {row['steps']} | {row['trajectories']} | {_calls(row['calls_per_puzzle'])} | {cells} |"
+        )
+    return lines
+
+
 def to_markdown(result: dict) -> str:
     """The evaluation as markdown tables."""
     task = result.get("task", {})
@@ -359,13 +497,19 @@ def to_markdown(result: dict) -> str:
         ]
     lines += [
         "",
-        "### Test-time compute",
+        "### Test-time depth",
         "",
-        "| supervision steps | exact | valid | cell |",
-        "|---:|---:|---:|---:|",
+        "One trajectory per puzzle; network calls per puzzle counted by hooks on the reasoner's networks.",
+        "",
+        "| supervision steps | network calls / puzzle | exact | valid | cell |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for p in result["curve"]:
-        lines.append(f"| {p['steps']} | {_pct(p['exact'])} | {_pct(p['valid'])} | {_pct(p['cell'])} |")
+        lines.append(
+            f"| {p['steps']} | {_calls(p.get('calls_per_puzzle'))} | {_pct(p['exact'])} | {_pct(p['valid'])} "
+            f"| {_pct(p['cell'])} |"
+        )
+    lines += _breadth_markdown(result.get("breadth"))
     b = result["buckets"]
     lines += ["", "### By difficulty", ""]
     if "skipped" in b:
@@ -391,14 +535,16 @@ def to_markdown(result: dict) -> str:
             "",
             f"First {a['puzzles']} puzzles; trained with max_iter {c['max_iter']}, tol {c['tol']:g}.",
             "",
-            "| max_iter | tol | exact | valid | cell | map evals / step | rel. residual | converged |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| max_iter | tol | network calls / puzzle | exact | valid | cell | map evals / step "
+            "| rel. residual | converged |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for g in a["grid"]:
             res = "-" if g["rel_residual"] is None else f"{g['rel_residual']:.2e}"
             lines.append(
-                f"| {g['max_iter']} | {g['tol']:g} | {_pct(g['exact'])} | {_pct(g['valid'])} "
-                f"| {_pct(g['cell'])} | {g['map_evals_per_step']:.2f} | {res} | {_pct(g['converged'])} |"
+                f"| {g['max_iter']} | {g['tol']:g} | {_calls(g.get('calls_per_puzzle'))} "
+                f"| {_pct(g['exact'])} | {_pct(g['valid'])} | {_pct(g['cell'])} "
+                f"| {g['map_evals_per_step']:.2f} | {res} | {_pct(g['converged'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -429,16 +575,30 @@ def config_from_cfg(cfg: DictConfig) -> EvalConfig:
     """An :class:`EvalConfig` from ``cfg.eval``; unknown keys are refused by name."""
     ev = OmegaConf.to_container(cfg.get("eval") or {}, resolve=True)
     att = ev.pop("attractor", None) or {}
-    known = {f.name for f in dataclasses.fields(EvalConfig)}
+    # nested groups (eval.attractor.*, eval.breadth.*) are the only spelling of their fields
+    known = {
+        f.name for f in dataclasses.fields(EvalConfig) if not f.name.startswith(("breadth_", "attractor_"))
+    }
     fields = {k: v for k, v in ev.items() if k in known}
+    has_breadth = "breadth" in ev
+    breadth = ev.pop("breadth", None)
+    breadth_keys = ("trajectories", "steps", "init_noise", "step_noise", "seed", "selectors", "max_puzzles")
     unknown = sorted(set(ev) - known) + sorted(
         f"attractor.{k}" for k in att if k not in ("max_iter", "tol", "max_puzzles")
     )
+    if isinstance(breadth, dict):
+        unknown += sorted(f"breadth.{k}" for k in breadth if k not in breadth_keys)
+    elif breadth is not None:
+        raise ValueError(f"eval.breadth must be a group of keys or null (skip), got {breadth!r}")
     if unknown:
         raise ValueError(f"unknown eval keys: {', '.join('eval.' + k for k in unknown)}")
     for k in ("max_iter", "tol", "max_puzzles"):
         if k in att:
             fields[f"attractor_{k}"] = att[k]
+    if has_breadth and breadth is None:
+        fields["breadth_trajectories"] = None
+    for k in breadth or {}:
+        fields[f"breadth_{k}"] = breadth[k]
     return EvalConfig(**fields)
 
 

@@ -298,6 +298,8 @@ def rollout(
     n_steps: int | None = None,
     *,
     solver_iterates: bool = False,
+    state: Any = None,
+    perturb: Callable[[Any, int], Any] | None = None,
 ) -> Iterator[StepOutput]:
     """Step ``batch`` from the initial state for ``n_steps`` supervision steps (default: the
     reasoner's ``halt_max_steps``, as evaluation does), yielding each step's :class:`StepOutput`.
@@ -305,15 +307,20 @@ def rollout(
     No halting: every slot runs every step (score the halting head with :func:`halt_fires`). With
     ``solver_iterates`` the Attractor's ``extras["solver"]`` also holds every solver iterate (see
     :func:`records_iterates`). Put the model in the mode you want (``eval()``) first.
+
+    ``state``: start from this state instead of ``initial_state`` (test-time breadth draws its own);
+    ``perturb(state, step)``: applied to the carried state after step ``step`` (1-based) before the
+    next one (noise in the recursion); the yielded output keeps the unperturbed state.
     """
     core = unwrap(model)
     n_steps = core.config.halt_max_steps if n_steps is None else n_steps
-    state = core.initial_state(batch["inputs"].shape[0], batch["inputs"].device)
+    if state is None:
+        state = core.initial_state(batch["inputs"].shape[0], batch["inputs"].device)
     with _solver_iterates(core, solver_iterates):
-        for _ in range(n_steps):
+        for step in range(1, n_steps + 1):
             out = StepOutput(*model(state, batch))
             yield out
-            state = out.state
+            state = out.state if perturb is None else perturb(out.state, step)
 
 
 def last_step(steps: Iterator[StepOutput]) -> StepOutput:

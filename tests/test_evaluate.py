@@ -55,7 +55,12 @@ def test_figures_match_an_independent_rollout(sudoku_run):
     """Exact, valid, cell and halting of a real (untrained) TRM equal a direct computation from
     run_steps on the whole set at once (evaluate batches 5 at a time)."""
     tmp, arrays = sudoku_run
-    result = ev.evaluate(tmp / "run", ev.EvalConfig(steps=(1, 2, 6), batch_size=5), device="cpu", **QUIET)
+    result = ev.evaluate(
+        tmp / "run",
+        ev.EvalConfig(steps=(1, 2, 6), batch_size=5, breadth_trajectories=None),
+        device="cpu",
+        **QUIET,
+    )
     model = tiny_model("trm").eval()
     split = ev.load_test_split(tmp / "data", SUDOKU4)
     batch = to_batch(split, np.arange(len(arrays["inputs"])))
@@ -239,7 +244,9 @@ def test_attractor_solver_grid(tmp_path, torch_one_thread):
     path = save_tiny_checkpoint(
         tmp_path / "a.pt", model, "attractor", SUDOKU4, data_config(tmp_path / "data")
     )
-    config = ev.EvalConfig(steps=(1, 2), attractor_max_iter=(1, 3), attractor_tol=(1e-3,))
+    config = ev.EvalConfig(
+        steps=(1, 2), attractor_max_iter=(1, 3), attractor_tol=(1e-3,), breadth_trajectories=None
+    )
     result = ev.evaluate(path, config, device="cpu", **QUIET)
     grid = {(g["max_iter"], g["tol"]): g for g in result["attractor"]["grid"]}
     assert set(grid) == {(1, 1e-3), (3, 1e-3)}
@@ -267,8 +274,11 @@ def test_attractor_solver_grid(tmp_path, torch_one_thread):
 
 def test_writes_json_and_markdown_where_asked(sudoku_run):
     tmp, _ = sudoku_run
-    result = ev.evaluate(tmp / "run", ev.EvalConfig(steps=(1,)), device="cpu", **QUIET)
+    config = ev.EvalConfig(steps=(1,), breadth_trajectories=(1, 2), breadth_steps=(2,), breadth_max_puzzles=6)
+    result = ev.evaluate(tmp / "run", config, device="cpu", **QUIET)
     json_path, md_path = ev.write_outputs(result)
+    assert "### Test-time breadth" in md_path.read_text()
+    assert [(r["steps"], r["trajectories"]) for r in result["breadth"]["rows"]] == [(2, 1), (2, 2)]
     assert (json_path, md_path) == (tmp / "run" / "evaluation.json", tmp / "run" / "evaluation.md")
     assert json.loads(json_path.read_text())["final"] == result["final"]
     assert md_path.read_text() == ev.to_markdown(result)
@@ -290,6 +300,14 @@ def test_bad_eval_values_name_the_key():
         (dict(attractor_tol=[1e-3, -1]), "eval.attractor.tol must be a positive number"),
         (dict(attractor_max_iter=[2.5]), "eval.attractor.max_iter"),
         (dict(ema="yes"), "eval.ema must be true or false"),
+        (
+            dict(breadth_trajectories=[0, 4]),
+            "every entry of eval.breadth.trajectories must be a positive integer",
+        ),
+        (dict(breadth_selectors=["vote"]), "unknown selector 'vote' in eval.breadth.selectors"),
+        (dict(breadth_init_noise=-0.5), "eval.breadth.init_noise must be a finite number >= 0"),
+        (dict(breadth_step_noise=float("nan")), "eval.breadth.step_noise must be a finite number"),
+        (dict(breadth_seed=-1), "eval.breadth.seed must be a non-negative integer"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -334,12 +352,23 @@ def test_shipped_config_composes_to_the_defaults(tmp_path):
         cfg = compose("evaluate")
         custom = compose("evaluate", ["eval.steps=[1,3]", "eval.attractor.tol=[0.1]", "eval.max_puzzles=5"])
         typo = compose("evaluate", ["+eval.max_puzles=5"])
+        breadth_typo = compose("evaluate", ["+eval.breadth.trajectory=[2]"])
+        flat = compose("evaluate", ["+eval.breadth_seed=3"])
+        off = compose("evaluate", ["eval.breadth=null"])
+        wide = compose("evaluate", ["eval.breadth.trajectories=[1,32]", "eval.breadth.step_noise=0.1"])
     assert cfg.checkpoint is None and cfg.get("data") is None and cfg.data_dir is None
     assert ev.config_from_cfg(cfg) == ev.EvalConfig()
     c = ev.config_from_cfg(custom)
     assert (c.steps, c.attractor_tol, c.max_puzzles) == ((1, 3), (0.1,), 5)
     with pytest.raises(ValueError, match="unknown eval keys: eval.max_puzles"):
         ev.config_from_cfg(typo)
+    with pytest.raises(ValueError, match="unknown eval keys: eval.breadth.trajectory$"):
+        ev.config_from_cfg(breadth_typo)
+    with pytest.raises(ValueError, match="unknown eval keys: eval.breadth_seed$"):
+        ev.config_from_cfg(flat)  # the nested group is the only spelling
+    assert ev.config_from_cfg(off).breadth_trajectories is None
+    w = ev.config_from_cfg(wide)
+    assert (w.breadth_trajectories, w.breadth_step_noise, w.breadth_steps) == ((1, 32), 0.1, (16, 64))
     with pytest.raises(ValueError, match="no checkpoint given"):
         ev.run(cfg, **QUIET)
 
@@ -356,6 +385,7 @@ def test_data_config_by_name(sudoku_run, tmp_path):
         f"name: other\npuzzle: sudoku\ndir: {other}\nauto_build: false\n"
     )
     overrides = [f"checkpoint={tmp / 'run'}", "data=other", "eval.steps=[1]", f"out={tmp_path / 'o.json'}"]
+    overrides.append("eval.breadth=null")
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("evaluate", overrides)
     result = ev.run(cfg, **QUIET)
@@ -370,6 +400,7 @@ def test_cli_end_to_end(sudoku_run):
     work = tmp / "cwd"
     work.mkdir()
     args = [f"checkpoint={tmp / 'run'}", "eval.steps=[1,2]", "eval.max_puzzles=10", "device=cpu"]
+    args += ["eval.breadth.trajectories=[1,3]", "eval.breadth.steps=[2]", "eval.breadth.selectors=[majority]"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "reasoners.evaluate", *args], cwd=work, env=env, capture_output=True, text=True
@@ -378,6 +409,10 @@ def test_cli_end_to_end(sudoku_run):
     assert "| exact accuracy |" in done.stdout
     saved = json.loads((tmp / "run" / "evaluation.json").read_text())
     assert saved["puzzles"] == 10 and [p["steps"] for p in saved["curve"]] == [1, 2]
+    assert saved["breadth"]["selectors"] == ["majority"] and saved["breadth"]["puzzles"] == 10
+    assert saved["breadth"]["rows"][-1]["calls_per_puzzle"] == pytest.approx(
+        3 * saved["curve"][1]["calls_per_puzzle"]
+    )
     assert list(work.iterdir()) == []  # no outputs/, .hydra/ or log files
 
 
