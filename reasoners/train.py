@@ -47,7 +47,15 @@ from reasoners.data import Dataset, TrainSampler, ensure_dataset, eval_rows, loa
 from reasoners.device import pick_device
 from reasoners.optim import EMA, SparseSignSGD, build_optimizer, lr_at
 from reasoners.presets import build, count_parameters
-from reasoners.supervision import Carry, act_loss, initial_carry, last_step, rollout, supervision_step, unwrap
+from reasoners.supervision import (
+    Carry,
+    act_loss,
+    halt_fires,
+    initial_carry,
+    rollout,
+    supervision_step,
+    unwrap,
+)
 from reasoners.tasks import Task, score
 from reasoners.train_config import TrainerConfig
 
@@ -57,7 +65,7 @@ TRAIN_COLUMNS = (
     "step", "epoch", "wall_s", "lr", "loss", "lm_loss", "q_halt_loss", "q_continue_loss", "aux_loss",
     "train_exact", "train_cell", "train_steps", "q_halt_accuracy", "halted",
     "solver_rel_residual", "solver_nstep", "solver_evals_per_sample", "solver_converged", "grad_norm",
-    "eval_exact", "eval_valid", "eval_cell",
+    "eval_exact", "eval_valid", "eval_cell", "eval_halt_exact", "eval_halt_valid", "eval_halt_step",
     "eval_rho_median", "eval_rho_q95", "eval_rho_below_1", "eval_warm_start_residual",
     "eval_ema_rho_median", "eval_ema_rho_q95", "eval_ema_rho_below_1", "eval_ema_warm_start_residual",
 )  # fmt: skip
@@ -228,18 +236,39 @@ def evaluate_split(
     model, task: Task, split, device, ctx: Dist, *, batch_size: int, max_rows=None, precision="auto"
 ):
     """Exact, rule-valid and cell accuracy of the final supervision step over the test split (every
-    example once, dealt over the ranks). Returns plain floats."""
+    example once, dealt over the ranks), and exact / valid accuracy at the step where the reasoner's
+    own halting head first fires (``halt_exact``, ``halt_valid``; ``halt_step`` its mean; the last
+    step where it never fires, as :mod:`reasoners.evaluate` reports it). Returns plain floats."""
     was_training = model.training
     model.eval()
-    sums = {"exact": 0.0, "valid": 0.0, "cell": 0.0, "count": 0.0}
+    core = unwrap(model)
+    halt_max, q_continue = core.config.halt_max_steps, core.config.q_continue
+    keys = ("exact", "valid", "cell", "halt_exact", "halt_valid", "halt_step", "count")
+    sums = dict.fromkeys(keys, 0.0)
     for rows in eval_rows(len(split.inputs), batch_size, ctx.rank, ctx.world_size, max_rows):
         batch = to_batch(split, rows, device)
+        pending = torch.ones(len(rows), dtype=torch.bool, device=device)
+        halt_preds = halt_step = None
         with _autocast(device, precision):
-            preds = last_step(rollout(model, batch)).logits.argmax(-1)
-        s = score(task, split.inputs[rows], split.labels[rows], preds.cpu().numpy())
+            for step, out in enumerate(rollout(model, batch), start=1):
+                preds = out.logits.argmax(-1)
+                if halt_preds is None:
+                    halt_preds, halt_step = (
+                        preds.clone(),
+                        torch.full_like(pending, halt_max, dtype=torch.long),
+                    )
+                newly = pending & (halt_fires(out.q_logits, q_continue) | (step == halt_max))
+                halt_preds[newly], halt_step[newly] = preds[newly], step
+                pending &= ~newly
+        inputs, labels = split.inputs[rows], split.labels[rows]
+        s = score(task, inputs, labels, preds.cpu().numpy())
+        h = score(task, inputs, labels, halt_preds.cpu().numpy())
         sums["exact"] += float(s["exact"].sum())
         sums["valid"] += float(s["valid"].sum())
         sums["cell"] += float(s["cell"].sum())
+        sums["halt_exact"] += float(h["exact"].sum())
+        sums["halt_valid"] += float(h["valid"].sum())
+        sums["halt_step"] += float(halt_step.sum())
         sums["count"] += len(rows)
     model.train(was_training)
     sums = _all_reduce_sum(sums, ctx, device)
@@ -600,6 +629,8 @@ def _bar_fields(row: dict, last_eval: dict | None) -> dict[str, str]:
     fields = {"loss": f"{row['loss']:.3f}", "train_exact": f"{row.get('train_exact') or 0:.2f}"}
     if last_eval:
         fields["test_exact"] = f"{last_eval['exact']:.3f}"
+        if "halt_exact" in last_eval:
+            fields["at_halt"] = f"{last_eval['halt_exact']:.3f}"
     if row.get("solver_rel_residual") is not None:
         fields["residual"] = f"{row['solver_rel_residual']:.1e}"
     return fields
@@ -620,7 +651,8 @@ def _evaluate(run: _Run, elapsed: float) -> None:
         run.metrics_log.write({"step": run.step, "epoch": run.sampler.epoch, "wall_s": elapsed, **evals})
     run.say(
         f"step {run.step}: test exact {ev['exact']:.3f}, valid {ev['valid']:.3f}, "
-        f"cell {ev['cell']:.3f} ({elapsed:.0f} s)"
+        f"cell {ev['cell']:.3f} at the last step; exact {ev['halt_exact']:.3f} at the halting step "
+        f"(mean {ev['halt_step']:.2f}) ({elapsed:.0f} s)"
     )
 
 

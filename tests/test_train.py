@@ -298,6 +298,14 @@ def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
     s = score(task, test.inputs, test.labels, preds)
     assert summary["final"]["exact"] == pytest.approx(s["exact"].mean())
     assert summary["final"]["cell"] == pytest.approx(s["cell"].mean())
+    # and at the halting step, as reasoners.evaluate scores it (an independent pass over the same rows)
+    from reasoners.test_time import score_rollout
+
+    r = score_rollout(net, task, test, np.arange(len(test.inputs)), [1])
+    assert summary["final"]["halt_exact"] == pytest.approx(r.at_halt["exact"].mean())
+    assert summary["final"]["halt_valid"] == pytest.approx(r.at_halt["valid"].mean())
+    assert summary["final"]["halt_step"] == pytest.approx(r.halt_step.mean())
+    assert all(r_["eval_halt_step"] for r_ in eval_rows)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
