@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The laptop tier: train HRM, TRM and the Attractor one after another on this CPU for the experiment's
-# wall-time budget each, evaluate them, and compare them in one table and figure.
+# budget each (laptop_smoke, laptop_sudoku: a number of updates; laptop_maze: still wall time), evaluate
+# them, and compare them in one table and figure.
 #
-#   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, 15 minutes per reasoner
-#   bash bench/laptop_tier.sh laptop_smoke         # 4x4 Sudoku, 3 minutes per reasoner
+#   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, ~15 minutes per reasoner
+#   bash bench/laptop_tier.sh laptop_smoke         # 4x4 Sudoku, 2,000 updates per reasoner
 #   bash bench/laptop_tier.sh laptop_maze          # 6x6 unique-path mazes
 #   MODELS=trm bash bench/laptop_tier.sh laptop_sudoku trainer.max_minutes=5   # extra Hydra overrides
 #
 # Writes runs/laptop_tier/<experiment>/{<n>-<model>-tiny/, comparison.md, comparison.csv, comparison.png}.
-# Run it on an otherwise idle machine: the budget is wall time, so other load costs training steps.
+# Wall times are comparable only on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 experiment=${1:-laptop_sudoku}
@@ -21,10 +22,11 @@ out=runs/laptop_tier/$experiment
 rm -rf "$out"
 python -m reasoners.train -m "experiment=$experiment" "model=$models" trainer.progress=false \
   "hydra.sweep.dir=$out" "$@"
-# Evaluate every run (all test puzzles, curve to 32 steps; a small solver-budget grid for the Attractor).
+# Evaluate every run (all test puzzles, curve to 128 steps; breadth up to 16 trajectories at 16 steps on
+# 256 puzzles; a small solver-budget grid for the Attractor).
 for run in "$out"/*/; do
   if [ -f "$run/summary.json" ]; then
-    python -m reasoners.evaluate "checkpoint=$run" eval.attractor.max_puzzles=128 \
+    python -m reasoners.evaluate "checkpoint=$run" eval.attractor.max_puzzles=128 'eval.breadth.steps=[16]' \
       'eval.attractor.max_iter=[4,8,16,32]' 'eval.attractor.tol=[1e-3]' > /dev/null
   fi
 done
