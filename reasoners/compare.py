@@ -18,8 +18,20 @@ computed: threads, progress bar, resume, logger, evaluation batch size) form a *
 group has two or more runs, a second table gives each group's mean and range (min-max) over its seeds
 (``comparison_seeds.csv`` too) and says whether every group was trained for the same number of updates.
 
-The figure (``comparison.png``) has three panels: exact accuracy against supervision steps (test-time
-compute) per run, a dotted line at the steps the runs were trained with, and the trainer's
+Test-time compute, from each run's ``evaluation.json``: the depth curve carries the network calls
+per puzzle of each point, and the ``breadth`` section (K trajectories per puzzle, one answer chosen by
+each selector; see :mod:`reasoners.test_time`) the calls of each (depth, K). A third table (and
+``comparison_breadth.csv``) gives per run, at the largest depth of its breadth rows, the selector with
+the highest exact accuracy over the breadths K > 1 (ties: the smaller K, then the selector listed
+first), its calls per puzzle, trajectory 0 alone at that depth and pass@K at that K. Evaluations
+written before calls or breadth were measured (or with breadth skipped) are kept, with a note under
+that table saying what is missing and how to measure it.
+
+The figure (``comparison.png``) has four panels. Top: exact accuracy against supervision steps
+(test-time depth) per run, a dotted line at the steps the runs were trained with; and exact accuracy
+against network calls per puzzle (log x): per run (one colour) the depth curve (one trajectory,
+``o-``) and one line per selector over the breadths K at the largest breadth depth (pass@K dashed),
+the depth named in the title (in each run's label where runs differ). Bottom: the trainer's
 evaluation accuracy (``metrics.csv``) against updates and against training time.
 Outputs go to ``<first dir>/comparison.{md,csv,png}`` or ``--out DIR``, written atomically.
 """
@@ -402,6 +414,159 @@ def seeds_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
+# ----------------------------------------------------------------------------- test-time compute
+
+STRATEGY_NAMES = {"single": "trajectory 0", "pass_at_k": "pass@K"}  # selectors keep their config names
+
+
+@dataclass
+class Compute:
+    """One run's accuracy against test-time compute, from its ``evaluation.json``.
+
+    ``depth``: ``(calls per puzzle, exact, supervision steps)`` of the one-trajectory curve;
+    ``breadth``: strategy (every selector, ``single``, ``pass_at_k``) -> ``(K, calls per puzzle,
+    exact)`` over the breadths at ``breadth_steps``, the largest depth of the breadth rows; ``notes``
+    say what is missing and why."""
+
+    depth: list[tuple[float, float, int]] = field(default_factory=list)
+    breadth_steps: int | None = None
+    breadth_puzzles: int | None = None
+    selectors: list[str] = field(default_factory=list)
+    breadth: dict[str, list[tuple[int, float | None, float | None]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    rerun: bool = False  # a new evaluation would measure what is missing
+
+
+def compute_of(run: Run) -> Compute:
+    """What :func:`plot` and :func:`breadth_rows` draw from: old evaluations without call counts or a
+    breadth section give what they have, with a note."""
+    c = Compute()
+    ev = run.evaluation
+    if ev is None:
+        return c
+    counted = [(p.get("calls_per_puzzle"), p.get("exact"), p["steps"]) for p in ev.get("curve", [])]
+    c.depth = sorted(p for p in counted if p[0] is not None and p[1] is not None)
+    if ev.get("curve") and not c.depth:
+        c.notes.append(
+            "its depth curve has no network-call counts (an evaluation.json from before they were "
+            "counted, or a reasoner without network stacks)"
+        )
+        c.rerun = True
+    b = ev.get("breadth")
+    if b is None:
+        c.notes.append("no test-time breadth in its evaluation.json (written before breadth was measured)")
+        c.rerun = True
+        return c
+    if "skipped" in b:
+        c.notes.append(f"test-time breadth skipped: {b['skipped']}")
+        return c
+    rows = b.get("rows") or []
+    if not rows:
+        c.notes.append("its breadth section has no rows")
+        return c
+    c.breadth_steps = max(r["steps"] for r in rows)
+    c.breadth_puzzles = b.get("puzzles")
+    c.selectors = list(b.get("selectors") or [])
+    at = sorted((r for r in rows if r["steps"] == c.breadth_steps), key=lambda r: r["trajectories"])
+    for strategy in ("single", *c.selectors, "pass_at_k"):
+        c.breadth[strategy] = [
+            (r["trajectories"], r.get("calls_per_puzzle"), (r.get(strategy) or {}).get("exact")) for r in at
+        ]
+    if all(r.get("calls_per_puzzle") is None for r in at):
+        c.notes.append("its breadth rows have no network-call counts (a reasoner without network stacks)")
+    return c
+
+
+def compute_note(run: Run) -> str:
+    """One line: what the run's evaluation lacks for the compute table and figure, and the fix."""
+    c = compute_of(run)
+    fix = f" (rerun python -m reasoners.evaluate checkpoint={run.path})" if c.rerun else ""
+    return f"{run.name}: " + "; ".join(c.notes) + fix
+
+
+def best_selector(c: Compute) -> tuple[str, int] | None:
+    """``(selector, K)`` with the highest exact accuracy at ``c.breadth_steps`` over the breadths
+    K > 1 (K = 1 where none was run: every selector is then trajectory 0); ties go to the smaller K,
+    then to the selector listed first."""
+    if not c.selectors:
+        return None
+    candidates = [
+        (exact, -k, -i, sel)
+        for i, sel in enumerate(c.selectors)
+        for k, _, exact in c.breadth[sel]
+        if exact is not None
+    ]
+    wide = [x for x in candidates if -x[1] > 1]
+    if not (wide or candidates):
+        return None
+    _, neg_k, _, sel = max(wide or candidates)
+    return sel, -neg_k
+
+
+def breadth_rows(runs: Sequence[Run]) -> list[dict]:
+    """One flat dict per run with a breadth section: the best selector (:func:`best_selector`), its
+    exact accuracy and calls per puzzle, trajectory 0 alone at the same depth (calls of one
+    trajectory) and pass@K at the same K; what ``comparison_breadth.csv`` holds."""
+    out = []
+    for r in runs:
+        c = compute_of(r)
+        best = best_selector(c)
+        if best is None:
+            continue
+        sel, k = best
+        row = {p[0]: p for p in c.breadth[sel]}[k]
+        calls = row[1]
+        single = {p[0]: p for p in c.breadth["single"]}[k][2]
+        pass_k = {p[0]: p for p in c.breadth["pass_at_k"]}[k][2]
+        out.append(
+            {
+                "run": r.name,
+                "model": r.summary["model"],
+                "size": r.summary["size"],
+                "puzzles": c.breadth_puzzles,
+                "steps": c.breadth_steps,
+                "selector": sel,
+                "trajectories": k,
+                "exact": row[2],
+                "calls_per_puzzle": calls,
+                "single_exact": single,
+                "single_calls_per_puzzle": None if calls is None else calls / k,
+                "pass_at_k_exact": pass_k,
+            }
+        )
+    return out
+
+
+def _calls(v) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def breadth_markdown(rows: Sequence[dict], notes: Sequence[str] = ()) -> str:
+    lines = ["### Test-time compute: breadth", ""]
+    if rows:
+        head = ["run", "reasoner", "size", "puzzles", "steps", "best selector", "K", "exact"]
+        head += ["network calls / puzzle", "trajectory 0", "its calls / puzzle", "pass@K"]
+        lines += ["| " + " | ".join(head) + " |", "|---|---|---|---:|---:|---|" + "---:|" * 6]
+        for r in rows:
+            cells = [r["run"], r["model"], r["size"], r["puzzles"], r["steps"], r["selector"]]
+            cells += [r["trajectories"], _pct(r["exact"]), _calls(r["calls_per_puzzle"])]
+            cells += [_pct(r["single_exact"]), _calls(r["single_calls_per_puzzle"])]
+            cells.append(_pct(r["pass_at_k_exact"]))
+            lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+        lines += [
+            "",
+            "K trajectories per puzzle on the first `puzzles` test puzzles (evaluation.json's breadth "
+            "section), at `steps`, the largest depth it measured: the selector with the highest exact "
+            "accuracy over the breadths K > 1 (ties: the smaller K), beside trajectory 0 alone (no noise, "
+            "one trajectory's calls) and pass@K (any of the K right: the bound no selector can beat).",
+        ]
+    else:
+        lines.append("No run's evaluation.json has a test-time breadth section.")
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- figure
 
 
@@ -417,14 +582,25 @@ def labels(runs: Sequence[Run]) -> list[str]:
     return [f"{b} [{r.name}]" if base.count(b) > 1 else b for b, r in zip(base, runs, strict=True)]
 
 
+BREADTH_STYLES = {  # marker and line of each strategy's line in the compute panel
+    "convergence": dict(marker="s", linestyle="-"),
+    "q_head": dict(marker="^", linestyle="-"),
+    "first_halt": dict(marker="v", linestyle="-"),
+    "majority": dict(marker="D", linestyle="-"),
+    "pass_at_k": dict(marker="x", linestyle="--"),
+}
+DEPTH_STYLE = dict(marker="o", linestyle="-", linewidth=2.0)
+
+
 def plot(runs: Sequence[Run]) -> bytes:
-    """The three-panel figure as PNG bytes (matplotlib's Agg canvas, no pyplot state): exact accuracy
-    against supervision steps (test-time compute), against updates (the budget, machine-independent)
-    and against training time (this machine's)."""
+    """The four-panel figure as PNG bytes (matplotlib's Agg canvas, no pyplot state). Top: exact
+    accuracy against supervision steps, and against network calls per puzzle (test-time compute: the
+    depth curve and each selector's breadth line); bottom: the trainer's evaluation accuracy against
+    updates (the budget, machine-independent) and against training time (this machine's)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(15, 4.2), layout="constrained")
-    ax_steps, ax_updates, ax_time = fig.subplots(1, 3)
+    fig = Figure(figsize=(14, 8.6), layout="constrained")
+    (ax_steps, ax_compute), (ax_updates, ax_time) = fig.subplots(2, 2)
     names = labels(runs)
     for i, (run, name) in enumerate(zip(runs, names, strict=True)):
         color = f"C{i % 10}"
@@ -438,7 +614,7 @@ def plot(runs: Sequence[Run]) -> bytes:
             ax_updates.plot(steps, exact, ".-", ms=4, color=color, label=name)
             ax_time.plot([t / 60 for t in walls], exact, ".-", ms=4, color=color, label=name)
     ax_steps.set(
-        xlabel="supervision steps (test-time compute)", ylabel="exact accuracy", title="Test-time compute"
+        xlabel="supervision steps (test-time compute)", ylabel="exact accuracy", title="Test-time depth"
     )
     trainer_eval = "exact accuracy (trainer's eval)"
     ax_updates.set(xlabel="updates", ylabel=trainer_eval, title="Training, by updates")
@@ -461,9 +637,63 @@ def plot(runs: Sequence[Run]) -> bytes:
         ax_steps.set_xscale("log", base=2)
         steps = curve_steps(runs)
         ax_steps.set_xticks(steps, [str(s) for s in steps])
+    plot_compute(ax_compute, runs, names)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
+
+
+def plot_compute(ax, runs: Sequence[Run], names: Sequence[str]) -> None:
+    """Exact accuracy against network calls per puzzle (log x): per run (one colour) the depth curve
+    (one trajectory, more supervision steps) and, where its evaluation has a breadth section, one line
+    per selector (pass@K dashed) over the breadths K at the largest depth of its breadth rows."""
+    from matplotlib.lines import Line2D
+
+    computes = [compute_of(r) for r in runs]
+    drawn = []  # per run: (depth points, {strategy: breadth points}) with call counts
+    for c in computes:
+        lines = {
+            strategy: [(x, y) for _, x, y in points if x is not None and y is not None]
+            for strategy, points in c.breadth.items()
+            if strategy != "single"  # trajectory 0 is each line's K = 1 point
+        }
+        drawn.append(({k: v for k, v in lines.items() if v}, [(x, y) for x, y, _ in c.depth]))
+    depths = {c.breadth_steps for c, (lines, _) in zip(computes, drawn, strict=True) if lines}
+    handles, strategies = [], []
+    for i, (c, (lines, depth), name) in enumerate(zip(computes, drawn, names, strict=True)):
+        color = f"C{i % 10}"
+        if depth:
+            ax.plot(*zip(*depth, strict=True), color=color, **DEPTH_STYLE)
+        for strategy, pts in lines.items():
+            style = BREADTH_STYLES.get(strategy, dict(marker=".", linestyle="-"))
+            ax.plot(*zip(*pts, strict=True), color=color, linewidth=1.0, markersize=5, alpha=0.85, **style)
+            strategies.append(strategy)
+        if depth or lines:
+            label = name + (f", breadth at {c.breadth_steps} steps" if len(depths) > 1 and lines else "")
+            handles.append(Line2D([], [], color=color, linewidth=2.0, label=label))
+    title = "Test-time compute"
+    if len(depths) == 1:
+        title += f": depth, and breadth K at {depths.pop()} steps"
+    ax.set(xlabel="network calls per puzzle (log scale)", ylabel="exact accuracy", title=title)
+    if not ax.lines:
+        ax.text(
+            0.5,
+            0.5,
+            "no network-call counts in evaluation.json:\nrerun python -m reasoners.evaluate",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        return
+    handles.append(Line2D([], [], color="0.2", label="depth: 1 trajectory, more steps", **DEPTH_STYLE))
+    for strategy in dict.fromkeys(strategies):
+        style = BREADTH_STYLES.get(strategy, dict(marker=".", linestyle="-"))
+        label = f"breadth: {STRATEGY_NAMES.get(strategy, strategy)}"
+        handles.append(Line2D([], [], color="0.2", label=label, **style))
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(handles=handles, fontsize="x-small")
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -489,6 +719,10 @@ def compare(
     seeds = seed_rows(groups) if any(len(g) > 1 for g in groups) else []
     if seeds:
         markdown += "\n" + seeds_markdown(seeds)
+    breadth = breadth_rows(runs)
+    notes = [compute_note(r) for r in runs if compute_of(r).notes]
+    if breadth or notes:
+        markdown += "\n" + breadth_markdown(breadth, notes)
     folder = Path(out) if out is not None else Path(dirs[0])
     paths = {ext: folder / f"comparison.{ext}" for ext in ("md", "csv", "png")}
     atomic_write_text(paths["md"], markdown)
@@ -496,8 +730,18 @@ def compare(
     if seeds:
         paths["seeds_csv"] = folder / "comparison_seeds.csv"
         atomic_write_text(paths["seeds_csv"], to_csv(seeds))
+    if breadth:
+        paths["breadth_csv"] = folder / "comparison_breadth.csv"
+        atomic_write_text(paths["breadth_csv"], to_csv(breadth))
     atomic_write_bytes(paths["png"], plot(runs))
-    return {"runs": runs, "rows": rows, "seed_rows": seeds, "markdown": markdown, "paths": paths}
+    return {
+        "runs": runs,
+        "rows": rows,
+        "seed_rows": seeds,
+        "breadth_rows": breadth,
+        "markdown": markdown,
+        "paths": paths,
+    }
 
 
 def _positive(text: str) -> int:

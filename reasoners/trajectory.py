@@ -14,6 +14,13 @@ move) and all of them — the initial state, every carried state, every solver i
 One PCA per latent. This holds ``N x (P + L) x D`` floats per latent while recording, with ``N`` up to
 ``1 + steps x (max_iter + 2)`` (the solver's iterates take as much again): a few MB for the tiny
 models, ~100 MB for a 7M Attractor on Sudoku, ~2 GB for one on 30x30 mazes.
+
+:func:`record_breadth` records test-time breadth on one puzzle: K trajectories as K rows of one
+batch, built as :func:`reasoners.test_time.breadth_rollout` builds a puzzle's rows (``RowNoise`` of
+``(seed, puzzle index, k)``, ``initial_states``, ``step_perturbation``, ``rollout``), with each row's
+answer, scores, halting logits and convergence score at every step, and each selector's pick by
+:func:`reasoners.test_time.select` on the recorded step (:class:`BreadthTrajectories`). Only
+predictions and per-row numbers are kept, not logits or states.
 """
 
 from __future__ import annotations
@@ -28,6 +35,18 @@ from torch import nn
 from reasoners.layers import IGNORE_LABEL, LOSSES, log_stablemax
 from reasoners.supervision import StepOutput, halt_fires, halting_rule, records_iterates, rollout, unwrap
 from reasoners.tasks import Task, score
+from reasoners.test_time import (
+    CONVERGENCE_WINDOW,
+    SELECTORS,
+    Breadth,
+    BreadthStep,
+    CallCounter,
+    RowNoise,
+    _confidence,
+    initial_states,
+    select,
+    step_perturbation,
+)
 
 
 @dataclass
@@ -293,3 +312,175 @@ def _latent_paths(initial, outs: list[StepOutput], infos) -> list[LatentPath]:
         coords, explained = pca_2d(torch.stack(pts).numpy())
         paths.append(LatentPath(name, coords, explained, np.array(step), np.array(kind), np.array(iteration)))
     return paths
+
+
+# ----------------------------------------------------------------------------------- breadth
+
+
+@dataclass
+class BreadthTrajectories:
+    """K trajectories of one puzzle (S supervision steps, L cells), run as K rows of one batch exactly
+    as :func:`reasoners.test_time.breadth_rollout` runs that puzzle's rows: row k draws its noise from
+    the generator of ``(breadth.seed, puzzle_index, k)``; trajectory 0 is the plain one."""
+
+    task: Task
+    model_name: str
+    halting_rule: str
+    breadth: Breadth
+    puzzle_index: int  # the puzzle's index in the noise seeds (its test-split row in evaluate)
+    inputs: np.ndarray  # (L,)
+    labels: np.ndarray | None  # (L,) on-disk label tokens, None if unknown
+    preds: np.ndarray  # (K, S, L) decoded grid after each step
+    valid: np.ndarray  # (K, S) bool: a correct answer by the puzzle's own rules
+    q_halt: np.ndarray  # (K, S)
+    q_continue: np.ndarray  # (K, S)
+    confidence: np.ndarray  # (K, S) what the selectors read: q_halt (- q_continue for HRM-style heads)
+    halt_fires: np.ndarray  # (K, S) bool: the halting rule holds after this step
+    change: np.ndarray  # (K, S) mean |logits - previous step's logits| (NaN at step 1)
+    convergence: np.ndarray  # (K, S) breadth_rollout's score: mean change over the last <= 3 steps
+    cell_accuracy: np.ndarray | None = None  # (K, S)
+    exact: np.ndarray | None = None  # (K, S) bool
+    calls_per_trajectory: float | None = None  # network calls of one trajectory (CallCounter)
+    source: str = ""
+
+    @property
+    def K(self) -> int:
+        return int(self.preds.shape[0])
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.preds.shape[1])
+
+    def view(self, d: int | None = None) -> BreadthStep:
+        """The :class:`BreadthStep` of the K rows at depth ``d`` (1-based; default the last step),
+        built as ``breadth_rollout`` builds it."""
+        d = self.n_steps if d is None else int(d)
+        if not 1 <= d <= self.n_steps:
+            raise ValueError(f"depth {d} is outside the recorded 1..{self.n_steps} steps")
+        fired = self.halt_fires[:, :d]
+        first = np.where(fired.any(1), fired.argmax(1) + 1, d)  # (K,) first step the rule fires, else d
+        rows = np.arange(self.K)
+        return BreadthStep(
+            preds=self.preds[:, d - 1],
+            confidence=self.confidence[:, d - 1],
+            convergence=self.convergence[:, d - 1],
+            first_halt=first,
+            first_conf=self.confidence[rows, first - 1],
+            halt_preds=self.preds[rows, first - 1],
+        )
+
+    def picks(self, d: int | None = None) -> dict[str, int]:
+        """The trajectory each selector chooses at depth ``d`` (default the last step), by
+        :func:`reasoners.test_time.select`: the code evaluate's breadth uses."""
+        view = self.view(d)
+        return {sel: int(select(view, 1, self.K, self.K, sel)[0]) for sel in SELECTORS}
+
+    @property
+    def right(self) -> np.ndarray:
+        """(K,) bool: the last step's answer is exact (rule-valid where there is no label)."""
+        return (self.exact if self.exact is not None else self.valid)[:, -1]
+
+    @property
+    def stable(self) -> np.ndarray:
+        """(K,) bool: *converged* as the figure marks it: the decoded answer did not change over the
+        last ``CONVERGENCE_WINDOW`` steps (the window of the convergence score); False when fewer
+        steps were run."""
+        w = CONVERGENCE_WINDOW
+        if self.n_steps <= w:
+            return np.zeros(self.K, bool)
+        last = self.preds[:, -w - 1 :]  # (K, w + 1, L)
+        return (last == last[:, -1:]).all(axis=(1, 2))
+
+    @property
+    def convergence_rank(self) -> np.ndarray:
+        """(K,) 1 = the trajectory whose logits moved least at the last step (the convergence
+        selector's pick), ties to the lower index."""
+        order = np.argsort(self.convergence[:, -1], kind="stable")
+        rank = np.empty(self.K, dtype=np.int64)
+        rank[order] = np.arange(1, self.K + 1)
+        return rank
+
+
+@torch.no_grad()
+def record_breadth(
+    model: nn.Module,
+    task: Task,
+    inputs,
+    labels=None,
+    *,
+    breadth: Breadth,
+    puzzle_index: int = 0,
+    puzzle_identifier: int = 0,
+    steps: int | None = None,
+    model_name: str | None = None,
+    source: str = "",
+) -> BreadthTrajectories:
+    """Run ``breadth.trajectories`` trajectories of one puzzle for ``steps`` supervision steps
+    (default ``halt_max_steps``) as K rows of one batch, in eval mode, and record each row's answer,
+    scores, halting logits and convergence score at every step (see :class:`BreadthTrajectories`).
+
+    The rows are built as :func:`reasoners.test_time.breadth_rollout` builds them:
+    ``RowNoise(np.full(K, puzzle_index), np.arange(K), seed)``, :func:`initial_states`,
+    :func:`step_perturbation`, :func:`reasoners.supervision.rollout`."""
+    if not isinstance(breadth, Breadth):
+        raise ValueError(f"breadth must be a reasoners.test_time.Breadth, got {type(breadth).__name__}")
+    core = unwrap(model)
+    n_steps = _check_model(core, task, "stablemax", steps, puzzle_identifier)
+    if isinstance(puzzle_index, bool) or not isinstance(puzzle_index, (int, np.integer)) or puzzle_index < 0:
+        raise ValueError(f"puzzle_index must be a non-negative integer, got {puzzle_index!r}")
+    x = _check_tokens("puzzle", inputs, task)
+    y_label = _label_tokens(labels, task)
+    K = breadth.trajectories
+    device = next(core.parameters()).device
+    batch = {
+        "inputs": torch.as_tensor(x, dtype=torch.int32, device=device)[None].expand(K, -1).contiguous(),
+        "puzzle_identifiers": torch.full((K,), puzzle_identifier, dtype=torch.int32, device=device),
+    }
+    traj = np.arange(K)
+    noise = RowNoise(np.full(K, int(puzzle_index)), traj, breadth.seed)
+    cfg = core.config
+    preds, q, conf, fires, change, convergence = [], [], [], [], [], []
+    deltas: list[np.ndarray] = []
+    prev = None
+    with _eval(model), CallCounter(model) as counter:
+        state = initial_states(model, noise, traj, breadth.init_noise, device)
+        perturb = step_perturbation(model, noise, traj, breadth.step_noise, device)
+        for out in rollout(model, batch, n_steps, state=state, perturb=perturb):
+            logits = out.logits.float()  # as breadth_rollout scores it
+            if prev is not None:
+                deltas.append((logits - prev).abs().mean(dim=(1, 2)).cpu().numpy())
+            prev = logits
+            recent = deltas[-CONVERGENCE_WINDOW:]
+            change.append(deltas[-1] if deltas else np.full(K, np.nan, np.float32))
+            convergence.append(np.mean(recent, axis=0) if recent else np.zeros(K))
+            preds.append(logits.argmax(-1).cpu().numpy())
+            q.append(out.q_logits.double().cpu().numpy())
+            conf.append(_confidence(out.q_logits, cfg.q_continue).float().cpu().numpy())
+            fires.append(halt_fires(out.q_logits, cfg.q_continue).cpu().numpy())
+    P = np.stack(preds, 1)  # (K, S, L)
+    Q = np.stack(q, 1)  # (K, S, 2)
+    flat = P.reshape(-1, task.seq_len)
+    bt = BreadthTrajectories(
+        task=task,
+        model_name=model_name or type(core).__name__.lower(),
+        halting_rule=halting_rule(cfg),
+        breadth=breadth,
+        puzzle_index=int(puzzle_index),
+        inputs=x,
+        labels=y_label,
+        preds=P,
+        valid=task.rule_valid(np.broadcast_to(x, flat.shape), flat).reshape(K, n_steps),
+        q_halt=Q[..., 0],
+        q_continue=Q[..., 1],
+        confidence=np.stack(conf, 1),
+        halt_fires=np.stack(fires, 1),
+        change=np.stack(change, 1),
+        convergence=np.stack(convergence, 1),
+        calls_per_trajectory=counter.rows / K if counter.available else None,
+        source=source,
+    )
+    if y_label is not None and (y_label != 0).any():
+        s = score(task, np.broadcast_to(x, flat.shape), np.broadcast_to(y_label, flat.shape), flat)
+        bt.cell_accuracy = s["cell"].reshape(K, n_steps)
+        bt.exact = s["exact"].reshape(K, n_steps)
+    return bt

@@ -2,6 +2,7 @@
 
     python -m reasoners.visualize checkpoint=RUN_DIR 'puzzle="1..4.4.22..3.3.."' [out=FILE] [gif=true]
     python -m reasoners.visualize checkpoint=RUN_DIR/checkpoints/last.pt data=DIR index=0 split=test text=true
+    python -m reasoners.visualize checkpoint=RUN_DIR data=DIR index=3 breadth.trajectories=8
 
 (quote the puzzle twice, as shown: the shell keeps a maze's spaces, Hydra keeps the string a string).
 
@@ -10,6 +11,20 @@ step (see that module); this module draws it: :func:`plot_trajectory` one PNG, :
 animation of the grid (one frame per supervision step), :func:`text_frames` one text picture per
 step. Figures are bare matplotlib ``Figure`` objects rendered by Agg (no pyplot, no GUI backend);
 files are written atomically.
+
+Test-time breadth (``breadth.trajectories=K``, with ``breadth.init_noise``, ``breadth.step_noise``,
+``breadth.seed``, ``breadth.steps``): :func:`reasoners.trajectory.record_breadth` runs the puzzle's K
+trajectories as K rows of one batch, row k seeded by ``(seed, puzzle index, k)`` as evaluate's
+breadth seeds that test puzzle's rows (the index is ``index`` with ``data=``, 0 for a puzzle string),
+so trajectory k is the row evaluate ran; trajectory 0 is plain, the one ``trajectory.png`` draws.
+:func:`plot_breadth` writes ``<out stem>_breadth.png`` beside the trajectory figure: per trajectory
+against supervision step the cell accuracy (rule validity without a label), the convergence score
+(the mean absolute change of the logits averaged over the last 3 steps, as ``breadth_rollout``
+computes it) and the halting logit (``q_halt``, or ``q_halt - q_continue`` for HRM-style heads; the
+rule fires above 0); solid lines end right (exact; valid without a label), dotted ones wrong; the
+trajectory each selector picks at the last step (:func:`reasoners.test_time.select`, the code
+evaluate uses) is marked, and a table gives every trajectory's last step, its convergence rank
+(1 = moved least) and whether it is *stable* (its answer unchanged over the last 3 steps).
 """
 
 from __future__ import annotations
@@ -27,9 +42,27 @@ from data_gen.format import atomic_path, atomic_write_bytes
 from reasoners.cli import run_hydra, user_errors
 from reasoners.layers import LOSSES
 from reasoners.tasks import Task
-from reasoners.trajectory import LatentPath, Trajectory, pca_2d, record_trajectory
+from reasoners.test_time import CONVERGENCE_WINDOW, Breadth
+from reasoners.trajectory import (
+    BreadthTrajectories,
+    LatentPath,
+    Trajectory,
+    pca_2d,
+    record_breadth,
+    record_trajectory,
+)
 
-__all__ = ["LatentPath", "Trajectory", "pca_2d", "record_trajectory", "plot_trajectory", "write_gif"]
+__all__ = [
+    "BreadthTrajectories",
+    "LatentPath",
+    "Trajectory",
+    "pca_2d",
+    "plot_breadth",
+    "plot_trajectory",
+    "record_breadth",
+    "record_trajectory",
+    "write_gif",
+]
 
 # Figure geometry (inches at ``dpi``): the strip wraps after GRID_COLS grids and shows at most
 # MAX_GRIDS steps (evenly spaced, first and last kept); see :func:`figure_size`.
@@ -91,6 +124,18 @@ def summary(traj: Trajectory) -> str:
             f"(tol {traj.solver_tol:g}); final residual {traj.solver_residual[last]:.2e}"
         )
     return "\n".join(lines)
+
+
+def breadth_summary(bt: BreadthTrajectories) -> str:
+    """A few lines about the K trajectories (what the entry point prints in breadth mode)."""
+    right = "exact" if bt.exact is not None else "valid"
+    picks = ", ".join(f"{sel} -> {k}" for sel, k in bt.picks().items())
+    return (
+        f"breadth: {bt.K} trajectories for {bt.n_steps} steps (init_noise {bt.breadth.init_noise:g}, "
+        f"step_noise {bt.breadth.step_noise:g}, seed {bt.breadth.seed}, puzzle {bt.puzzle_index}): "
+        f"{int(bt.right.sum())} {right} at the last step, trajectories {np.flatnonzero(bt.right).tolist()}; "
+        f"picks: {picks}"
+    )
 
 
 # ----------------------------------------------------------------------------------- drawing
@@ -377,6 +422,175 @@ def write_gif(traj: Trajectory, path: str | os.PathLike, *, fps: float = 2.0, dp
     return Path(path)
 
 
+# ----------------------------------------------------------------------------------- breadth
+
+# Breadth figure geometry (inches): a header, a row of three curve panels, a table of one row per
+# trajectory (and a header row).
+BREADTH_HEADER = 1.1
+BREADTH_CURVES = 3.8
+BREADTH_ROW = 0.24
+PICK_MARKERS = {"convergence": "s", "q_head": "^", "first_halt": "v", "majority": "D"}
+
+
+def breadth_colors(K: int) -> list:
+    """Trajectory 0 (plain) black, the others tab10 (a continuous map beyond 10)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if K <= 11 else "viridis"]
+    return ["black"] + [cmap((k - 1) if K <= 11 else (k - 1) / max(K - 2, 1)) for k in range(1, K)]
+
+
+def breadth_figure_size(bt: BreadthTrajectories) -> tuple[float, float]:
+    """(width, height) in inches of :func:`plot_breadth`'s figure: FIG_WIDTH wide; header, curves and
+    a table of ``K + 1`` rows of BREADTH_ROW."""
+    return FIG_WIDTH, BREADTH_HEADER + BREADTH_CURVES + (bt.K + 1) * BREADTH_ROW + 0.5
+
+
+def breadth_table(bt: BreadthTrajectories) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)`` of the figure's table: one row per trajectory at the last step."""
+    picks = bt.picks()
+    ok, no = "\u2713", "\u2717"
+    b = bt.breadth
+    header = ["trajectory", "noise", "cells", "exact", "valid", "right", "convergence", "rank"]
+    header += [f"stable {CONVERGENCE_WINDOW} steps", "halting conf.", "first halt", "picked by"]
+    view = bt.view()
+    rows = []
+    for k in range(bt.K):
+        noise = "plain" if k == 0 else f"init {b.init_noise:g}, step {b.step_noise:g}"
+        cells = "-" if bt.cell_accuracy is None else f"{bt.cell_accuracy[k, -1]:.0%}"
+        exact = "-" if bt.exact is None else (ok if bt.exact[k, -1] else no)
+        fired = int(view.first_halt[k]) if bt.halt_fires[k].any() else None
+        rows.append(
+            [
+                str(k),
+                noise,
+                cells,
+                exact,
+                ok if bt.valid[k, -1] else no,
+                ok if bt.right[k] else no,
+                f"{bt.convergence[k, -1]:.2e}",
+                str(bt.convergence_rank[k]),
+                ok if bt.stable[k] else no,
+                f"{bt.confidence[k, -1]:+.2f}",
+                "never" if fired is None else str(fired),
+                ", ".join(
+                    f"{sel} (step {fired})" if sel == "first_halt" and fired is not None else sel
+                    for sel, chosen in picks.items()
+                    if chosen == k
+                ),
+            ]
+        )
+    return header, rows
+
+
+def plot_breadth(bt: BreadthTrajectories, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Write the breadth figure (PNG, ``breadth_figure_size(bt)`` inches at ``dpi``) atomically: per
+    trajectory against supervision step the cell accuracy (rule validity without a label), the
+    convergence score and the halting confidence; solid lines end right, dotted ones wrong; each
+    selector's pick at the last step marked; a table of every trajectory's last step."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    width, height = breadth_figure_size(bt)
+    fig = Figure(figsize=(width, height))
+    bottom_curves = 1 - (BREADTH_HEADER + BREADTH_CURVES) / height
+    curves = fig.add_gridspec(
+        1, 3, left=0.05, right=0.985, top=1 - BREADTH_HEADER / height, bottom=bottom_curves + 0.5 / height,
+        wspace=0.22,
+    )  # fmt: skip
+    ax_acc, ax_conv, ax_halt = (fig.add_subplot(curves[0, i]) for i in range(3))
+    colors = breadth_colors(bt.K)
+    steps = np.arange(1, bt.n_steps + 1)
+    accuracy = bt.cell_accuracy if bt.cell_accuracy is not None else bt.valid.astype(float)
+    for k in range(bt.K):
+        style = dict(color=colors[k], lw=2.0 if k == 0 else 1.1, ls="-" if bt.right[k] else ":")
+        ax_acc.plot(steps, accuracy[k], **style)
+        if bt.exact is not None and bt.exact[k].any():
+            ax_acc.plot(steps[bt.exact[k]], accuracy[k][bt.exact[k]], "o", ms=3, color=colors[k])
+        ax_conv.plot(steps[1:], bt.convergence[k, 1:], **style)
+        ax_halt.plot(steps, bt.confidence[k], **style)
+    picks = bt.picks()
+    first_halt = bt.view().first_halt
+    for j, (sel, k) in enumerate(picks.items()):
+        # first_halt answers at the step its rule first fires: marked there, on the curve; the
+        # others answer at the last step: marked side by side just right of it
+        s = int(first_halt[k]) if sel == "first_halt" else bt.n_steps
+        x = s if sel == "first_halt" else s + 0.18 * (j + 1) * max(1, bt.n_steps / 16)
+        marker = dict(marker=PICK_MARKERS[sel], ms=8, mfc=colors[k], mec="black", ls="none", zorder=5)
+        ax_acc.plot([x], [accuracy[k, s - 1]], **marker)
+        if s > 1:
+            ax_conv.plot([x], [bt.convergence[k, s - 1]], **marker)
+        ax_halt.plot([x], [bt.confidence[k, s - 1]], **marker)
+    what = "cell accuracy (dots: exact)" if bt.cell_accuracy is not None else "valid by the rules (no label)"
+    ax_acc.set(xlabel="supervision step", ylabel=what, ylim=(-0.04, 1.04), title=what)
+    ax_conv.set(
+        xlabel="supervision step",
+        ylabel="mean |change of logits|",
+        title=f"convergence score (mean over the last {CONVERGENCE_WINDOW} steps' changes)",
+    )
+    if bt.n_steps > 1 and np.all(bt.convergence[:, 1:] > 0):
+        ax_conv.set_yscale("log")
+    rule = bt.halting_rule
+    ax_halt.axhline(0, color="firebrick", lw=0.8, ls="--")
+    ax_halt.set(
+        xlabel="supervision step",
+        ylabel="q_halt - q_continue" if rule == "q_halt > q_continue" else "q_halt",
+        title=f"halting logit (the rule {rule} fires above the dashed line)",
+    )
+    for ax in (ax_acc, ax_conv, ax_halt):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.title.set_fontsize(9)
+    handles = [
+        Line2D([], [], color="0.3", ls="-", label="ends right"),
+        Line2D([], [], color="0.3", ls=":", label="ends wrong"),
+    ]
+    handles += [
+        Line2D([], [], marker=PICK_MARKERS[s], ls="none", mfc="white", mec="black", label=f"{s} picks")
+        for s in picks
+    ]
+    ax_acc.legend(handles=handles, fontsize=7, loc="best")
+
+    header, rows = breadth_table(bt)
+    table_ax = fig.add_axes((0.03, 0.2 / height, 0.94, (bt.K + 1) * BREADTH_ROW / height))
+    table_ax.axis("off")
+    widths = np.array([0.6, 1.1, 0.5, 0.5, 0.5, 0.5, 0.8, 0.45, 0.8, 0.8, 0.6, 2.0])  # picked by: widest
+    table = table_ax.table(
+        cellText=rows, colLabels=header, loc="center", cellLoc="center", colWidths=list(widths / widths.sum())
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    for k in range(bt.K):
+        cell = table[k + 1, 0]
+        cell.set_facecolor(colors[k])
+        cell.get_text().set_color("white")
+    fig.suptitle(_breadth_headline(bt), fontsize=10, y=1 - 0.1 / height, va="top")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def _breadth_headline(bt: BreadthTrajectories) -> str:
+    t, b = bt.task, bt.breadth
+    head = f"{bt.model_name} on a {t.side}x{t.side} {t.kind}" + (f" ({bt.source})" if bt.source else "")
+    calls = "" if bt.calls_per_trajectory is None else f"; {bt.calls_per_trajectory:,.0f} network calls each"
+    line1 = (
+        f"{head}: {bt.K} trajectories as rows of one batch{calls}\ntrajectory 0 plain, the others with "
+        f"initial noise {b.init_noise:g} and step noise {b.step_noise:g} (seed {b.seed}; rows seeded as "
+        f"puzzle {bt.puzzle_index}, as evaluate's breadth seeds test puzzle {bt.puzzle_index})"
+    )
+    picks = ", ".join(f"{sel} \u2192 {k}" for sel, k in bt.picks().items())
+    right = "exact" if bt.exact is not None else "valid"
+    line2 = (
+        f"at step {bt.n_steps}: {int(bt.right.sum())} of {bt.K} {right} (pass@K "
+        f"{'yes' if bt.right.any() else 'no'}); picks: {picks}. Stable: the answer did not change over "
+        f"the last {CONVERGENCE_WINDOW} steps; rank: by the convergence score (1 moved least)"
+    )
+    return f"{line1}\n{line2}"
+
+
 # ----------------------------------------------------------------------------------- entry point
 
 
@@ -456,6 +670,46 @@ def load_example(task: Task, *, puzzle=None, data=None, index=None, split: str =
     )
 
 
+BREADTH_KEYS = ("trajectories", "init_noise", "step_noise", "seed", "steps")
+
+
+def breadth_options(value) -> tuple[Breadth, int | None] | None:
+    """``(Breadth, steps or None)`` from the ``breadth`` group (a dict or DictConfig), or None when
+    ``breadth.trajectories`` is null (off); a clear one-line error naming the key otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        from omegaconf import OmegaConf
+
+        if not OmegaConf.is_dict(value):
+            raise ValueError(f"breadth must be a group of keys ({', '.join(BREADTH_KEYS)}), got {value!r}")
+        value = OmegaConf.to_container(value, resolve=True)
+    unknown = sorted(set(value) - set(BREADTH_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown breadth keys: {', '.join('breadth.' + k for k in unknown)} "
+            f"(expected {', '.join(BREADTH_KEYS)})"
+        )
+    if value.get("trajectories") is None:
+        return None
+    steps = value.get("steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"breadth.steps must be a positive integer or null (the steps key), got {steps!r}")
+    fields = {k: value[k] for k in ("trajectories", "init_noise", "step_noise", "seed") if k in value}
+    try:
+        return Breadth(**fields), steps
+    except ValueError as e:
+        raise ValueError(
+            f"breadth.trajectories: {e}" if "trajectories K" in str(e) else f"breadth.{e}"
+        ) from None
+
+
+def breadth_out(png: str | os.PathLike) -> Path:
+    """The breadth figure beside the trajectory figure: ``<stem>_breadth.png``."""
+    png = Path(png)
+    return png.with_name(f"{png.stem}_breadth.png")
+
+
 def visualize(cfg, log=print) -> dict:
     """The whole command as a plain function of a config (a dict or DictConfig with the keys of
     ``conf/tools/visualize.yaml``): returns ``{"trajectory", "png", "gif"}``."""
@@ -464,6 +718,7 @@ def visualize(cfg, log=print) -> dict:
     get = cfg.get
     if not get("checkpoint"):
         raise ValueError("checkpoint=PATH is required (a checkpoint file or a run directory)")
+    breadth = breadth_options(get("breadth"))  # bad keys fail before the checkpoint is read
     model, task, ckpt = load_reasoner(get("checkpoint"), ema=bool(get("ema", True)))
     inputs, labels, pid, source = load_example(
         task, puzzle=get("puzzle"), data=get("data"), index=get("index"), split=get("split") or "test"
@@ -486,8 +741,28 @@ def visualize(cfg, log=print) -> dict:
     plot_trajectory(traj, png)
     gif = write_gif(traj, png.with_suffix(".gif")) if get("gif") else None
     log(summary(traj))
-    log(f"wrote {png}" + (f" and {gif}" if gif else ""))
-    return {"trajectory": traj, "png": png, "gif": gif}
+    written = [png] + ([gif] if gif else [])
+    result = {"trajectory": traj, "png": png, "gif": gif, "breadth": None, "breadth_png": None}
+    if breadth is not None:
+        options, breadth_steps = breadth
+        bt = record_breadth(
+            model,
+            task,
+            inputs,
+            labels,
+            breadth=options,
+            # the noise rows of evaluate's breadth for this puzzle: its index in the split (0 for a string)
+            puzzle_index=int(get("index") or 0) if get("data") is not None else 0,
+            puzzle_identifier=pid,
+            steps=breadth_steps if breadth_steps is not None else get("steps"),
+            model_name=ckpt.get("model_name"),
+            source=source,
+        )
+        result["breadth"], result["breadth_png"] = bt, plot_breadth(bt, breadth_out(png))
+        log(breadth_summary(bt))
+        written.append(result["breadth_png"])
+    log("wrote " + ", ".join(str(w) for w in written))
+    return result
 
 
 @hydra.main(version_base="1.3", config_path="conf/tools", config_name="visualize")

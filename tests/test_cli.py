@@ -64,6 +64,10 @@ CASES = {
         ["reasoners.visualize", "checkpoint={root}/run", "data={root}/run"],
         "does not hold",
     ),
+    "visualize bad breadth": (
+        ["reasoners.visualize", "checkpoint={root}/run", "data={root}/data", "breadth.trajectories=0"],
+        "breadth.trajectories: the number of trajectories K must be an integer >= 1, got 0",
+    ),
     "quickstart bad budget": (["gridloop.cli", "quickstart", "trainer.max_steps=0"], "trainer.max_steps"),
     "sudoku builder bad value": (["gridloop.cli", "sudoku", "--box", "5x5"], "--box"),
     "maze builder bad value": (["data_gen.maze", "--size", "1"], "--size must be in 3..1000"),

@@ -85,10 +85,25 @@ def test_evaluate_fills_the_curve(sweep, tmp_path):
         assert (row["exact"], row["valid"]) == (evaluation["final"]["exact"], evaluation["final"]["valid"])
         assert row["cell"] == evaluation["final"]["cell"] > 0  # untrained: no exact answers, some cells
         curve = {p["steps"]: p for p in evaluation["curve"]}
-        assert sorted(curve) == [1, 2, 4, 8, 16, 32]
+        assert sorted(curve) == list(ev.EvalConfig().steps)  # evaluate's default depth curve
+        # evaluate's breadth section is what the breadth table reads: at its largest depth, the best
+        # selector's figures are that row's, trajectory 0 costs one K-th of the row's calls
+        breadth = next(r for r in result["breadth_rows"] if r["run"] == row["run"])
+        depth = max(r["steps"] for r in evaluation["breadth"]["rows"])
+        (at,) = [
+            r
+            for r in evaluation["breadth"]["rows"]
+            if (r["steps"], r["trajectories"]) == (depth, breadth["trajectories"])
+        ]
+        assert breadth["steps"] == depth and breadth["trajectories"] > 1
+        assert breadth["exact"] == at[breadth["selector"]]["exact"]
+        assert breadth["calls_per_puzzle"] == at["calls_per_puzzle"] > 0
+        assert breadth["single_calls_per_puzzle"] == at["calls_per_puzzle"] / at["trajectories"]
+        assert breadth["pass_at_k_exact"] == at["pass_at_k"]["exact"]
         assert [row[f"exact@{k}"] for k in sorted(curve)] == [curve[k]["exact"] for k in sorted(curve)]
         assert row["halting_mean_step"] == evaluation["halting"]["mean_step"]
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "comparison.png"]
+    names = ["comparison.csv", "comparison.md", "comparison.png", "comparison_breadth.csv"]
+    assert sorted(p.name for p in out.iterdir()) == names
     assert "exact@32" in result["markdown"]
 
     # a later run of compare reads the evaluations; the attractor run without one shows no curve
@@ -251,3 +266,150 @@ def test_history_holds_updates_and_time_of_every_evaluation(sweep):
     assert [s for s, _, _ in run.history] == [10, 20, 30, 40]
     assert [a for _, _, a in run.history] == pytest.approx([0.05, 0.1, 0.15, 0.2])
     assert [t for _, t, _ in run.history] == pytest.approx([22.5, 45.0, 67.5, 90.0])
+
+
+# ----------------------------------------------------------------------------- test-time compute
+
+SELECTORS = ["convergence", "q_head", "first_halt", "majority"]
+
+
+def _scores(exact):
+    return {"exact": exact, "valid": exact, "cell": 0.9}
+
+
+def _breadth_row(steps, k, calls, single, picks, pass_at_k):
+    """One row of evaluation.json's breadth section: ``picks`` is each selector's exact accuracy."""
+    row = {"steps": steps, "trajectories": k, "calls_per_puzzle": calls, "single": _scores(single)}
+    row.update({sel: _scores(e) for sel, e in zip(SELECTORS, picks, strict=True)})
+    row["pass_at_k"] = _scores(pass_at_k)
+    return row
+
+
+def _write_evaluation(run, steps, curve, breadth=None, **extra):
+    """A hand-made evaluation.json: ``curve`` holds (steps, exact, calls per puzzle or absent)."""
+    points = []
+    for point in curve:
+        p = {"steps": point[0], **_scores(point[1])}
+        if len(point) > 2:
+            p["calls_per_puzzle"] = point[2]
+        points.append(p)
+    evaluation = {"step": steps, "final": _scores(curve[-1][1]), "curve": points, "halt_max_steps": 4}
+    if breadth is not None:
+        evaluation["breadth"] = breadth
+    evaluation.update(extra)
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+
+
+@pytest.fixture
+def compute_runs(tmp_path, torch_one_thread):
+    """Four runs: ``a`` with depth calls and a breadth section of known numbers, ``b`` whose selectors
+    tie, ``old`` with an evaluation.json from before calls and breadth, ``off`` with breadth skipped."""
+    data = tmp_path / "data"
+    sudoku4_dataset(data, n=6)
+    root = tmp_path / "multirun" / "12-00-00"
+    for name, model in (("a", "trm"), ("b", "hrm"), ("old", "attractor"), ("off", "trm")):
+        make_run(root / name, model, data, steps=300, checkpoint=False)
+    # a: TRM-like, 6 calls per supervision step; breadth at depths 2 and 4 over K = 1, 2, 4
+    _write_evaluation(root / "a", 300, [(1, 0.1, 6.0), (2, 0.2, 12.0), (4, 0.3, 24.0)], {
+        "puzzles": 8, "trajectories": [1, 2, 4], "init_noise": 0.5, "step_noise": 0.0, "seed": 0,
+        "selectors": SELECTORS,
+        "rows": [
+            _breadth_row(2, 1, 12.0, 0.2, [0.2] * 4, 0.2),
+            _breadth_row(2, 4, 48.0, 0.2, [0.3, 0.3, 0.3, 0.9], 0.95),  # not the largest depth: unused
+            _breadth_row(4, 1, 24.0, 0.3, [0.3] * 4, 0.3),
+            _breadth_row(4, 2, 48.0, 0.3, [0.4, 0.5, 0.35, 0.3], 0.6),
+            _breadth_row(4, 4, 96.0, 0.3, [0.5, 0.5, 0.45, 0.4], 0.7),  # q_head ties K=2: the smaller K
+        ],
+    })  # fmt: skip
+    # b: no call counts (a reasoner without network stacks); convergence and majority tie at K = 3
+    _write_evaluation(root / "b", 300, [(1, 0.0, None), (8, 0.25, None)], {
+        "puzzles": 5, "trajectories": [1, 3], "init_noise": 0.1, "step_noise": 0.2, "seed": 1,
+        "selectors": SELECTORS,
+        "rows": [
+            _breadth_row(8, 1, None, 0.25, [0.25] * 4, 0.25),
+            _breadth_row(8, 3, None, 0.25, [0.75, 0.5, 0.0, 0.75], 1.0),
+        ],
+    })  # fmt: skip
+    _write_evaluation(root / "old", 300, [(1, 0.05), (4, 0.1)])
+    _write_evaluation(root / "off", 300, [(1, 0.1, 6.0)], {"skipped": "eval.breadth=null"})
+    return root
+
+
+def test_breadth_table_gives_the_best_selector_beside_trajectory_0_and_pass_at_k(compute_runs):
+    result = cmp.compare([compute_runs], **QUIET)
+    rows = {r["run"].split("/")[-1]: r for r in result["breadth_rows"]}
+    assert sorted(rows) == ["a", "b"]
+    assert rows["a"] == {
+        "run": "12-00-00/a",
+        "model": "trm",
+        "size": "tiny",
+        "puzzles": 8,
+        "steps": 4,  # the largest depth of the breadth rows
+        "selector": "q_head",  # 50% at K = 2 and K = 4 (as convergence at K = 4): the smaller K first
+        "trajectories": 2,
+        "exact": 0.5,
+        "calls_per_puzzle": 48.0,
+        "single_exact": 0.3,
+        "single_calls_per_puzzle": 24.0,  # one trajectory of depth 4
+        "pass_at_k_exact": 0.6,  # at the same K
+    }
+    b = rows["b"]
+    assert (b["selector"], b["trajectories"], b["exact"], b["pass_at_k_exact"]) == (
+        "convergence",
+        3,
+        0.75,
+        1.0,
+    )
+    assert b["calls_per_puzzle"] is None and b["single_calls_per_puzzle"] is None
+    md = result["markdown"]
+    assert "| 12-00-00/a | trm | tiny | 8 | 4 | q_head | 2 | 50.0% | 48 | 30.0% | 24 | 60.0% |" in md
+    assert "| 12-00-00/b | hrm | tiny | 5 | 8 | convergence | 3 | 75.0% | - | 25.0% | - | 100.0% |" in md
+    # old evaluations are kept, with a note saying what they lack and how to measure it
+    old = compute_runs / "old"
+    notes = {line.split(":")[0]: line for line in md.splitlines() if line.startswith("- 12-00-00/")}
+    assert sorted(notes) == ["- 12-00-00/b", "- 12-00-00/off", "- 12-00-00/old"]  # a: nothing missing
+    assert "its depth curve has no network-call counts" in notes["- 12-00-00/old"]
+    assert "no test-time breadth in its evaluation.json" in notes["- 12-00-00/old"]
+    assert notes["- 12-00-00/old"].endswith(f"(rerun python -m reasoners.evaluate checkpoint={old})")
+    assert notes["- 12-00-00/off"] == "- 12-00-00/off: test-time breadth skipped: eval.breadth=null"
+    assert "depth curve has no network-call counts" in notes["- 12-00-00/b"]
+    assert "breadth rows have no network-call counts" in notes["- 12-00-00/b"]
+    by_run = {r["run"].split("/")[-1]: r for r in result["rows"]}
+    assert by_run["old"]["exact@4"] == 0.1 and by_run["old"]["from"] == "eval"
+    with open(result["paths"]["breadth_csv"], newline="") as f:
+        read = {r["run"]: r for r in csv.DictReader(f)}
+    assert (
+        float(read["12-00-00/a"]["calls_per_puzzle"]) == 48.0 and read["12-00-00/b"]["calls_per_puzzle"] == ""
+    )
+    image = imread(io.BytesIO(result["paths"]["png"].read_bytes()))
+    assert image.ndim == 3 and image.shape[0] > 800 and image.shape[1] > 1400 and image.std() > 0
+
+
+def test_compute_panel_draws_depth_and_every_selector_at_the_fixed_depth(compute_runs):
+    """The compute panel's lines hold the evaluation's numbers: per run with counts, the depth curve
+    (calls, exact) and one line per selector and pass@K over K at the largest breadth depth."""
+    from matplotlib.figure import Figure
+
+    runs = cmp.load_runs([compute_runs], **QUIET)
+    ax = Figure().add_subplot()
+    cmp.plot_compute(ax, runs, cmp.labels(runs))
+    lines = [(list(line.get_xdata()), list(line.get_ydata()), line.get_linestyle()) for line in ax.lines]
+    assert lines[0] == ([6.0, 12.0, 24.0], [0.1, 0.2, 0.3], "-")  # run a's depth curve
+    calls = [24.0, 48.0, 96.0]
+    assert lines[1:6] == [
+        (calls, [0.3, 0.4, 0.5], "-"),  # convergence
+        (calls, [0.3, 0.5, 0.5], "-"),  # q_head
+        (calls, [0.3, 0.35, 0.45], "-"),  # first_halt
+        (calls, [0.3, 0.3, 0.4], "-"),  # majority
+        (calls, [0.3, 0.6, 0.7], "--"),  # pass@K, dashed
+    ]
+    assert lines[6] == ([6.0], [0.1], "-")  # run off: depth only; b (no counts) and old draw nothing
+    assert len(lines) == 7
+    assert ax.get_xscale() == "log" and "breadth K at 4 steps" in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "breadth: pass@K" in legend and "depth: 1 trajectory, more steps" in legend
+    # evaluations without counts at all: the panel says so instead of drawing
+    ax = Figure().add_subplot()
+    old = [r for r in runs if r.name.endswith(("old", "b"))]
+    cmp.plot_compute(ax, old, cmp.labels(old))
+    assert not ax.lines and "no network-call counts" in ax.texts[0].get_text()

@@ -412,3 +412,227 @@ def test_changes_panel_reads_at_a_glance_when_nothing_changes():
     shown = [t.get_text() for t in twin.get_yticklabels() if t.get_text()]
     assert shown and all(t.startswith("1.151") for t in shown), shown
     assert twin.get_ylabel() == "" and "loss" in ax.get_title()
+
+
+# ----------------------------------------------------------------------------------- breadth
+
+BREADTH = dict(trajectories=4, init_noise=0.7, step_noise=0.2, seed=5)
+
+
+def halting_tiny(name: str = "trm", task: Task = SUDOKU) -> torch.nn.Module:
+    """A tiny reasoner whose halting head reads its state (random weights, a bias near 0), so the
+    trajectories' halting logits differ and some fire."""
+    model = tiny(name, task)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.q_head.weight.copy_(torch.randn(model.q_head.weight.shape, generator=g))
+        model.q_head.bias.fill_(-0.5)
+    return model
+
+
+def alone(model, inputs, puzzle: int, k: int, steps: int, init_noise, step_noise, seed):
+    """Trajectory k of ``puzzle`` run by itself: a one-row batch with that row's generator."""
+    from reasoners import test_time as tt
+    from reasoners.supervision import rollout
+
+    ks = np.array([k])
+    noise = tt.RowNoise(np.array([puzzle]), ks, seed)
+    state = tt.initial_states(model, noise, ks, init_noise, "cpu")
+    perturb = tt.step_perturbation(model, noise, ks, step_noise, "cpu")
+    return list(rollout(model, batch_of(inputs), steps, state=state, perturb=perturb))
+
+
+def test_breadth_trajectories_are_each_rows_own_rollout():
+    """Every recorded array of trajectory k equals an independent rollout of that trajectory alone
+    (a one-row batch with the generator of (seed, puzzle, k)); the convergence score is the mean of
+    the logits' mean absolute change over the last 3 steps (fewer early on, 0 at step 1)."""
+    from reasoners.test_time import Breadth
+
+    model = halting_tiny()
+    inputs, labels = example(SUDOKU)
+    steps = 6
+    bt = vis.record_breadth(
+        model, SUDOKU, inputs, labels, breadth=Breadth(**BREADTH), puzzle_index=3, steps=steps
+    )
+    assert (bt.K, bt.n_steps, bt.preds.shape) == (4, steps, (4, steps, 16))
+    for k in range(4):
+        outs = alone(
+            model, inputs, 3, k, steps, BREADTH["init_noise"], BREADTH["step_noise"], BREADTH["seed"]
+        )
+        logits = [o.logits[0].double() for o in outs]
+        change = [
+            float((b - a).abs().mean()) for a, b in zip(logits[:-1], logits[1:], strict=True)
+        ]  # change into step s + 1
+        for s, out in enumerate(outs):
+            pred = out.logits[0].argmax(-1).numpy()
+            np.testing.assert_array_equal(bt.preds[k, s], pred)
+            assert bt.q_halt[k, s] == pytest.approx(float(out.q_logits[0, 0]), abs=1e-5)
+            assert bt.confidence[k, s] == pytest.approx(float(out.q_logits[0, 0]), abs=1e-5)  # TRM: q_halt
+            assert bt.halt_fires[k, s] == (float(out.q_logits[0, 0]) > 0)
+            assert bt.cell_accuracy[k, s] == pytest.approx(float((pred == labels).mean()))
+            assert bt.exact[k, s] == bool((pred == labels).all())
+            assert bt.valid[k, s] == SUDOKU.rule_valid(inputs[None], pred[None])[0]
+            window = change[max(0, s - 3) : s]
+            assert bt.convergence[k, s] == pytest.approx(
+                np.mean(window) if window else 0.0, rel=1e-4, abs=1e-6
+            )
+    assert len({bt.preds[k, -1].tobytes() for k in range(4)}) > 1  # the noise makes them differ
+    assert len(np.unique(bt.confidence[:, -1].round(4))) == 4  # and the halting logits
+    assert bt.calls_per_trajectory == steps * model.config.T_cycles * (model.config.n_inner + 1)
+
+
+def test_breadth_picks_are_selects_on_the_recorded_step():
+    from reasoners import test_time as tt
+
+    model = halting_tiny()
+    inputs, labels = example(SUDOKU)
+    bt = vis.record_breadth(model, SUDOKU, inputs, labels, breadth=tt.Breadth(**BREADTH), steps=5)
+    d = 5
+    # the view built here from the recorded arrays, step by step as breadth_rollout builds it
+    first = np.array([next((s + 1 for s in range(d) if bt.halt_fires[k, s]), d) for k in range(4)])
+    view = tt.BreadthStep(
+        preds=bt.preds[:, -1],
+        confidence=bt.confidence[:, -1],
+        convergence=bt.convergence[:, -1],
+        first_halt=first,
+        first_conf=bt.confidence[np.arange(4), first - 1],
+        halt_preds=bt.preds[np.arange(4), first - 1],
+    )
+    picks = bt.picks()
+    assert picks == {sel: int(tt.select(view, 1, 4, 4, sel)[0]) for sel in tt.SELECTORS}
+    assert picks["convergence"] == int(np.argmin(bt.convergence[:, -1]))
+    assert picks["q_head"] == int(np.argmax(bt.confidence[:, -1]))
+    assert picks["convergence"] == int(np.flatnonzero(bt.convergence_rank == 1)[0])
+    assert len(set(picks.values())) > 1  # not every selector on the same trajectory
+    # the figure's table marks each selector on the row of its pick, and nowhere else
+    header, rows = vis.breadth_table(bt)
+    picked = [row[header.index("picked by")] for row in rows]
+    for sel, k in picks.items():
+        assert [sel in [name.split(" (")[0] for name in p.split(", ")] for p in picked] == [
+            j == k for j in range(4)
+        ]
+    first = picked[picks["first_halt"]]
+    assert f"first_halt (step {view.first_halt[picks['first_halt']]})" in first  # its answer's step
+    right = [row[header.index("right")] for row in rows]
+    assert right == ["\u2713" if bt.exact[k, -1] else "\u2717" for k in range(4)]
+    # converged as marked: the answer unchanged over the last 3 steps
+    np.testing.assert_array_equal(bt.stable, [(bt.preds[k, -4:] == bt.preds[k, -1]).all() for k in range(4)])
+
+
+def test_one_breadth_trajectory_is_the_plain_trajectory():
+    """K = 1 is trajectory 0 alone: never perturbed, whatever the noise, so it is record_trajectory's."""
+    from reasoners.test_time import Breadth
+
+    model = halting_tiny("hrm")
+    inputs, labels = example(SUDOKU)
+    plain = vis.record_trajectory(model, SUDOKU, inputs, labels, steps=4)
+    bt = vis.record_breadth(
+        model, SUDOKU, inputs, labels, breadth=Breadth(1, init_noise=0.9, step_noise=0.4), steps=4
+    )
+    assert bt.K == 1
+    np.testing.assert_array_equal(bt.preds[0], plain.preds)
+    np.testing.assert_array_equal(bt.q_halt[0], plain.q_halt)
+    np.testing.assert_array_equal(bt.cell_accuracy[0], plain.cell_accuracy)
+    np.testing.assert_array_equal(bt.halt_fires[0], plain.halt_fires)
+    np.testing.assert_allclose(bt.confidence[0], plain.q_halt - plain.q_continue, atol=1e-6)  # HRM's head
+    assert set(bt.picks().values()) == {0}
+
+
+def test_breadth_mode_draws_evaluates_rows_of_that_puzzle(tmp_path):
+    """visualize data=DIR index=p breadth.trajectories=K: trajectory k is row (p, k) of evaluate's
+    breadth run, so each selector's pick scores what breadth_rollout scores for that puzzle; the
+    figure is written beside trajectory.png, and trajectory 0 is the plain trajectory drawn there."""
+    from _tiny_runs import sudoku4_dataset
+
+    from reasoners import evaluate as ev
+    from reasoners import test_time as tt
+
+    sudoku4_dataset(tmp_path / "data", n=6)
+    ckpt = save_tiny_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.pt", halting_tiny(), "trm", SUDOKU, {}
+    )
+    steps = 5
+    res = vis.visualize(
+        {
+            "checkpoint": str(tmp_path / "run"),
+            "data": str(tmp_path / "data"),
+            "index": 4,
+            "breadth": {**BREADTH, "steps": steps},
+        },
+        log=lambda _: None,
+    )
+    bt = res["breadth"]
+    assert res["breadth_png"] == tmp_path / "run" / "trajectory_breadth.png"
+    assert bt.puzzle_index == 4 and bt.n_steps == steps
+    np.testing.assert_array_equal(bt.preds[0, : res["trajectory"].n_steps], res["trajectory"].preds)
+    with Image.open(res["breadth_png"]) as im:
+        assert im.format == "PNG"
+        assert im.size == tuple(round(v * 100) for v in vis.breadth_figure_size(bt))
+        im.verify()
+    listing = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert listing == ["checkpoints", "trajectory.png", "trajectory_breadth.png"]  # no temp file left
+    # evaluate's breadth over the whole test split, with the same seeds
+    from reasoners.checkpoint import load_reasoner
+
+    model, _, _ = load_reasoner(ckpt)
+    split = ev.load_test_split(tmp_path / "data", SUDOKU)
+    r = tt.breadth_rollout(model, SUDOKU, split, np.arange(6), [steps], tt.Breadth(**BREADTH))
+    scores = r.scores[(steps, 4)]
+    view = bt.view()
+    for sel, k in bt.picks().items():
+        pred = view.halt_preds[k] if sel == "first_halt" else bt.preds[k, -1]
+        want = float((pred == split.labels[4]).mean())
+        assert scores[sel]["cell"][4] == pytest.approx(want), sel
+    assert scores["pass_at_k"]["cell"][4] == pytest.approx(bt.cell_accuracy[:, -1].max())
+    assert scores["single"]["cell"][4] == pytest.approx(bt.cell_accuracy[0, -1])
+
+
+def test_breadth_without_a_label_marks_valid_answers(tmp_path):
+    from reasoners.test_time import Breadth
+
+    model = tiny("trm_mlp", MAZE)
+    inputs, _ = example(MAZE)
+    bt = vis.record_breadth(model, MAZE, inputs, None, breadth=Breadth(3, init_noise=0.5), steps=4)
+    assert bt.cell_accuracy is None and bt.exact is None
+    np.testing.assert_array_equal(bt.right, bt.valid[:, -1])
+    png = vis.plot_breadth(bt, tmp_path / "b.png")
+    with Image.open(png) as im:
+        im.verify()
+
+
+def test_breadth_through_hydra(tmp_path, monkeypatch, capsys):
+    ckpt = write_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", "trm_mlp", SUDOKU)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "figs" / "t.png"
+    argv = ["visualize", f"checkpoint={ckpt}", f'puzzle="{SUDOKU_PUZZLE}"', f"out={out}"]
+    argv += ["breadth.trajectories=3", "breadth.init_noise=0.3", "breadth.steps=4"]
+    monkeypatch.setattr(sys, "argv", argv)
+    vis.main()
+    printed = capsys.readouterr().out
+    assert "breadth: 3 trajectories for 4 steps (init_noise 0.3, step_noise 0, seed 0, puzzle 0)" in printed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.png", "t_breadth.png"]
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "breadth, message",
+    [
+        (
+            {"trajectories": 0},
+            "breadth.trajectories: the number of trajectories K must be an integer >= 1, got 0",
+        ),
+        ({"trajectories": 2, "init_noise": -1.0}, "breadth.init_noise must be a finite number >= 0"),
+        ({"trajectories": 2, "seed": -1}, "breadth.seed must be a non-negative integer"),
+        ({"trajectories": 2, "steps": 0}, "breadth.steps must be a positive integer"),
+        ({"trajectories": 2, "noise": 1}, "unknown breadth keys: breadth.noise"),
+        (3, "breadth must be a group of keys"),
+    ],
+)
+def test_bad_breadth_values_are_one_line_errors(sudoku_ckpt, breadth, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        vis.visualize({"checkpoint": sudoku_ckpt, "puzzle": SUDOKU_PUZZLE, "breadth": breadth})
+    assert "\n" not in str(e.value)
+    # trajectories null: breadth is off
+    assert vis.breadth_options({"trajectories": None, "init_noise": 0.5}) is None
