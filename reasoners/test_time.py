@@ -321,9 +321,21 @@ def step_perturbation(model: nn.Module, noise: RowNoise, trajectories: np.ndarra
     return perturb
 
 
-def _confidence(q_logits: torch.Tensor, q_continue: bool) -> torch.Tensor:
+def confidence(q_logits: torch.Tensor, q_continue: bool) -> torch.Tensor:
     """How sure the halting head is that the answer is done: ``q_halt`` (minus ``q_continue``)."""
     return q_logits[..., 0] - q_logits[..., 1] if q_continue else q_logits[..., 0]
+
+
+def logit_change(logits: torch.Tensor, prev: torch.Tensor) -> np.ndarray:
+    """(R,) the mean absolute change of each row's logits (R, L, V) from the step before."""
+    return (logits - prev).abs().mean(dim=(1, 2)).cpu().numpy()
+
+
+def convergence_score(changes: list[np.ndarray], n_rows: int) -> np.ndarray:
+    """(R,) the convergence score after a step, given every step's :func:`logit_change` so far: the
+    mean of the last ``CONVERGENCE_WINDOW`` of them (fewer early on; 0 after the first step)."""
+    recent = changes[-CONVERGENCE_WINDOW:]
+    return np.mean(recent, axis=0) if recent else np.zeros(n_rows)
 
 
 @dataclass
@@ -458,22 +470,21 @@ def breadth_rollout(
             for step, out in enumerate(outs, start=1):
                 logits = out.logits.float()
                 if prev is not None:
-                    deltas.append((logits - prev).abs().mean(dim=(1, 2)).cpu().numpy())
+                    deltas.append(logit_change(logits, prev))
                 prev = logits
                 preds = logits.argmax(-1).cpu().numpy()
-                conf = _confidence(out.q_logits, cfg.q_continue).float().cpu().numpy()
+                conf = confidence(out.q_logits, cfg.q_continue).float().cpu().numpy()
                 fires = halt_fires(out.q_logits, cfg.q_continue).cpu().numpy() & (first > step)
                 first[fires], first_conf[fires], halt_preds[fires] = step, conf[fires], preds[fires]
                 counted &= counter.available
                 if step not in calls:
                     continue
                 calls[step] += counter.rows
-                recent = deltas[-CONVERGENCE_WINDOW:]
                 never = first > step
                 view = BreadthStep(
                     preds=preds,
                     confidence=conf,
-                    convergence=np.mean(recent, axis=0) if recent else np.zeros(R),
+                    convergence=convergence_score(deltas, R),
                     first_halt=np.where(never, step, first),
                     first_conf=np.where(never, conf, first_conf),
                     halt_preds=np.where(never[:, None], preds, halt_preds),

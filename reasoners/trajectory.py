@@ -42,8 +42,10 @@ from reasoners.test_time import (
     BreadthStep,
     CallCounter,
     RowNoise,
-    _confidence,
+    confidence,
+    convergence_score,
     initial_states,
+    logit_change,
     select,
     step_perturbation,
 )
@@ -448,14 +450,13 @@ def record_breadth(
         for out in rollout(model, batch, n_steps, state=state, perturb=perturb):
             logits = out.logits.float()  # as breadth_rollout scores it
             if prev is not None:
-                deltas.append((logits - prev).abs().mean(dim=(1, 2)).cpu().numpy())
+                deltas.append(logit_change(logits, prev))
             prev = logits
-            recent = deltas[-CONVERGENCE_WINDOW:]
             change.append(deltas[-1] if deltas else np.full(K, np.nan, np.float32))
-            convergence.append(np.mean(recent, axis=0) if recent else np.zeros(K))
+            convergence.append(convergence_score(deltas, K))
             preds.append(logits.argmax(-1).cpu().numpy())
             q.append(out.q_logits.double().cpu().numpy())
-            conf.append(_confidence(out.q_logits, cfg.q_continue).float().cpu().numpy())
+            conf.append(confidence(out.q_logits, cfg.q_continue).float().cpu().numpy())
             fires.append(halt_fires(out.q_logits, cfg.q_continue).cpu().numpy())
     P = np.stack(preds, 1)  # (K, S, L)
     Q = np.stack(q, 1)  # (K, S, 2)
