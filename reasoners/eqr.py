@@ -37,11 +37,14 @@ and (y, z) are carried, detached, to the next supervision step (deep supervision
 Randomness. The state draws and the noise come from the global torch generator, in the reference's
 order, so the parity fixtures can replay them from a recorded ``torch.get_rng_state()``: a reset draws
 y, then z, for the rows being reset only (one uniform per element, row order); each network call
-then draws its noise after the network. A caller who wants other streams passes ``generator`` to
-:meth:`EqR.initial_state` and sets :attr:`EqR.noise_generator` (a ``torch.Generator`` on the state's
-device; None, the default, means the global one): a rollout that draws its initial state and its
-noise from generators seeded per puzzle is reproducible row by row, whatever else uses the global
-generator. ``noise_std=0`` draws no noise at all (the reference would still consume the draws).
+then draws its noise after the network, one (B, L, D) draw for the whole batch. A caller who wants
+other streams passes ``generator`` to :meth:`EqR.initial_state` and sets :attr:`EqR.noise_generator`
+(a ``torch.Generator`` on the state's device; None, the default, means the global one). A rollout
+whose initial state and noise come from generators seeded by the caller is then reproducible, row for
+row, whatever else draws from the global generator; since a batch is one draw, a row's draws depend
+on its place in the batch, so a caller who needs each puzzle's trajectory independent of its
+batch-mates runs it with its own generators (e.g. one rollout per puzzle, its breadth as its rows).
+``noise_std=0`` draws no noise at all (the reference would still consume the draws).
 """
 
 from __future__ import annotations
