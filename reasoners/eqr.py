@@ -38,12 +38,13 @@ Randomness. The state draws and the noise come from the global torch generator, 
 order, so the parity fixtures can replay them from a recorded ``torch.get_rng_state()``: a reset draws
 y, then z, for the rows being reset only (one uniform per element, row order); each network call
 then draws its noise after the network, one (B, L, D) draw for the whole batch. A caller who wants
-other streams passes ``generator`` to :meth:`EqR.initial_state` and sets :attr:`EqR.noise_generator`
-(a ``torch.Generator`` on the state's device; None, the default, means the global one). A rollout
-whose initial state and noise come from generators seeded by the caller is then reproducible, row for
-row, whatever else draws from the global generator; since a batch is one draw, a row's draws depend
-on its place in the batch, so a caller who needs each puzzle's trajectory independent of its
-batch-mates runs it with its own generators (e.g. one rollout per puzzle, its breadth as its rows).
+other streams passes ``generator`` to :meth:`EqR.initial_state` and sets :attr:`EqR.noise_generator`,
+either one ``torch.Generator`` on the state's device for the whole batch (a row's draws then depend on
+its place in the batch) or a sequence of B generators, one per row, each drawing its row's (L, D) on
+its own device (CPU generators are fine; the draws are moved to the state's device). With one
+generator per row a rollout is reproducible row by row: a puzzle's trajectory is the same whatever
+its batch-mates are and whatever else draws from the global generator. None, the default, is the
+global generator.
 ``noise_std=0`` draws no noise at all (the reference would still consume the draws).
 """
 
@@ -104,14 +105,15 @@ class EqRState(NamedTuple):
 class EqR(RecursiveReasoner):
     """Equilibrium Reasoner; ``forward(state, batch)`` is one supervision step.
 
-    ``noise_generator``: where the recursion noise comes from (None: the global generator)."""
+    ``noise_generator``: where the recursion noise comes from: None (the global generator), one
+    generator, or one generator per batch row (see the module docstring)."""
 
     State = EqRState
     random_init = True
 
     def __init__(self, config: EqRConfig):
         super().__init__(config, {"net": config.n_layers})
-        self.noise_generator: torch.Generator | None = None
+        self.noise_generator: torch.Generator | Sequence[torch.Generator] | None = None
 
     # -- the random initial state ------------------------------------------------------------------
 
@@ -129,13 +131,20 @@ class EqR(RecursiveReasoner):
         self,
         batch_size: int,
         device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> EqRState:
         """A random state for ``batch_size`` new puzzles, in the weights' dtype, drawn from
-        ``generator`` (on ``device``) or, when None, from the global generator."""
+        ``generator`` (on ``device``), from one generator per row (row r's y then z from
+        ``generator[r]``, on its own device, moved to ``device``) or, when None, from the global one."""
         weight = self.output_head.weight
         device = weight.device if device is None else device
-        return self._draw(batch_size, device, (weight.dtype, weight.dtype), generator)
+        dtypes = (weight.dtype, weight.dtype)
+        if generator is None or isinstance(generator, torch.Generator):
+            return self._draw(batch_size, device, dtypes, generator)
+        if len(generator) != batch_size:
+            raise ValueError(f"one generator per row: got {len(generator)} for batch_size={batch_size}")
+        rows = [self._draw(1, g.device, dtypes, g) for g in generator]
+        return EqRState(*(torch.cat(parts).to(device) for parts in zip(*rows, strict=True)))
 
     def reset_state(self, state: EqRState, reset: torch.Tensor) -> EqRState:
         """Rows where ``reset`` (B,) is true get a fresh random state, drawn from the global generator
@@ -154,9 +163,18 @@ class EqR(RecursiveReasoner):
         c = self.config
         out = (1 - c.damping) * h + c.damping * self.net(h, injection, rotary)
         if c.noise_std > 0:
-            eps = torch.randn(h.shape, generator=self.noise_generator, device=h.device, dtype=h.dtype)
-            out = out + c.noise_std * eps
+            out = out + c.noise_std * self._noise(h)
         return out
+
+    def _noise(self, h: torch.Tensor) -> torch.Tensor:
+        """Standard normal draws of ``h``'s shape from :attr:`noise_generator`."""
+        gen = self.noise_generator
+        if gen is None or isinstance(gen, torch.Generator):
+            return torch.randn(h.shape, generator=gen, device=h.device, dtype=h.dtype)
+        if len(gen) != h.shape[0]:
+            raise ValueError(f"noise_generator holds {len(gen)} generators for a batch of {h.shape[0]} rows")
+        rows = [torch.randn(h.shape[1:], generator=g, device=g.device, dtype=h.dtype) for g in gen]
+        return torch.stack(rows).to(h.device)
 
     def latent_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, rotary=None):
         """One cycle: n latent updates of ``z`` (injection ``y + x``), then the answer update of ``y``
