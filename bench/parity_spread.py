@@ -14,7 +14,7 @@ environment variables are read at start-up):
 Printed per fixture: the largest norm-relative error over all float checks, and the largest
 elementwise error of the logits and the q-logits (what a halting decision or an argmax could feel).
 
-    python bench/parity_spread.py [--flips 40] [--no-paths]
+    python bench/parity_spread.py [--flips 40] [--no-paths] [--only eqr_mlp_sudoku eqr_attention_maze]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 
-def measure(flip_seed: int | None = None) -> dict:
+def measure(flip_seed: int | None = None, only: list[str] | None = None) -> dict:
     from _parity import CASES, build, compare_case, load_fixture
 
     import reasoners.layers as layers
@@ -39,6 +39,8 @@ def measure(flip_seed: int | None = None) -> dict:
     original = layers.rms_norm
     out = {}
     for index, (name, kind) in enumerate(CASES):
+        if only and name not in only:
+            continue
         if flip_seed is not None:  # one flip per fixture, at a random RMSNorm call and element
             layers.rms_norm = _with_one_flip(original, 1000 * flip_seed + index)
         fx = load_fixture(name)
@@ -94,6 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flips", type=int, default=0, help="runs with one injected float32 rounding flip")
     ap.add_argument("--no-paths", action="store_true", help="skip the kernel-path settings")
+    ap.add_argument("--only", nargs="+", default=None, help="these fixtures only (default: every case)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--flip-seed", type=int, default=None, help=argparse.SUPPRESS)
@@ -102,7 +105,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(a.threads)
-        print(json.dumps(measure(a.flip_seed)))
+        print(json.dumps(measure(a.flip_seed, a.only)))
         return
 
     settings = []
@@ -115,8 +118,9 @@ def main() -> None:
 
     worst: dict[str, dict] = {}
     print(f"{'setting':22s} fixture: max norm-relative | logits elementwise | q-logits elementwise")
+    only = ["--only", *a.only] if a.only else []
     for label, env, args in settings:
-        res = run_child(env, args)
+        res = run_child(env, args + only)
         cells = []
         for name, r in res.items():
             kind = "flip" if label.startswith("flip") else "paths"

@@ -1,5 +1,5 @@
-"""Load weights saved by the reference HRM / TRM code (SamsungSAILMontreal/TinyRecursiveModels,
-sapientinc/HRM) into gridloop's reasoners.
+"""Load weights saved by the reference HRM / TRM / EqR code (SamsungSAILMontreal/TinyRecursiveModels,
+sapientinc/HRM, locuslab/EqR) into gridloop's reasoners.
 
 The key map (reference -> gridloop), after stripping the ``_orig_mod.`` (torch.compile) and
 ``model.`` (``ACTLossHead``) prefixes and the ``inner.`` level:
@@ -13,7 +13,7 @@ reference                                        gridloop
 ``lm_head.weight``                               ``output_head.weight``
 ``q_head.weight`` / ``q_head.bias``              ``q_head.weight`` / ``q_head.bias``
 ``H_init`` / ``L_init``                          TRM ``y_init`` / ``z_init``; HRM ``z_H_init`` / ``z_L_init``
-``L_level.layers.i.`` (TRM)                      ``net.layers.i.``
+``L_level.layers.i.`` (TRM, EqR)                 ``net.layers.i.``
 ``H_level.layers.i.`` / ``L_level.layers.i.``    HRM ``high_net.layers.i.`` / ``low_net.layers.i.``
 ``...self_attn.qkv_proj.weight``                 ``...attn.qkv.weight``
 ``...self_attn.o_proj.weight``                   ``...attn.out.weight``
@@ -23,7 +23,9 @@ reference                                        gridloop
 ``...mlp_t.down_proj.weight``                    ``...token_mlp.mlp.down.weight``
 ==============================================  =============================================
 
-The RoPE tables and the puzzle embedding's per-batch buffers are not persistent and not mapped.
+The RoPE tables and the puzzle embedding's per-batch buffers are not persistent and not mapped. EqR
+has no puzzle embedding, and its ``H_init`` / ``L_init`` buffers (non-persistent, never read: every
+puzzle starts from a fresh random state) have no counterpart and are skipped if present.
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ _LEVELS = {
         (r"^H_init$", "z_H_init"),
         (r"^L_init$", "z_L_init"),
     ],
+    "eqr": [(r"^L_level\.", "net.")],
 }
+_KINDS = "'trm', 'hrm' or 'eqr'"
 _SKIP = re.compile(r"(rotary_emb\.|puzzle_emb\.local_)")
+_SKIP_KIND = {"eqr": re.compile(r"^(H_init|L_init)$")}
 
 
 def reference_key(key: str) -> str:
@@ -66,11 +71,12 @@ def reference_key(key: str) -> str:
 
 
 def map_reference_key(kind: str, key: str) -> str | None:
-    """gridloop key for a reference key (``kind`` is ``"trm"`` or ``"hrm"``); None for skipped keys."""
+    """gridloop key for a reference key (``kind`` is ``"trm"``, ``"hrm"`` or ``"eqr"``); None for
+    skipped keys."""
     if kind not in _LEVELS:
-        raise ValueError(f"unknown reference kind {kind!r}: expected 'trm' or 'hrm'")
+        raise ValueError(f"unknown reference kind {kind!r}: expected {_KINDS}")
     key = reference_key(key)
-    if _SKIP.search(key):
+    if _SKIP.search(key) or (kind in _SKIP_KIND and _SKIP_KIND[kind].search(key)):
         return None
     for pattern, repl in _LEVELS[kind] + _COMMON:
         key = re.sub(pattern, repl, key)
@@ -93,10 +99,12 @@ def load_reference_state_dict(model: nn.Module, kind: str, state_dict: dict[str,
 
 def config_from_reference(kind: str, cfg: dict):
     """A gridloop config equal to a reference ``arch`` config dict (the keys the reference reads)."""
+    if kind == "eqr" and cfg.get("pos_encodings") == "rope2d":
+        raise ValueError("EqR's pos_encodings='rope2d' is not implemented in gridloop: use 'rope' or 'none'")
     common = dict(
         vocab_size=cfg["vocab_size"],
         seq_len=cfg["seq_len"],
-        num_puzzle_ids=cfg["num_puzzle_identifiers"],
+        num_puzzle_ids=cfg.get("num_puzzle_identifiers", 1),
         d_model=cfg["hidden_size"],
         n_heads=cfg["num_heads"],
         expansion=float(cfg["expansion"]),
@@ -131,4 +139,18 @@ def config_from_reference(kind: str, cfg: dict):
             H_cycles=cfg["H_cycles"],
             L_cycles=cfg["L_cycles"],
         )
-    raise ValueError(f"unknown reference kind {kind!r}: expected 'trm' or 'hrm'")
+    if kind == "eqr":
+        from reasoners.eqr import EqRConfig
+
+        common.pop("puzzle_dim")  # EqR has no puzzle embedding
+        return EqRConfig(
+            **common,
+            n_layers=cfg["L_layers"],
+            T_cycles=cfg["H_cycles"],
+            n_inner=cfg["L_cycles"],
+            damping=cfg.get("lambda_", 0.95),
+            noise_std=cfg.get("noise_scale", 0.01),
+            y_init_std=cfg.get("H_init_std", 1.0),
+            z_init_std=cfg.get("L_init_std", 1.0),
+        )
+    raise ValueError(f"unknown reference kind {kind!r}: expected {_KINDS}")

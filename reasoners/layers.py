@@ -31,13 +31,18 @@ IGNORE_LABEL = -100
 
 
 def trunc_normal_(
-    tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0
+    tensor: torch.Tensor,
+    std: float = 1.0,
+    lower: float = -2.0,
+    upper: float = 2.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Fill ``tensor`` in place from a normal truncated at ``[lower, upper]`` standard deviations.
 
     ``torch.nn.init.trunc_normal_`` truncates a normal of the requested std, so the realised std is
     ~12% smaller at +-2 sigma. Like JAX/Flax (and the reference code) we widen the underlying normal
-    so that the *truncated* distribution has std ``std``.
+    so that the *truncated* distribution has std ``std``. One uniform draw per element, in memory
+    order, from ``generator`` (the global generator when None), as the reference draws.
     """
     if tensor.device.type == "meta":  # shapes only (parameter counts): nothing to fill
         return tensor
@@ -51,7 +56,9 @@ def trunc_normal_(
         pdf_lo, pdf_hi = c * math.exp(-0.5 * lower**2), c * math.exp(-0.5 * upper**2)
         var_ratio = 1 - (upper * pdf_hi - lower * pdf_lo) / mass - ((pdf_hi - pdf_lo) / mass) ** 2
         corrected = std / math.sqrt(var_ratio)
-        tensor.uniform_(a, b).erfinv_().mul_(sqrt2 * corrected).clamp_(lower * corrected, upper * corrected)
+        tensor.uniform_(a, b, generator=generator).erfinv_().mul_(sqrt2 * corrected).clamp_(
+            lower * corrected, upper * corrected
+        )
     return tensor
 
 
@@ -468,9 +475,14 @@ class RecursiveReasoner(nn.Module):
     (B, P + L, D)) that starts from fixed random buffers ``<field>_init`` (std 1, not trained: the
     reference's H_init / L_init), and the decoding of the answer state into logits and q-logits.
     A subclass sets ``State`` and names its stacks of blocks: ``{"net": n_layers}`` (TRM) or
-    ``{"high_net": H_layers, "low_net": L_layers}`` (HRM, f_H and f_L)."""
+    ``{"high_net": H_layers, "low_net": L_layers}`` (HRM, f_H and f_L).
+
+    ``random_init``: False here (every puzzle starts from the same buffers); a subclass that draws a
+    fresh random state for every new puzzle (EqR) sets it True, has no ``<field>_init`` buffers and
+    overrides ``initial_state`` and ``reset_state``."""
 
     State: type  # a NamedTuple of state tensors
+    random_init = False
 
     def __init__(self, config, stacks: dict[str, int]):
         super().__init__()
@@ -481,8 +493,9 @@ class RecursiveReasoner(nn.Module):
             self.add_module(name, stack_for(c, n_layers))
         self.output_head = Linear(c.d_model, c.vocab_size)
         self.q_head = halting_head(c.d_model)  # [halt, continue]
-        for name in self.State._fields:  # one fixed buffer per state field
-            self.register_buffer(f"{name}_init", trunc_normal_(torch.empty(c.d_model), std=1.0))
+        if not self.random_init:
+            for name in self.State._fields:  # one fixed buffer per state field
+                self.register_buffer(f"{name}_init", trunc_normal_(torch.empty(c.d_model), std=1.0))
 
     def _inits(self) -> list[torch.Tensor]:
         return [getattr(self, f"{name}_init") for name in self.State._fields]

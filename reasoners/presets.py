@@ -12,19 +12,28 @@ attractor 7m   TRM-7M's network, solved to its (y, z) fixed     the Attractor pa
                point: Anderson m=5, <= 16 evaluations, tol
                1e-3, n_inner=1, UPG(k=5, tau=0.5)
 attractor 27m  the same with 8 layers                           the Attractor paper's 27M
+eqr 7m         d=512, 8 heads, 2 layers, T=3, n=6, the token-   the reference EqR Sudoku model (4,855,298
+               mixing MLP, no prefix, lambda 0.95, sigma 0.01   on Sudoku; locuslab/EqR eqr_sudoku.yaml)
+eqr 27m        d=512, 8 heads, 8 layers, attention + RoPE,      no reference 27M: TRM 27m's network with
+               T=3, n=6, no prefix                              EqR's dynamics (the reference's default,
+                                                                attention arch; same count as trm 27m)
 ``* tiny``     d=64, 2 heads, 2 layers (HRM 1 + 1), T=2, n=2,   docs/reference.md's laptop tier, made
-               SwiGLU width rounded to 64, one prefix position  cheaper (see ``_TINY_NET``)
+               SwiGLU width rounded to 64, one prefix position  cheaper (see ``_TINY_NET``); EqR tiny has
+               (EqR: none)                                      7m's MLP mixer and no prefix
 =============  ===============================================  ==============================================
 
-All but ``tiny`` keep the reference prefix of 16 positions (HRM: 1), RoPE (TRM-MLP: no positions, as the TRM
-README runs it), expansion 4 and halting at 16 supervision steps. The Attractor presets use a
-full-width puzzle row (``puzzle_dim = 16 * d``) instead of TRM's d-wide row zero-padded to 16
-positions: where the injected ``x`` is zero the normalised map has a continuum of fixed points (any
-unit-RMS ``y = z``), which leaves the solve ill-posed at those positions. The puzzle table is a
-buffer, so parameter counts do not change.
+All but ``tiny`` keep the reference prefix of 16 positions (HRM: 1; EqR has none), RoPE (TRM-MLP: no
+positions, as the TRM README runs it), expansion 4 and halting at 16 supervision steps. The
+Attractor presets use a full-width puzzle row (``puzzle_dim = 16 * d``) instead of TRM's d-wide row
+zero-padded to 16 positions: where the injected ``x`` is zero the normalised map has a continuum of
+fixed points (any unit-RMS ``y = z``), which leaves the solve ill-posed at those positions. The
+puzzle table is a buffer, so parameter counts do not change.
 
 A ``trm_mlp`` token mixer is as wide as the sequence: its size grows with ``seq_len`` (Maze's 916
-positions make TRM-MLP 7m ~19M parameters). There is no ``trm_mlp 27m`` preset.
+positions make TRM-MLP 7m ~19M parameters; EqR 7m's 900 make it 18.5M). There is no ``trm_mlp 27m`` preset.
+An 8-layer EqR with the MLP mixer would have 19,384,322 parameters on Sudoku. The reference's maze
+EqR is smaller than any preset (d=128, 1 attention layer, n=4: 263,938 parameters on 30x30 mazes);
+build it with overrides (``d_model=128, n_layers=1, n_inner=4``).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import dataclasses
 from torch import nn
 
 from reasoners.attractor import Attractor, AttractorConfig
+from reasoners.eqr import EqR, EqRConfig
 from reasoners.hrm import HRM, HRMConfig
 from reasoners.trm import TRM, TRMConfig
 
@@ -47,6 +57,7 @@ MODELS = {
     "trm": (TRM, TRMConfig),
     "trm_mlp": (TRM, TRMConfig),
     "attractor": (Attractor, AttractorConfig),
+    "eqr": (EqR, EqRConfig),
 }
 
 # The laptop shape: SwiGLU width rounded to 64 (171 -> 192) instead of 256, and (TRM, Attractor) one
@@ -89,11 +100,17 @@ PRESETS: dict[str, dict[str, dict]] = {
         "7m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=2, prefix_len=16, puzzle_dim=16 * 512),
         "27m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=8, prefix_len=16, puzzle_dim=16 * 512),
     },
+    # EqR's damping (0.95), noise (0.01) and random initial state are EqRConfig's defaults
+    "eqr": {
+        "tiny": dict(_TINY_NET, n_layers=2, T_cycles=2, n_inner=2, mixer="mlp"),
+        "7m": dict(_BIG_NET, n_layers=2, T_cycles=3, n_inner=6, mixer="mlp"),
+        "27m": dict(_BIG_NET, n_layers=8, T_cycles=3, n_inner=6),
+    },
 }
 
 
 def preset_config(model: str, size: str, puzzle: str = "sudoku", **overrides):
-    """The config of ``model`` ("hrm", "trm", "trm_mlp", "attractor") at ``size`` on ``puzzle``
+    """The config of ``model`` ("hrm", "trm", "trm_mlp", "attractor", "eqr") at ``size`` on ``puzzle``
     ("sudoku", "maze"); keyword overrides win (e.g. ``seq_len=36, vocab_size=6`` for 6x6 mazes)."""
     if model not in PRESETS:
         raise ValueError(f"unknown model {model!r}: expected one of {', '.join(PRESETS)}")

@@ -233,43 +233,56 @@ def _fmt(v):
 
 @torch.no_grad()
 def evaluate_split(
-    model, task: Task, split, device, ctx: Dist, *, batch_size: int, max_rows=None, precision="auto"
+    model,
+    task: Task,
+    split,
+    device,
+    ctx: Dist,
+    *,
+    batch_size: int,
+    max_rows=None,
+    precision="auto",
+    seed: int = 0,
 ):
     """Exact, rule-valid and cell accuracy of the final supervision step over the test split (every
     example once, dealt over the ranks), and exact / valid accuracy at the step where the reasoner's
     own halting head first fires (``halt_exact``, ``halt_valid``; ``halt_step`` its mean; the last
-    step where it never fires, as :mod:`reasoners.evaluate` reports it). Returns plain floats."""
+    step where it never fires, as :mod:`reasoners.evaluate` reports it). Returns plain floats.
+
+    The global generator is seeded with ``seed`` for the evaluation and restored after it, so a
+    reasoner that draws at evaluation (EqR: its initial state and its noise) scores the same on
+    every call with the same weights, and evaluating does not change the training run's draws."""
     was_training = model.training
     model.eval()
     core = unwrap(model)
     halt_max, q_continue = core.config.halt_max_steps, core.config.q_continue
     keys = ("exact", "valid", "cell", "halt_exact", "halt_valid", "halt_step", "count")
     sums = dict.fromkeys(keys, 0.0)
-    for rows in eval_rows(len(split.inputs), batch_size, ctx.rank, ctx.world_size, max_rows):
-        batch = to_batch(split, rows, device)
-        pending = torch.ones(len(rows), dtype=torch.bool, device=device)
-        halt_preds = halt_step = None
-        with _autocast(device, precision):
-            for step, out in enumerate(rollout(model, batch), start=1):
-                preds = out.logits.argmax(-1)
-                if halt_preds is None:
-                    halt_preds, halt_step = (
-                        preds.clone(),
-                        torch.full_like(pending, halt_max, dtype=torch.long),
-                    )
-                newly = pending & (halt_fires(out.q_logits, q_continue) | (step == halt_max))
-                halt_preds[newly], halt_step[newly] = preds[newly], step
-                pending &= ~newly
-        inputs, labels = split.inputs[rows], split.labels[rows]
-        s = score(task, inputs, labels, preds.cpu().numpy())
-        h = score(task, inputs, labels, halt_preds.cpu().numpy())
-        sums["exact"] += float(s["exact"].sum())
-        sums["valid"] += float(s["valid"].sum())
-        sums["cell"] += float(s["cell"].sum())
-        sums["halt_exact"] += float(h["exact"].sum())
-        sums["halt_valid"] += float(h["valid"].sum())
-        sums["halt_step"] += float(halt_step.sum())
-        sums["count"] += len(rows)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for rows in eval_rows(len(split.inputs), batch_size, ctx.rank, ctx.world_size, max_rows):
+            batch = to_batch(split, rows, device)
+            pending = torch.ones(len(rows), dtype=torch.bool, device=device)
+            halt_preds = halt_step = None
+            with _autocast(device, precision):
+                for step, out in enumerate(rollout(model, batch), start=1):
+                    preds = out.logits.argmax(-1)
+                    if halt_preds is None:
+                        halt_preds = preds.clone()
+                        halt_step = torch.full_like(pending, halt_max, dtype=torch.long)
+                    newly = pending & (halt_fires(out.q_logits, q_continue) | (step == halt_max))
+                    halt_preds[newly], halt_step[newly] = preds[newly], step
+                    pending &= ~newly
+            inputs, labels = split.inputs[rows], split.labels[rows]
+            s = score(task, inputs, labels, preds.cpu().numpy())
+            h = score(task, inputs, labels, halt_preds.cpu().numpy())
+            sums["exact"] += float(s["exact"].sum())
+            sums["valid"] += float(s["valid"].sum())
+            sums["cell"] += float(s["cell"].sum())
+            sums["halt_exact"] += float(h["exact"].sum())
+            sums["halt_valid"] += float(h["valid"].sum())
+            sums["halt_step"] += float(halt_step.sum())
+            sums["count"] += len(rows)
     model.train(was_training)
     sums = _all_reduce_sum(sums, ctx, device)
     n = max(sums.pop("count"), 1.0)
@@ -472,11 +485,13 @@ def _resume(run: _Run, ckpt_path: Path) -> None:
     if run.ema is not None and ckpt.get("ema") is not None:
         run.ema.load_state_dict(ckpt["ema"])
     run.sampler.load_state_dict(ckpt["data"])
-    _set_rng_state(ckpt["rng"], run.explore_gen, run.device)
     run.step, run.wall_before = int(ckpt["step"]), float(ckpt.get("wall_time_s", 0.0))
     if ckpt.get("carry") is not None:
         local_batch = run.tc.batch_size // run.ctx.world_size
         run.carry = _carry_from_payload(ckpt["carry"], run.core, run.ctx, local_batch, run.device)
+    # last: building the carry's template state draws from the global generator for a reasoner whose
+    # initial state is random (EqR), which would shift its noise and resets after the resume
+    _set_rng_state(ckpt["rng"], run.explore_gen, run.device)
     run.resumed = True
     run.say(f"resumed from {ckpt_path} at step {run.step}")
 
@@ -643,7 +658,7 @@ def _evaluate(run: _Run, elapsed: float) -> None:
     with swapped:
         run.last_eval = ev = evaluate_split(
             eval_model, run.data.task, run.data.test, run.device, run.ctx, batch_size=run.tc.eval_batch_size,
-            max_rows=run.tc.eval_max_puzzles, precision=run.tc.precision,
+            max_rows=run.tc.eval_max_puzzles, precision=run.tc.precision, seed=run.tc.seed,
         )  # fmt: skip
     evals = {f"eval_{k}": v for k, v in ev.items()}
     evals.update(_contraction(run, eval_model))

@@ -5,7 +5,10 @@ measures the spread of the same comparisons across kernel paths and thread count
 
 Every call is replayed from the carry the reference had *before* that call (teacher forcing) with the
 reference's RNG state, so an error cannot compound from one call into the next and the comparison
-stays as sharp as the arithmetic allows. :func:`compare_case` returns every comparison as a
+stays as sharp as the arithmetic allows. The RNG state is what makes EqR replayable: its random
+resets and its recursion noise (in training and in evaluation) are drawn from the global generator
+in the reference's order, so every training and evaluation call of an EqR fixture restores the state
+recorded before it. :func:`compare_case` returns every comparison as a
 :class:`Check`; ``Check.rel`` is ``||ours - ref|| / ||ref||`` for floats, and exact comparisons
 (halting, step counts, the carried puzzles, dtypes) are ``exact`` checks that hold or fail.
 """
@@ -20,9 +23,10 @@ import numpy as np
 import torch
 
 from reasoners.compat import config_from_reference, load_reference_state_dict, map_reference_key
-from reasoners.hrm import HRM, HRMState
+from reasoners.eqr import EqR
+from reasoners.hrm import HRM
 from reasoners.supervision import Carry, train_step
-from reasoners.trm import TRM, TRMState
+from reasoners.trm import TRM
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # (fixture file, reasoner kind); the float32 fixture repeats TRM-attention in the dtype users train in
@@ -31,7 +35,12 @@ CASES = [
     ("trm_mlp_maze", "trm"),
     ("hrm_sudoku", "hrm"),
     ("trm_attention_sudoku_fp32", "trm"),
+    ("eqr_mlp_sudoku_fp64", "eqr"),
+    ("eqr_attention_maze_fp64", "eqr"),
+    ("eqr_mlp_sudoku", "eqr"),
+    ("eqr_attention_maze", "eqr"),
 ]
+REASONERS = {"trm": TRM, "hrm": HRM, "eqr": EqR}
 
 
 @dataclass
@@ -52,7 +61,7 @@ def load_fixture(name: str) -> dict:
 
 def build(fx: dict, kind: str) -> torch.nn.Module:
     """gridloop's reasoner with the reference's weights, in the fixture's dtype."""
-    model = (TRM if kind == "trm" else HRM)(config_from_reference(kind, fx["config"]))
+    model = REASONERS[kind](config_from_reference(kind, fx["config"]))
     load_reference_state_dict(model, kind, fx["weights"])
     return model.double() if fx["dtype"] == "float64" else model
 
@@ -75,7 +84,7 @@ def close(what: str, actual: torch.Tensor, expected: torch.Tensor) -> Check:
 
 
 def _carry(kind: str, rec: dict) -> Carry:
-    state = (TRMState if kind == "trm" else HRMState)(rec["z_H"].clone(), rec["z_L"].clone())
+    state = REASONERS[kind].State(rec["z_H"].clone(), rec["z_L"].clone())
     batch = {k: v.clone() for k, v in rec["current_data"].items()}
     return Carry(state, rec["steps"].clone(), rec["halted"].clone(), batch)
 
@@ -117,8 +126,9 @@ def _compare_grads(at: str, model: torch.nn.Module, kind: str, ref: dict, k: int
             checks.append(
                 close(f"{at}: grad sketch {ref_key}", sketch(ref_key, grad, k), ref["grads_sketch"][ref_key])
             )
-    rows = model.embed.puzzle.batch_rows.grad
-    checks.append(close(f"{at}: puzzle rows grad", rows, ref["grads_full"]["puzzle_emb.local_weights"]))
+    if model.embed.puzzle is not None:  # EqR has no puzzle embedding
+        rows = model.embed.puzzle.batch_rows.grad
+        checks.append(close(f"{at}: puzzle rows grad", rows, ref["grads_full"]["puzzle_emb.local_weights"]))
     return checks
 
 
@@ -152,12 +162,15 @@ def compare_training_calls(
 
 @torch.no_grad()
 def compare_evaluation(fx: dict, kind: str, model: torch.nn.Module) -> list[Check]:
-    """The recorded evaluation run (all slots, ``halt_max_steps`` calls), each call teacher-forced."""
+    """The recorded evaluation run (all slots, ``halt_max_steps`` calls), each call teacher-forced
+    (and, where the fixture recorded it, from the reference's RNG state: EqR's resets and noise)."""
     model.eval()
     evals = fx["eval"]
     checks = []
     for i, ref in enumerate(evals):
         at = f"eval call {i}"
+        if "rng_state" in ref:
+            torch.set_rng_state(ref["rng_state"])
         carry, loss, _, outputs = train_step(model, _carry(kind, ref["carry_in"]), fx["batches"][0])
         checks.append(close(f"{at}: loss", loss, ref["loss"]))
         checks += _compare_outputs(at, outputs, ref["outputs"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reasoners.presets import PRESETS, build
-from reasoners.supervision import initial_carry, train_step
+from reasoners.supervision import Carry, initial_carry, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -28,11 +28,18 @@ def batch(device, B=4):
 def test_cuda_fp32_step_matches_cpu(model):
     torch.manual_seed(0)
     cpu = build(model, "tiny").eval()
+    random_init = cpu.random_init  # EqR: a random initial state and noise, drawn from other streams
+    if random_init:
+        cpu.config.noise_std = 0.0
+        state0 = cpu.initial_state(4)  # drawn once on the CPU, given to both
     gpu = copy.deepcopy(cpu).to("cuda")
     results = []
     for net, device in ((cpu, "cpu"), (gpu, "cuda")):
         b = batch(device)
         carry = initial_carry(net, b)
+        if random_init:  # start from state0, no slot to reset
+            state = type(state0)(*(t.to(device) for t in state0))
+            carry = Carry(state, carry.steps, torch.zeros_like(carry.halted), dict(b))
         with torch.no_grad():
             for _ in range(2):
                 carry, loss, _, out = train_step(net, carry, b)

@@ -21,6 +21,32 @@ def test_reference_presets_have_reference_counts():
     assert meta_count("trm", "7m") == 6_828_034
     assert meta_count("trm_mlp", "7m") == 5_028_866
     assert meta_count("hrm", "27m") == 27_275_266
+    # locuslab/EqR states no count; this is its EqRModel built with config/train/eqr_sudoku.yaml
+    # (arch/eqr.yaml + mlp_t) on Sudoku, counted with sum(p.numel() for p in model.parameters())
+    assert meta_count("eqr", "7m") == 4_855_298
+
+
+def eqr_count(d: int, layers: int, vocab: int, seq: int, mixer: str) -> int:
+    """EqR's parameters by hand: token embedding, output head, q-head (with bias), and per block the
+    mixer (attention: fused qkv + out; MLP: a SwiGLU across the sequence) and the channel SwiGLU, whose
+    inner widths round 8/3 of the input up to a multiple of 256."""
+
+    def swiglu(n: int) -> int:  # gate and up (n -> 2 * inner), down (inner -> n)
+        inner = -(round(4 * n * 2 / 3) // -256) * 256
+        return 3 * n * inner
+
+    mix = 4 * d * d if mixer == "attention" else swiglu(seq)
+    return 2 * vocab * d + 2 * d + 2 + layers * (mix + swiglu(d))
+
+
+def test_eqr_presets_sizes():
+    assert meta_count("eqr", "7m") == eqr_count(512, 2, 11, 81, "mlp")
+    # no reference 27M: TRM 27m's network (8 attention layers), so TRM's and HRM's count
+    assert meta_count("eqr", "27m") == eqr_count(512, 8, 11, 81, "attention") == meta_count("trm", "27m")
+    assert meta_count("eqr", "7m", "maze") == eqr_count(512, 2, 6, 900, "mlp")
+    tiny = build("eqr", "tiny")
+    assert tiny.config.prefix_len == 0 and tiny.embed.puzzle is None and tiny.config.mixer == "mlp"
+    assert not list(tiny.buffers())  # no fixed initial-state buffers (and no RoPE with the MLP mixer)
 
 
 def test_chosen_presets_sizes():
@@ -64,6 +90,8 @@ def test_presets_reject_unknown_names_and_fields():
         preset_config("trm", "7m", "arc")
     with pytest.raises(ValueError, match="unknown TRMConfig fields: n_head"):
         preset_config("trm", "7m", n_head=4)
+    with pytest.raises(ValueError, match="unknown EqRConfig fields: prefix_len"):
+        preset_config("eqr", "7m", prefix_len=16)  # EqR has no puzzle prefix
     assert preset_config("trm", "tiny", "maze", seq_len=36).seq_len == 36
 
 
@@ -73,4 +101,5 @@ def test_summary_prints_every_preset(capsys):
     assert "| trm | 7m | sudoku | 6,828,034 |" in out
     assert "| hrm | 27m | sudoku | 27,275,266 |" in out
     assert "| trm_mlp | 7m | sudoku | 5,028,866 |" in out
+    assert "| eqr | 7m | sudoku | 4,855,298 |" in out
     assert out.count("| sudoku |") == sum(len(s) for s in PRESETS.values())

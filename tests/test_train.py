@@ -112,7 +112,7 @@ def test_every_model_data_trainer_logger_composes_and_builds():
 @pytest.mark.parametrize("experiment", _group_options("experiment"))
 def test_every_experiment_composes_and_builds(experiment):
     """As shipped (at size tiny), and the laptop ones with every reasoner the issue names."""
-    models = ["hrm", "trm", "attractor"] if experiment.startswith("laptop") else [None]
+    models = ["hrm", "trm", "attractor", "eqr"] if experiment.startswith("laptop") else [None]
     with initialize_config_module("reasoners.conf", version_base="1.3"):
         for model in models:
             extra = [f"model={model}"] if model else []
@@ -125,14 +125,14 @@ def test_every_experiment_composes_and_builds(experiment):
 def test_experiments_set_their_data_and_keep_the_model_choice():
     with initialize_config_module("reasoners.conf", version_base="1.3"):
         for exp in ("laptop_smoke", "laptop_sudoku"):
-            for model in ("hrm", "trm", "attractor"):
+            for model in ("hrm", "trm", "attractor", "eqr"):
                 cfg = compose("train", overrides=[f"experiment={exp}", f"model={model}"])
                 assert cfg.model.name == model and cfg.data.name == exp and cfg.size.name == "tiny"
 
 
 # Updates each reasoner makes in 15 minutes on the 2-core machine (bench/laptop_tier.sh, README):
 # written here, not read from the YAML, so the test checks what the experiment resolves to.
-LAPTOP_BUDGETS = {"hrm": 10000, "trm": 7000, "trm_mlp": 7000, "attractor": 1200}  # EqR: TRM's, once built
+LAPTOP_BUDGETS = {"hrm": 10000, "trm": 7000, "trm_mlp": 7000, "attractor": 1200, "eqr": 7000}
 
 
 def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins():
@@ -255,7 +255,7 @@ def test_two_runs_building_the_same_dataset_at_once_both_go_on(tmp_path):
 # ----------------------------------------------------------------------------- runs
 
 
-@pytest.mark.parametrize("model", ["hrm", "trm", "trm_mlp", "attractor"])
+@pytest.mark.parametrize("model", ["hrm", "trm", "trm_mlp", "attractor", "eqr"])
 def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
     tiny_data, tmp_path, model, torch_one_thread
 ):
@@ -295,6 +295,7 @@ def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
         "inputs": torch.from_numpy(test.inputs.astype(np.int32)),
         "puzzle_identifiers": torch.zeros(len(test.inputs), dtype=torch.int32),
     }
+    torch.manual_seed(0)  # trainer.seed: the evaluation's draws (EqR's initial state and noise)
     preds = run_steps(net, batch)[-1]["preds"].numpy()
     s = score(task, test.inputs, test.labels, preds)
     assert summary["final"]["exact"] == pytest.approx(s["exact"].mean())
@@ -314,10 +315,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return {**ckpt["model"], **{f"ema.{k}": v for k, v in ckpt["ema"]["shadow"].items()}}
 
 
-@pytest.mark.parametrize("model", ["trm", "hrm"])
+@pytest.mark.parametrize("model", ["trm", "hrm", "eqr"])
 def test_resume_continues_the_run_exactly(tiny_data, tmp_path, model, torch_one_thread):
     """N updates straight equal N/2, stop, resume, N/2: weights, EMA and metrics. A cosine schedule,
-    exploration, halting and HRM's bootstrapped target are all on; the carry crosses the stop."""
+    exploration, halting and HRM's bootstrapped target are all on; the carry crosses the stop (EqR:
+    with its noise and random resets, drawn from the global generator the checkpoint restores)."""
     common = [
         f"model={model}", "trainer.max_steps=8", "trainer.eval_interval=4", "trainer.lr_min_ratio=0.1",
         "trainer.lr=3e-3", "+model.arch.halt_max_steps=3", "+model.arch.halt_exploration_prob=0.5",
