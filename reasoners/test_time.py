@@ -8,8 +8,9 @@
   supervision step, and one answer chosen per puzzle by a *selector* (:data:`SELECTORS`):
 
   ``convergence``   the trajectory whose logits moved least over its last 3 steps: the mean over
-                    those steps of the mean absolute change of the logits (EqR's convergence score;
-                    docs/reference.md, "EqR"); fewer steps at depths 2-3, a tie (trajectory 0) at 1
+                    those steps and the cells of the Euclidean norm of a cell's change of logits
+                    (EqR's convergence score; docs/reference.md, "EqR"); fewer steps at depths 2-3, a
+                    tie (trajectory 0) at 1
   ``q_head``        the trajectory the halting head is most confident in at that depth: the largest
                     ``q_halt`` (``q_halt - q_continue`` for HRM-style heads), as PTRM picks
   ``first_halt``    the trajectory whose halting rule fires first, its answer at that step (one that
@@ -131,8 +132,13 @@ def score_rollout(
         at = np.arange(start, start + len(idx))
         inputs, labels = split.inputs[idx], split.labels[idx]
         pending = np.ones(len(idx), bool)
-        with CallCounter(model) as counter:
-            outs = rollout(model, to_batch(split, idx, device), max(record[-1], halt_max))
+        state, noise = None, None
+        if getattr(unwrap(model), "random_init", False):  # EqR: trajectory 0 of breadth's seed 0
+            noise = RowNoise(idx, np.zeros(len(idx), np.int64), 0)
+            state = initial_states(model, noise, np.zeros(len(idx), np.int64), 0.0, device)
+        draws = recursion_noise(model, noise) if noise is not None else contextlib.nullcontext()
+        with CallCounter(model) as counter, draws:
+            outs = rollout(model, to_batch(split, idx, device), max(record[-1], halt_max), state=state)
             for step, out in enumerate(outs, start=1):
                 preds = out.logits.argmax(-1).cpu().numpy()  # (B, L)
                 counted &= counter.available
@@ -289,6 +295,23 @@ class RowNoise:
         return torch.stack(draws).to(device=like.device, dtype=like.dtype)
 
 
+@contextlib.contextmanager
+def recursion_noise(model: nn.Module, noise: RowNoise):
+    """While the block runs, a reasoner that draws noise in its recursion (EqR's
+    ``noise_generator``) draws each row's from that row's generator, so the row's result does not
+    depend on its batch; other reasoners are left alone."""
+    core = unwrap(model)
+    if not hasattr(core, "noise_generator"):
+        yield
+        return
+    before = core.noise_generator
+    core.noise_generator = noise.generators
+    try:
+        yield
+    finally:
+        core.noise_generator = before
+
+
 def initial_states(
     model: nn.Module, noise: RowNoise, trajectories: np.ndarray, init_noise: float, device
 ) -> tuple:
@@ -327,8 +350,10 @@ def confidence(q_logits: torch.Tensor, q_continue: bool) -> torch.Tensor:
 
 
 def logit_change(logits: torch.Tensor, prev: torch.Tensor) -> np.ndarray:
-    """(R,) the mean absolute change of each row's logits (R, L, V) from the step before."""
-    return (logits - prev).abs().mean(dim=(1, 2)).cpu().numpy()
+    """(R,) how far each row's logits (R, L, V) moved from the step before: the Euclidean norm over
+    the vocabulary of each cell's change, averaged over the cells (EqR's measure; docs/reference.md,
+    "EqR")."""
+    return (logits.float() - prev.float()).norm(dim=-1).mean(dim=1).cpu().numpy()
 
 
 def convergence_score(changes: list[np.ndarray], n_rows: int) -> np.ndarray:
@@ -465,7 +490,7 @@ def breadth_rollout(
         halt_preds = np.zeros((R, task.seq_len), dtype=np.int64)
         deltas: list[np.ndarray] = []
         prev = None
-        with CallCounter(model) as counter:
+        with CallCounter(model) as counter, recursion_noise(model, noise):
             outs = rollout(model, batch, depths[-1], state=state, perturb=perturb)
             for step, out in enumerate(outs, start=1):
                 logits = out.logits.float()

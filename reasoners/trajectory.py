@@ -46,6 +46,7 @@ from reasoners.test_time import (
     convergence_score,
     initial_states,
     logit_change,
+    recursion_noise,
     select,
     step_perturbation,
 )
@@ -444,7 +445,7 @@ def record_breadth(
     preds, q, conf, fires, change, convergence = [], [], [], [], [], []
     deltas: list[np.ndarray] = []
     prev = None
-    with _eval(model), CallCounter(model) as counter:
+    with _eval(model), CallCounter(model) as counter, recursion_noise(model, noise):
         state = initial_states(model, noise, traj, breadth.init_noise, device)
         perturb = step_perturbation(model, noise, traj, breadth.step_noise, device)
         for out in rollout(model, batch, n_steps, state=state, perturb=perturb):

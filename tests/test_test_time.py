@@ -230,3 +230,38 @@ def test_bad_breadth_values_fail_clearly(trm_split):
         tt.breadth_rollout(model, SUDOKU4, split, rows, [2], tt.Breadth(2), ks=[1, 4])
     with pytest.raises(ValueError, match="depths must be positive"):
         tt.breadth_rollout(model, SUDOKU4, split, rows, [0], tt.Breadth(2))
+
+
+def test_convergence_score_is_eqrs(trm_split):
+    """The score breadth ranks by equals EqR's own convergence score (reasoners.eqr, written from
+    the reference's selector) on a real rollout's logits."""
+    from reasoners.eqr import convergence_score as eqr_score
+
+    model, split = trm_split
+    outs = list(rollout(model, to_batch(split, np.arange(12)), 6))
+    logits = [o.logits for o in outs]
+    changes = [tt.logit_change(b, a) for a, b in zip(logits[:-1], logits[1:], strict=True)]
+    for s in range(2, 7):
+        np.testing.assert_allclose(
+            tt.convergence_score(changes[: s - 1], 12), eqr_score(logits[:s]).numpy(), rtol=1e-5
+        )
+
+
+def test_eqr_rows_are_reproducible_whatever_the_batch(tmp_path, torch_one_thread):
+    """EqR draws its initial state and its recursion noise; breadth and the one-trajectory evaluation
+    give every row its own generators, so batching changes nothing and K = 1 is the evaluation."""
+    sudoku4_dataset(tmp_path / "data", n=8)
+    split = ev.load_test_split(tmp_path / "data", SUDOKU4)
+    model = tiny_model("eqr").eval()
+    rows = np.arange(8)
+    plain = tt.score_rollout(model, SUDOKU4, split, rows, [3], batch_size=3)
+    again = tt.score_rollout(model, SUDOKU4, split, rows, [3], batch_size=8)
+    one = tt.breadth_rollout(model, SUDOKU4, split, rows, [3], tt.Breadth(1), batch_size=5)
+    for m in ("exact", "valid", "cell"):
+        np.testing.assert_array_equal(plain.steps[3][m], again.steps[3][m])
+        np.testing.assert_array_equal(one.scores[(3, 1)]["single"][m], plain.steps[3][m])
+    wide = tt.breadth_rollout(model, SUDOKU4, split, rows, [3], tt.Breadth(3), batch_size=256)
+    narrow = tt.breadth_rollout(model, SUDOKU4, split, rows, [3], tt.Breadth(3), batch_size=3)
+    for strategy, got in wide.scores[(3, 3)].items():
+        np.testing.assert_array_equal(got["cell"], narrow.scores[(3, 3)][strategy]["cell"])
+    assert model.noise_generator is None  # left as it was
