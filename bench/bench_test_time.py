@@ -82,23 +82,25 @@ def bench_checkpoint(path: Path, args, plan) -> dict:
         "step": ckpt.get("step"),
         "puzzles": len(rows),
     }
-    t0 = time.perf_counter()
-    depth = score_rollout(model, task, split, rows, DEPTHS, batch_size=args.batch_size)
-    out["depth"] = {
-        "wall_s": time.perf_counter() - t0,
-        "rows": [
-            {
-                "steps": s,
-                "calls_per_puzzle": depth.calls.get(s),
-                "exact": float(depth.steps[s]["exact"].mean()),
-            }
-            for s in DEPTHS
-        ],
-        "at_halt": {
-            "mean_step": float(depth.halt_step.mean()),
-            "exact": float(depth.at_halt["exact"].mean()),
-        },
-    }
+    out["depth"] = None
+    if args.depth:
+        t0 = time.perf_counter()
+        depth = score_rollout(model, task, split, rows, DEPTHS, batch_size=args.batch_size)
+        out["depth"] = {
+            "wall_s": time.perf_counter() - t0,
+            "rows": [
+                {
+                    "steps": s,
+                    "calls_per_puzzle": depth.calls.get(s),
+                    "exact": float(depth.steps[s]["exact"].mean()),
+                }
+                for s in DEPTHS
+            ],
+            "at_halt": {
+                "mean_step": float(depth.halt_step.mean()),
+                "exact": float(depth.at_halt["exact"].mean()),
+            },
+        }
     out["breadth"] = []
     for K, D in plan:
         breadth = Breadth(K, init_noise=args.init_noise, step_noise=args.step_noise, seed=args.seed)
@@ -133,17 +135,19 @@ def markdown(res: dict) -> str:
         + " | pass@K | wall s |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(SELECTORS) + "---:|---:|",
     ]
-    d = res["depth"]
+    d = res["depth"] or {"rows": []}
     for row in d["rows"]:
         blank = " | ".join("" for _ in SELECTORS)
         lines.append(
             f"| depth | {row['steps']} | 1 | {row['calls_per_puzzle']:,.0f} | {_pct(row['exact'])} "
             f"| {blank} | | |"
         )
-    lines.append(
-        f"| own halting step | {d['at_halt']['mean_step']:.2f} (mean) | 1 | | {_pct(d['at_halt']['exact'])} "
-        f"| {' | '.join('' for _ in SELECTORS)} | | {d['wall_s']:.0f} |"
-    )
+    if res["depth"]:
+        lines.append(
+            f"| own halting step | {d['at_halt']['mean_step']:.2f} (mean) | 1 | "
+            f"| {_pct(d['at_halt']['exact'])} "
+            f"| {' | '.join('' for _ in SELECTORS)} | | {d['wall_s']:.0f} |"
+        )
     for b in res["breadth"]:
         for row in b["rows"]:
             sel = " | ".join(_pct(row[s]["exact"]) for s in SELECTORS)
@@ -178,6 +182,9 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--no-depth", dest="depth", action="store_false", help="skip the one-trajectory depth curve"
+    )
     args = p.parse_args(argv)
     try:
         plan = parse_plan(args.plan)
