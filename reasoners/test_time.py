@@ -22,8 +22,8 @@
   Trajectory 0 is always the plain one (no noise), so K = 1 is exactly the one-trajectory
   evaluation; every other row draws its noise from its own generator seeded by
   ``(seed, puzzle index, trajectory)``, so a row's draws do not depend on the batch it ran in (its
-  result then agrees up to the float reduction order of the batch's kernels), and the first k trajectories of a K-way run are the k-way run: one run of the largest K gives
-  every breadth;
+  result then agrees up to the float reduction order of the batch's kernels), and the first k
+  trajectories of a K-way run are the k-way run: one run of the largest K gives every breadth;
 - *solver budget* (Attractor): :func:`attractor_grid` re-measures final accuracy for each
   ``(max_iter, tol)`` of the fixed-point solve.
 
