@@ -29,6 +29,7 @@ NEXT_STEPS = (
     "gridloop train experiment=laptop_sudoku model=trm            # 6x6 Sudoku, the laptop tier",
     "bash bench/laptop_tier.sh laptop_sudoku                     # HRM, TRM, Attractor side by side",
     "gridloop compare runs/quickstart                             # one table across your runs",
+    "gridloop evaluate checkpoint=RUN_DIR                         # + test-time breadth and selectors",
     "gridloop sudoku --n 1000                                     # 9x9 Sudoku-Extreme-style data",
 )
 
@@ -45,7 +46,10 @@ def quickstart(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     start = time.perf_counter()
     summary = train(cfg, out_dir)
     trained = time.perf_counter() - start
-    evaluation = evaluate(out_dir, EvalConfig(steps=tuple(qs.eval_steps)), log=lambda s: None)
+    # the depth curve only: breadth (K trajectories per puzzle) is `gridloop evaluate`'s, and would
+    # take longer than the training on a laptop
+    config = EvalConfig(steps=tuple(qs.eval_steps), breadth_trajectories=None)
+    evaluation = evaluate(out_dir, config, log=lambda s: None)
     eval_json, eval_md = write_outputs(evaluation)
     shown = visualize(
         {"checkpoint": str(out_dir), "data": cfg.data.dir, "index": qs.index, "gif": bool(qs.gif)},

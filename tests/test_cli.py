@@ -4,6 +4,7 @@ process."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,5 @@ def test_quickstart_trains_evaluates_and_draws(files):
     assert (out / "trajectory.gif").is_file() and (out / "checkpoints" / "last.pt").is_file()
     assert "gridloop quickstart: trm tiny" in res.stdout and "6 updates" in res.stdout
     assert str(out / "trajectory.png") in res.stdout and "next:" in res.stdout
+    # the main job keeps to its depth curve: breadth is evaluate's, and would outlast the training
+    assert json.loads((out / "evaluation.json").read_text())["breadth"] == {"skipped": "eval.breadth=null"}
