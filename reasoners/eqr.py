@@ -56,8 +56,9 @@ from typing import NamedTuple
 
 import torch
 
-from reasoners.layers import NetworkConfig, RecursiveReasoner, at_least_one, trunc_normal_
-from reasoners.supervision import HaltingConfig, StepOutput
+from reasoners.layers import NetworkConfig, at_least_one, trunc_normal_
+from reasoners.supervision import HaltingConfig
+from reasoners.trm import TRM
 
 
 @dataclass
@@ -102,8 +103,9 @@ class EqRState(NamedTuple):
     z: torch.Tensor
 
 
-class EqR(RecursiveReasoner):
-    """Equilibrium Reasoner; ``forward(state, batch)`` is one supervision step.
+class EqR(TRM):
+    """Equilibrium Reasoner; ``forward(state, batch)`` is one supervision step: TRM's
+    (:meth:`reasoners.trm.TRM.forward`), with this class's damped, noisy :meth:`latent_recursion`.
 
     ``noise_generator``: where the recursion noise comes from: None (the global generator), one
     generator, or one generator per batch row (see the module docstring)."""
@@ -112,7 +114,7 @@ class EqR(RecursiveReasoner):
     random_init = True
 
     def __init__(self, config: EqRConfig):
-        super().__init__(config, {"net": config.n_layers})
+        super().__init__(config)
         self.noise_generator: torch.Generator | Sequence[torch.Generator] | None = None
 
     # -- the random initial state ------------------------------------------------------------------
@@ -183,18 +185,6 @@ class EqR(RecursiveReasoner):
             z = self.update(z, y + x, rotary)  # (B, L, D)
         y = self.update(y, z, rotary)  # (B, L, D)
         return y, z
-
-    def forward(self, state: EqRState, batch: dict[str, torch.Tensor]):
-        """One supervision step: ``(state, batch) -> StepOutput(state, logits, q_logits, extras)``."""
-        rotary = self.rotary() if self.rotary is not None else None
-        x = self.embed(batch["inputs"], batch.get("puzzle_identifiers"))  # (B, L, D)
-        y, z = state
-        with torch.no_grad():
-            for _ in range(self.config.T_cycles - 1):
-                y, z = self.latent_recursion(x, y, z, rotary)
-        y, z = self.latent_recursion(x, y, z, rotary)
-        logits, q_logits = self.decode(y)
-        return StepOutput(EqRState(y.detach(), z.detach()), logits, q_logits, {})
 
 
 def convergence_score(logits: Sequence[torch.Tensor], window: int = 3) -> torch.Tensor:

@@ -77,11 +77,11 @@ class TRM(RecursiveReasoner):
     def forward(self, state: TRMState, batch: dict[str, torch.Tensor]):
         """One supervision step: ``(state, batch) -> StepOutput(state, logits, q_logits, extras)``."""
         rotary = self.rotary() if self.rotary is not None else None
-        x = self.embed(batch["inputs"], batch["puzzle_identifiers"])  # (B, P+L, D)
+        x = self.embed(batch["inputs"], batch.get("puzzle_identifiers"))  # (B, P+L, D)
         y, z = state
         with torch.no_grad():
             for _ in range(self.config.T_cycles - 1):
                 y, z = self.latent_recursion(x, y, z, rotary)
         y, z = self.latent_recursion(x, y, z, rotary)
         logits, q_logits = self.decode(y)
-        return StepOutput(TRMState(y.detach(), z.detach()), logits, q_logits, {})
+        return StepOutput(self.State(y.detach(), z.detach()), logits, q_logits, {})
