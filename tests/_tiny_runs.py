@@ -90,6 +90,19 @@ def _write_tiny(out: Path, task: Task, inputs, labels, ratings, csv: bool = True
     return {"inputs": inputs, "labels": labels, "ratings": ratings}
 
 
+def random_batch(B=3, L=81, vocab=11, n_ids=1, seed=0) -> dict:
+    """Random tokens for a model-level test: labels 2..vocab-1 with 30% ignored (-100), inputs
+    1..vocab-1, puzzle ids in 0..n_ids-1, all from one seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(2, vocab, (B, L), generator=g)
+    labels[torch.rand(B, L, generator=g) < 0.3] = -100
+    return {
+        "inputs": torch.randint(1, vocab, (B, L), generator=g),
+        "labels": labels,
+        "puzzle_identifiers": torch.randint(0, n_ids, (B,), generator=g),
+    }
+
+
 def tiny_model(name: str = "trm", task: Task = SUDOKU4, **overrides) -> nn.Module:
     torch.manual_seed(0)
     over = {"halt_max_steps": 4, **task.model_overrides(), **overrides}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tiny_runs import SUDOKU4, save_tiny_checkpoint, sudoku4_solutions, tiny_model
+from _tiny_runs import SUDOKU4, random_batch, save_tiny_checkpoint, sudoku4_solutions, tiny_model
 
 from reasoners.checkpoint import load_reasoner
 from reasoners.compat import config_from_reference
@@ -28,14 +28,7 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def batch(B=3, L=81, vocab=11, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(2, vocab, (B, L), generator=g)
-    labels[torch.rand(B, L, generator=g) < 0.3] = -100
-    return {
-        "inputs": torch.randint(1, vocab, (B, L), generator=g),
-        "labels": labels,
-        "puzzle_identifiers": torch.zeros(B, dtype=torch.int32),
-    }
+    return random_batch(B, L, vocab, 1, seed)  # one puzzle id: EqR has no puzzle embedding
 
 
 def model(seed=0, **overrides) -> EqR:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_runs import random_batch
 
 from reasoners.attractor import Attractor, AttractorConfig
 from reasoners.hrm import HRM, HRMConfig
@@ -33,17 +34,6 @@ def n_params(model: torch.nn.Module) -> int:
 def on_meta(cls, cfg):
     with torch.device("meta"):
         return cls(cfg)
-
-
-def random_batch(B=3, L=81, vocab=11, n_ids=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(2, vocab, (B, L), generator=g)
-    labels[torch.rand(B, L, generator=g) < 0.3] = -100
-    return {
-        "inputs": torch.randint(1, vocab, (B, L), generator=g),
-        "labels": labels,
-        "puzzle_identifiers": torch.randint(0, n_ids, (B,), generator=g),
-    }
 
 
 TINY_TRM = dict(d_model=32, n_heads=2, n_layers=2, T_cycles=2, n_inner=2, halt_max_steps=4)
