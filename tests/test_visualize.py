@@ -449,7 +449,7 @@ def test_breadth_trajectories_are_each_rows_own_rollout():
     on, 0 at step 1)."""
     from reasoners.test_time import Breadth
 
-    model = halting_tiny()
+    model = halting_tiny().double()  # float64: the K-row and one-row batches agree exactly on any CPU
     inputs, labels = example(SUDOKU)
     steps = 6
     bt = vis.record_breadth(
