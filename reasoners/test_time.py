@@ -515,7 +515,8 @@ def breadth_rollout(
                     halt_preds=np.where(never[:, None], preds, halt_preds),
                 )
                 at_step = score(task, inputs, labels, preds)
-                at_halt = score(task, inputs, labels, view.halt_preds)
+                halts = "first_halt" in selectors  # its answers are scored only when it is asked for
+                at_halt = score(task, inputs, labels, view.halt_preds) if halts else None
                 for k in ks:
                     got = parts[(step, k)]
                     got["single"].append(_gather(at_step, np.arange(n) * K))
