@@ -15,7 +15,7 @@ training puzzle. Smaller boxes (2x2, 2x3) are random minimal puzzles only.
 Rating: for 9x9 the ``rating`` shipped is the public one itself, tdoku's guess count on the puzzle
 as stored (:func:`puzzles.sudoku.rate`). The climb maximises that count averaged over random
 symmetry images, and the draw toward the public set's histogram (docs/reference.md,
-"Sudoku-Extreme") reads each candidate's ratings over 9 random images, not one orientation's, so
+"Sudoku-Extreme") reads each candidate's ratings over 27 random images, not one orientation's, so
 the histogram holds for other orientations of the set too; each drawn puzzle is then shipped in
 one of its images so that the stored histogram matches as well. 4x4 and 6x6 sets (tdoku is 9x9
 only) are rated by our solver's count mapped by ``to_public_scale``. Where the pool has too few
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,7 @@ from puzzles import sudoku as S
 # of puzzles.sudoku's rating buckets.
 BUCKET_EDGES, BUCKET_NAMES, bucket_of = S.BUCKET_EDGES, S.BUCKET_NAMES, S.bucket_of
 TARGET_SHARES = (0.18, 0.07, 0.14, 0.17, 0.33, 0.11)
+TARGET_MEAN = 22.0  # the public set's mean rating (docs/reference.md, "Sudoku-Extreme")
 EASY_SHARE = 0.265
 # Hard candidates kept per island, in units of --per-island: the newest (hardest) of its archive,
 # enough to fill every bucket with a margin, few enough to re-orient them all cheaply.
@@ -115,6 +117,29 @@ def _interleave(groups: list[np.ndarray]) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+def _climb_in_chunks(seeds, iters, start, args, bar) -> tuple[list, list]:
+    """Archives and final pools of one climbing island per seed (continuing ``start``'s pools
+    when given), a thread's worth at a time for the progress bar; seeds fix the output."""
+    tdoku = S.geometry(args.box).n == 9
+    step = max(1, numba.get_num_threads())
+    archives, pools = [], []
+    for lo in range(0, len(seeds), step):
+        a, p = S.climb(
+            seeds[lo : lo + step],
+            pool_size=args.island_pool,
+            iters=iters,
+            samples=args.samples if tdoku else 0,
+            keep=args.keep if tdoku else None,
+            box=args.box,
+            start=None if start is None else start[lo : lo + step],
+            with_pools=True,
+        )
+        archives.extend(a)
+        pools.extend(p)
+        bar.update(len(a))
+    return archives, pools
+
+
 def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
     """Candidates for one split: random minimal puzzles and the archives of climbing islands.
 
@@ -134,14 +159,13 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
     if hard_share == 0.0:
         n_islands = 0
     seeds_easy = S.item_seeds(seed, n_easy, stream=10 * stream)
+    n_survivors = min(n_islands, int(math.ceil(n_islands * args.survivors))) if args.climb_iters else 0
     seeds_isl = S.item_seeds(seed, n_islands, stream=10 * stream + 1)
+    seeds_cont = S.item_seeds(seed, n_islands, stream=10 * stream + 4)  # by island index
     seeds_orient = S.item_seeds(seed, n_easy, stream=10 * stream + 2)
-    seeds_orient_hard = S.item_seeds(
-        seed, n_islands * HARD_PER_ISLAND * args.per_island, stream=10 * stream + 3
-    )
     parts = []
     with tqdm(
-        total=n_easy + n_islands,
+        total=n_easy + n_islands + n_survivors,
         desc=f"{['train', 'test'][stream]}: generate",
         unit="lineage",
         disable=not progress,
@@ -156,20 +180,20 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
                 images = r[:, None]
             parts.append((p, s, r, images))
             bar.update(hi - lo)
-        islands = []
-        step = max(1, numba.get_num_threads())  # islands run in parallel; seeds fix the output
-        for lo in range(0, n_islands, step):
-            islands.extend(
-                S.climb(
-                    seeds_isl[lo : lo + step],
-                    pool_size=args.island_pool,
-                    iters=args.climb_iters,
-                    samples=args.samples if tdoku else 0,
-                    keep=args.keep if tdoku else None,
-                    box=box,
-                )
-            )
-            bar.update(min(step, n_islands - lo))
+        islands, pools = _climb_in_chunks(seeds_isl, args.screen_iters, None, args, bar)
+        # The survivors (the islands whose pools climbed highest in the screen) go on climbing:
+        # how high an island gets is mostly luck of its start, and shows early (docs/reference.md,
+        # "Sudoku-Extreme"), so the long climbs go where they pay.
+        means = np.array([s.mean() for _, s in pools]) if pools else np.zeros(0)
+        survivors = np.sort(np.argsort(-means, kind="stable")[:n_survivors])
+        more, _ = _climb_in_chunks(
+            seeds_cont[survivors], args.climb_iters, [pools[i] for i in survivors], args, bar
+        )
+        for i, (pz, sc) in zip(survivors, more, strict=True):
+            islands[i] = (np.concatenate([islands[i][0], pz]), np.concatenate([islands[i][1], sc]))
+        wanted = np.full(n_islands, HARD_PER_ISLAND * args.per_island)
+        if n_survivors:
+            wanted[survivors] = int(round(HARD_PER_ISLAND * args.per_island * n_islands / n_survivors))
     empty = np.zeros((0, geo.ncell), np.int8)
     p_easy = np.concatenate([x[0] for x in parts]) if parts else empty
     s_easy = np.concatenate([x[1] for x in parts]) if parts else empty
@@ -184,22 +208,22 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
             if b not in seen:
                 seen.add(b)
                 rows.append(row)
-            if len(rows) == HARD_PER_ISLAND * args.per_island:
+            if len(rows) == wanted[i]:
                 break
         offsets.append(np.arange(len(rows)) + sum(len(r) for r in hard_rows))
         hard_rows.append(np.asarray(rows, dtype=np.int8).reshape(-1, geo.ncell))
         lineage_hard.append(np.full(len(rows), n_easy + i))
     p_hard, s_hard, r_hard, lin_hard = empty, empty, np.zeros(0), np.zeros(0, np.int64)
     i_hard = np.zeros((0, i_easy.shape[1]))
+    # one orientation seed per hard candidate (item seeds are prefix-stable)
+    seeds_orient_hard = S.item_seeds(seed, sum(len(r) for r in hard_rows), stream=10 * stream + 3)
     if hard_rows:
         order = _interleave(offsets)
         p_hard = np.concatenate(hard_rows)[order]
         lin_hard = np.concatenate(lineage_hard)[order]
         if len(p_hard) and tdoku:
             s_hard = S.rate_many(p_hard).solutions
-            _, _, r_hard, i_hard = S.orient(
-                p_hard, s_hard, seeds_orient_hard[: len(p_hard)], args.orient_samples
-            )
+            _, _, r_hard, i_hard = S.orient(p_hard, s_hard, seeds_orient_hard, args.orient_samples)
         elif len(p_hard):
             solved = S.solve_many(p_hard, box=box)
             s_hard, r_hard = solved.solutions, S.to_public_scale(solved.guesses_first)
@@ -211,37 +235,55 @@ def candidate_pool(n: int, stream: int, args) -> dict[str, np.ndarray]:
         "solutions": np.concatenate([s_easy, s_hard]),
         "rating": rating,
         "images": images,
-        "orient_seeds": np.concatenate([seeds_orient, seeds_orient_hard[: len(p_hard)]]),
+        "orient_seeds": np.concatenate([seeds_orient, seeds_orient_hard]),
         "lineage": np.concatenate([np.arange(len(p_easy)), lin_hard]).astype(np.int64),
         "easy": np.concatenate([np.ones(len(p_easy), bool), np.zeros(len(p_hard), bool)]),
         "n_islands": n_islands,
     }
 
 
-def draw_by_orientations(images: np.ndarray, n: int, shares=TARGET_SHARES, rounds: int = 30) -> np.ndarray:
-    """Indices (sorted) of ``n`` puzzles whose ratings over random orientations follow ``shares``.
+def draw_by_orientations(
+    images: np.ndarray, n: int, shares=TARGET_SHARES, mean=TARGET_MEAN, rounds: int = 30
+) -> np.ndarray:
+    """Indices (sorted) of ``n`` puzzles whose ratings over random orientations follow ``shares``
+    (and average about ``mean``).
 
     ``images`` (B, M): each candidate's public rating in M random orientations. Drawing on one
     orientation's rating would pick the candidates that rate high by chance, so that other
     orientations of the set come out easier (docs/reference.md, "Sudoku-Extreme"). Instead
     puzzles are drawn per bucket of their median rating, with per-bucket quotas adjusted until
     the set's expected histogram over orientations (each puzzle spreads over the buckets its
-    images fall in) matches ``shares`` as closely as the pool allows.
+    images fall in) matches ``shares`` as closely as the pool allows. Within a bucket, one of two
+    orders: (a) the candidates whose images fall in that bucket most often first (the least
+    spill into neighbouring buckets), and in the open top bucket those putting the most images
+    into it per rating point (the climb's best islands reach 100-300, far above the public set's
+    51+ puzzles, whose mean the public histogram and mean put near 70); or (b) pool order (hard
+    candidates newest first), the top bucket's least extreme first. The draw kept is the one
+    nearest the targets in units of the tolerances (5 points per bucket, 15% of the mean).
     """
     if len(images) < n:
         raise ValueError(f"pool of {len(images)} is smaller than the {n} puzzles asked for")
-    spread = np.stack([(bucket_of(images) == k).mean(axis=1) for k in range(len(shares))], axis=1)
+    nb = len(shares)
+    spread = np.stack([(bucket_of(images) == k).mean(axis=1) for k in range(nb)], axis=1)
     median = np.sort(images, axis=1)[:, (images.shape[1] - 1) // 2]
+    level = images.mean(axis=1)
+    mb = bucket_of(median)
+    top = mb == nb - 1
+    orders = (
+        np.where(top, spread[:, nb - 1] / np.maximum(level, 1.0), spread[np.arange(len(mb)), mb]),
+        np.where(top, -median.astype(np.float64), 0.0),
+    )
     want = np.asarray(shares, dtype=np.float64) * n
-    quota = want.copy()
     best, best_err = None, np.inf
-    for _ in range(rounds):
-        sel = resample_to_target(median, n, shares=quota / quota.sum())
-        got = spread[sel].sum(axis=0)
-        err = np.abs(got - want).max()
-        if err < best_err:
-            best, best_err = sel, err
-        quota = np.clip(quota + 0.7 * (want - got), 0.0, None)
+    for priority in orders:
+        quota = want.copy()
+        for _ in range(rounds):
+            sel = resample_to_target(median, n, shares=quota / quota.sum(), priority=priority)
+            got = spread[sel].sum(axis=0)
+            err = max(np.abs(got - want).max() / (0.05 * n), abs(level[sel].mean() - mean) / (0.15 * mean))
+            if err < best_err:
+                best, best_err = sel, err
+            quota = np.clip(quota + 0.7 * (want - got), 0.0, None)
     return best
 
 
@@ -479,10 +521,22 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-aug", type=int, default=1000, help="symmetry augmentations per training puzzle")
     ap.add_argument("--box", type=str, default="3x3", choices=sorted(S.BOX_SHAPES))
     ap.add_argument(
+        "--screen-iters",
+        type=int,
+        default=75_000,
+        help="neighbourhood steps of every hill-climbing island (the screen)",
+    )
+    ap.add_argument(
         "--climb-iters",
         type=int,
         default=300_000,
-        help="neighbourhood steps per hill-climbing island (more = harder puzzles, slower)",
+        help="further steps of the surviving islands (more = harder puzzles, slower)",
+    )
+    ap.add_argument(
+        "--survivors",
+        type=float,
+        default=0.375,
+        help="share of islands, those whose pools climbed highest in the screen, that go on climbing",
     )
     ap.add_argument(
         "--samples",
@@ -501,7 +555,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--orient-samples",
         type=int,
-        default=9,
+        default=27,
         help="9x9: random symmetry images among which each kept puzzle is stored in its median "
         "orientation (the one rated in the csv)",
     )
@@ -509,7 +563,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--per-island",
         type=int,
-        default=150,
+        default=46,
         help="hard puzzles wanted per island: sets the island count unless --islands is given",
     )
     ap.add_argument("--islands", type=int, default=None, help="climbing islands per split (a lineage each)")
@@ -555,7 +609,7 @@ def _parse_args(argv) -> tuple[argparse.Namespace, Path]:
     ap = _parser()
     args = ap.parse_args(argv)
 
-    for k in ("n", "test_n", "num_aug", "climb_iters"):
+    for k in ("n", "test_n", "num_aug", "screen_iters", "climb_iters"):
         if getattr(args, k) < 0:
             ap.error(f"--{k.replace('_', '-')} must be >= 0")
     if args.n == 0 and args.test_n == 0:
@@ -566,6 +620,8 @@ def _parse_args(argv) -> tuple[argparse.Namespace, Path]:
         args.keep = args.samples
     if not 1 <= args.keep <= args.samples:
         ap.error(f"--keep must be in 1..--samples ({args.samples})")
+    if not 0.0 <= args.survivors <= 1.0:
+        ap.error("--survivors must be in [0, 1]")
     if not 0.0 <= args.easy_share <= 1.0:
         ap.error("--easy-share must be in [0, 1]")
     if args.pool_factor < 1.0:
@@ -670,9 +726,29 @@ def _stats(args, grids, arrays, ours, public, easy_share, dropped) -> dict:
     }
 
 
+def _compile_in_background(args):
+    """A process compiling the later 9x9 kernels while this one compiles the first ones, when
+    Numba's cache is cold (a first run); None otherwise. It changes no output, only the time."""
+    if args.from_csv or args.box != "3x3" or S.kernels_cached():
+        return None
+    code = "from puzzles import sudoku; sudoku.compile_builder_kernels()"
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+
+
 def main(argv=None) -> int:
     args, out = _parse_args(argv)
     t0 = time.perf_counter()
+    compiler = _compile_in_background(args)
     try:
         parts = _from_csv_parts(args) if args.from_csv else _generated_parts(args)
         grids, ours, public, csv_rows, easy_share, dropped, timings = parts
@@ -691,6 +767,11 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if compiler is not None and compiler.poll() is None:
+            compiler.kill()  # only if this build finished first: nothing of it is needed
+        if compiler is not None:
+            compiler.wait()
     if not args.quiet:
         hist = stats["rating_public_scale"]
         for k in grids:

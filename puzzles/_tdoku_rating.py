@@ -426,6 +426,63 @@ def _copy_level(boxes, configs, pending, lv):
 
 
 @njit(cache=True)
+def count_solutions(grid, limit, boxes, configs, pending, tasks, guess_band, guess_cfg):
+    """Solutions of one 9x9 grid, counted up to ``limit`` (>= 1) by the same band-triad DPLL as
+    :func:`rate_one`: on each solution the search backtracks as if the last guess had failed, so
+    every branch is explored once (a guess and its negation partition the grid's solutions).
+    Work space as in :func:`rate_one`. Returns (solutions, status) with status OK or E_OVERFLOW.
+    """
+    found = 0
+    rc = _init_state(grid, boxes, configs, pending, tasks)
+    if rc == -2:
+        return found, E_OVERFLOW
+    if rc == -1:
+        return found, OK
+    level = 0
+    while True:
+        band, digit = _choose(np.int64(level), configs)
+        if band >= 0:
+            if digit == 0 or level + 1 >= MAX_DEPTH:
+                return found, E_OVERFLOW
+            first = -1
+            for k in range(6):
+                if configs[level, band, k] & digit:
+                    first = k
+                    break
+            guess_band[level] = band
+            guess_cfg[level] = first | (digit << 8)
+            _copy_level(boxes, configs, pending, np.int64(level))
+            for k in range(first + 1, 6):
+                if configs[level, band, k] & digit:
+                    pending[level + 1, band, k] |= digit
+            tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, band, 0
+            rc = _propagate(np.int64(level + 1), boxes, configs, pending, tasks, np.int64(1))
+            if rc == -2:
+                return found, E_OVERFLOW
+            if rc == 0:
+                level += 1
+                continue
+        else:
+            # every band fixed: one solution; go on below the last guess's negation
+            found += 1
+            if found >= limit or level == 0:
+                return found, OK
+            level -= 1
+        while True:
+            gb = guess_band[level]
+            pending[level, gb, guess_cfg[level] & 0xFF] |= guess_cfg[level] >> 8
+            tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, gb, 0
+            rc = _propagate(np.int64(level), boxes, configs, pending, tasks, np.int64(1))
+            if rc == -2:
+                return found, E_OVERFLOW
+            if rc == 0:
+                break
+            level -= 1
+            if level < 0:
+                return found, OK
+
+
+@njit(cache=True)
 def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_cfg):
     """Guesses before the first solution of one 9x9 grid, and that solution.
 
@@ -523,3 +580,21 @@ def rate_batch(grids, n_chunks):
             stats[i, 0] = g
             stats[i, 1] = st
     return solutions, stats
+
+
+@njit(cache=True, parallel=True)
+def count_batch(grids, limit):
+    """Solutions of each (B, 81) int8 grid counted up to ``limit`` by :func:`count_solutions`
+    (-1 where a work buffer ran out), one grid per iteration in parallel."""
+    b = grids.shape[0]
+    counts = np.zeros(b, np.int64)
+    for i in prange(b):
+        boxes = np.empty((MAX_DEPTH, 9, 4), np.uint64)
+        configs = np.empty((MAX_DEPTH, 6, 6), np.int32)
+        pending = np.empty((MAX_DEPTH, 6, 6), np.int32)
+        tasks = np.empty((MAX_TASKS, 6), np.int32)
+        guess_band = np.empty(MAX_DEPTH, np.int64)
+        guess_cfg = np.empty(MAX_DEPTH, np.int64)
+        c, st = count_solutions(grids[i], limit, boxes, configs, pending, tasks, guess_band, guess_cfg)
+        counts[i] = c if st == OK else -1
+    return counts

@@ -585,6 +585,8 @@ def climb(
     samples: int = 0,
     keep: int | None = None,
     box="3x3",
+    start=None,
+    with_pools: bool = False,
 ):
     """Hill-climb toward hard puzzles on independent islands, one per seed (see
     :func:`puzzles._sudoku_kernels.climb_islands`).
@@ -596,6 +598,11 @@ def climb(
     first (the last ``archive_cap`` of them), each with a unique solution and mostly harder
     than the one before; ``scores`` are tree sizes (``samples`` = 0) or the sums of the ``keep``
     lowest image ratings.
+
+    ``start``: one ``(pool, pool_scores)`` per seed, as returned with ``with_pools=True``: each
+    island goes on climbing from that pool (a continued island, with its new seed) instead of
+    starting from random minimal puzzles. ``with_pools=True`` returns ``(archives, pools)``, with
+    ``pools`` the final ``(pool, pool_scores)`` of every island.
     """
     seeds = _check_seeds(seeds)
     keep = samples if keep is None else keep
@@ -608,8 +615,28 @@ def climb(
         raise ValueError(
             f"samples > 0 climbs the public (tdoku) rating, defined for 9x9 only, not {geo.n}x{geo.n}"
         )
-    arch, score, kept = K.climb_islands(
-        seeds, int(pool_size), int(iters), int(archive_cap), int(samples), int(keep), geo.tables()
+    if start is None:
+        start_pool = np.zeros((len(seeds), 0, geo.ncell), np.int8)
+        start_score = np.full((len(seeds), 1), -1, np.int64)
+    else:
+        if len(start) != len(seeds):
+            raise ValueError(f"start has {len(start)} pools for {len(seeds)} seeds")
+        start_pool = np.stack([np.asarray(p, np.int8) for p, _ in start])
+        start_score = np.stack([np.asarray(s, np.int64) for _, s in start])
+        if start_pool.shape[1:] != (pool_size, geo.ncell) or start_score.shape[1:] != (pool_size,):
+            raise ValueError(
+                f"start pools must be ({pool_size}, {geo.ncell}) puzzles with {pool_size} scores"
+            )
+    arch, score, kept, pools, pool_scores = K.climb_islands(
+        seeds,
+        int(pool_size),
+        int(iters),
+        int(archive_cap),
+        int(samples),
+        int(keep),
+        geo.tables(),
+        start_pool,
+        start_score,
     )
     out = []
     for i in range(len(seeds)):
@@ -619,6 +646,8 @@ def climb(
         else:  # unroll the ring: oldest surviving entry first
             order = (np.arange(archive_cap) + k) % archive_cap
         out.append((arch[i, order], score[i, order]))
+    if with_pools:
+        return out, [(pools[i], pool_scores[i]) for i in range(len(seeds))]
     return out
 
 
@@ -640,3 +669,32 @@ def orient(puzzles, solutions, seeds, samples: int, which=None):
     if which.shape != (len(p),) or (which >= samples).any():
         raise ValueError(f"which needs one image index (< {samples}, or -1) per puzzle")
     return K.orient_batch(p, s, seeds, int(samples), which)
+
+
+# ----------------------------------------------------------------------------- compilation
+
+# The 9x9 builder's kernels that a second process can compile while the first compiles the ones
+# it needs first (random_minimal_batch, orient_batch): Numba compiles on one core, and the cache
+# files it writes are picked up by the builder on first use (cache writes are atomic renames).
+_BUILDER_LATER = (K.climb_islands, R.rate_batch, K.canonical_batch, K.solve_batch, K.augment_batch)
+
+
+def kernels_cached(kernels=_BUILDER_LATER) -> bool:
+    """Whether Numba's cache holds a current build of every kernel (False when unsure)."""
+    try:
+        return all(bool(k._cache._cache_file._load_index()) for k in kernels)
+    except Exception:  # a Numba without this cache layout: treat as cold
+        return False
+
+
+def compile_builder_kernels() -> None:
+    """Compile (or load) the 9x9 builder's later kernels by running each once on a tiny input."""
+    seeds = item_seeds(0, 2)
+    climb(seeds, pool_size=4, iters=10, samples=2, with_pools=True)  # the first one needed
+    # a valid grid by the shifted-rows pattern, with every third cell blank
+    s = np.array([[(3 * r + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)], np.int8).reshape(1, 81)
+    p = np.where(np.arange(81) % 3 == 0, 0, s).astype(np.int8)
+    rate_many(p)
+    canonical_form(p, s)
+    solve_many(p)
+    augment(p, s, 1, 0)

@@ -14,10 +14,23 @@ from data_gen.format import read_public_csv, read_split
 from puzzles import sudoku as S
 from tests._sudoku_oracles import plain_count
 
-CLIMB = ("--climb-iters", "3000", "--islands", "2")
+CLIMB = ("--screen-iters", "1500", "--climb-iters", "3000", "--islands", "2")
 
 
-SMALL = ("--n", "12", "--test-n", "6", "--num-aug", "2", "--climb-iters", "500", "--islands", "1")  # fast
+SMALL = (
+    "--n",
+    "12",
+    "--test-n",
+    "6",
+    "--num-aug",
+    "2",
+    "--screen-iters",
+    "300",
+    "--climb-iters",
+    "500",
+    "--islands",
+    "1",
+)
 
 
 def build(tmp_path, name, *extra):
@@ -122,6 +135,17 @@ def test_orientation_draw_matches_the_histogram_over_images_not_one_image():
     got = G.histogram(images[idx][np.arange(1000), which])
     for name, share in zip(G.BUCKET_NAMES, G.TARGET_SHARES, strict=True):
         assert abs(got[name] - share) < 0.005
+
+
+def test_the_open_top_bucket_takes_its_least_extreme_members_first():
+    # 51+ candidates at 60 (each image 55-65) and at 250: a set with 11% in 51+ takes the 60s,
+    # so that an open bucket does not carry the mean far above the public one
+    rng = np.random.default_rng(4)
+    level = np.repeat([0, 1, 5, 15, 30, 250, 60], [300, 150, 250, 300, 500, 150, 150])
+    images = np.where(level[:, None] == 60, rng.integers(55, 66, (len(level), 9)), level[:, None])
+    idx = G.draw_by_orientations(images, 1000)
+    top = idx[level[idx] >= 51]
+    assert len(top) == 110 and (level[top] == 60).all()
 
 
 def test_stats_report_histograms_on_both_scales(small_set):
@@ -268,6 +292,8 @@ def test_existing_output_is_never_clobbered_and_failures_leave_nothing(tmp_path)
         ["--samples", "0"],
         ["--samples", "2", "--keep", "3"],
         ["--orient-samples", "0"],
+        ["--screen-iters", "-5"],
+        ["--survivors", "1.5"],
     ],
 )
 def test_bad_arguments_exit_with_a_message(tmp_path, argv):

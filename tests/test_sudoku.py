@@ -289,6 +289,88 @@ def test_rating_of_easy_empty_and_unsolvable_grids():
     assert S.rate(bad) == -1 and rb.guesses[0] >= 0 and not rb.solutions.any()
 
 
+def test_band_triad_solution_count_matches_plain_backtracking(rating_sample, bench_sudoku_dir):
+    from puzzles import _tdoku_rating as R
+
+    rng = np.random.default_rng(2)
+    unique = np.stack([S.parse(x["puzzle"]) for v in rating_sample.values() for x in v[:40]])
+    # the climb's neighbourhood: a given or two dropped (often several solutions) and a random
+    # clash-free digit added (often none)
+    grids = [unique]
+    for drop in (1, 2):
+        g = unique.copy()
+        for row in g:
+            row[rng.choice(np.flatnonzero(row), size=drop, replace=False)] = 0
+        grids.append(g)
+    g = unique.copy()
+    for row in g:
+        c = rng.choice(np.flatnonzero(row == 0))
+        r0, c0 = divmod(int(c), 9)
+        peers = [
+            row[i]
+            for i in range(81)
+            if i // 9 == r0 or i % 9 == c0 or (i // 27 == r0 // 3 and i % 9 // 3 == c0 // 3)
+        ]
+        free = [d for d in range(1, 10) if d not in peers]
+        row[c] = rng.choice(free)
+    grids.append(g)
+    multi = np.stack(
+        [S.parse(x["puzzle"]) for x in load(bench_sudoku_dir, "puzzles7_serg_benchmark.csv")[:40]]
+    )
+    # exactly two solutions: a solved grid less a "deadly rectangle" (a b / b a in two rows of one
+    # band and two columns of different stacks), whose two digits can swap
+    two = []
+    for s in S.rate_many(unique[:60]).solutions:
+        g = s.reshape(9, 9)
+        for r1, r2, c1, c2 in itertools.product(range(9), range(9), range(9), range(9)):
+            if r1 < r2 and r1 // 3 == r2 // 3 and c1 < c2 and c1 // 3 != c2 // 3:
+                if g[r1, c1] == g[r2, c2] and g[r1, c2] == g[r2, c1]:
+                    h = g.copy()
+                    h[[r1, r1, r2, r2], [c1, c2, c1, c2]] = 0
+                    two.append(h.ravel())
+                    break
+    grids += [np.stack(two), multi, np.zeros((1, 81), np.int8)]
+    grids = np.concatenate(grids).astype(np.int8)
+    # the oracle: the cell-based DPLL solver (another algorithm, itself checked against plain
+    # backtracking above; plain backtracking alone takes minutes on these hard grids)
+    for limit in (1, 2, 3):
+        ours = R.count_batch(grids, limit)
+        assert np.array_equal(ours, S.solve_many(grids, limit=limit).n_solutions), limit
+    easy = grids[-41 - len(two) :]  # rectangles, the multi-solution collection, the empty grid
+    assert np.array_equal(R.count_batch(easy, 3), [plain_count(x, limit=3) for x in easy])
+    seen = np.bincount(R.count_batch(grids, 3), minlength=4)
+    assert seen[0] > 20 and seen[1] > 150 and seen[2] > 10 and seen[3] > 20  # every case exercised
+
+
+def test_climb_resumes_from_a_returned_pool():
+    seeds = S.item_seeds(3, 2)
+    first, pools = S.climb(seeds, pool_size=6, iters=1500, samples=2, with_pools=True)
+    for (arch, scores), (pool, pool_scores) in zip(first, pools, strict=True):
+        assert pool.shape == (6, 81) and pool_scores.shape == (6,)
+        assert (S.solve_many(pool, limit=2).n_solutions == 1).all()
+        # the pool holds the island's hardest: an archived puzzle still in it has its archived score
+        archived = {a.tobytes(): s for a, s in zip(arch, scores, strict=True)}
+        inside = [
+            (archived[p.tobytes()], s)
+            for p, s in zip(pool, pool_scores, strict=True)
+            if p.tobytes() in archived
+        ]
+        assert len(inside) >= 3 and all(a == s for a, s in inside)
+    # no further steps: the pools come back as given, with nothing archived
+    same, again = S.climb(S.item_seeds(9, 2), pool_size=6, iters=0, samples=2, start=pools, with_pools=True)
+    for (arch, _), (p0, s0), (p1, s1) in zip(same, pools, again, strict=True):
+        assert len(arch) == 0 and np.array_equal(p0, p1) and np.array_equal(s0, s1)
+    # going on: the pool's floor never falls, every kept puzzle is unique and scores at least it
+    more, after = S.climb(
+        S.item_seeds(9, 2), pool_size=6, iters=1500, samples=2, start=pools, with_pools=True
+    )
+    for (arch, scores), (_, s0), (_, s1) in zip(more, pools, after, strict=True):
+        assert s1.min() >= s0.min() and (scores >= s0.min()).all()
+        assert (S.solve_many(arch, limit=2).n_solutions == 1).all()
+    with pytest.raises(ValueError, match="start pools"):
+        S.climb(seeds, pool_size=5, iters=10, samples=2, start=pools)
+
+
 def test_rating_rejects_bad_input():
     with pytest.raises(ValueError, match="characters"):
         S.rate("." * 80)
