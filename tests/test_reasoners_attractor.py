@@ -329,3 +329,95 @@ def test_jacobian_penalty_joins_the_loss_only_when_asked():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.parameters())
     with pytest.raises(ValueError, match="jac_reg"):
         AttractorConfig(**TINY, jac_reg="spectral")
+
+
+# ----------------------------------------------------------------------------- damping
+
+
+def _dense_jacobian(F, s: tuple) -> torch.Tensor:
+    """(D, D) Jacobian of F at the one-sample state s, by autograd (the oracle)."""
+    n = s[0].numel()
+
+    def flat_map(v):
+        fy, fz = F((v[:n].view_as(s[0]), v[n:].view_as(s[1])))
+        return torch.cat([fy.flatten(), fz.flatten()])
+
+    return torch.autograd.functional.jacobian(flat_map, torch.cat([t.flatten() for t in s])).double()
+
+
+def test_damped_map_moves_every_eigenvalue_to_one_minus_lambda_plus_lambda_mu():
+    """J_damped = (1 - lambda) I + lambda J: at one state of a small map, the damped map's eigenvalues
+    (a dense eigen-decomposition) are 1 - lambda + lambda mu of the plain map's, one for one."""
+    torch.manual_seed(0)
+    lam = 0.4
+    plain = Attractor(AttractorConfig(**{**TINY, "seq_len": 4}, n_inner=1))
+    damped = Attractor(AttractorConfig(**{**TINY, "seq_len": 4}, n_inner=1, damping=lam))
+    damped.load_state_dict(plain.state_dict())
+    b = batch(B=1, L=4)
+    g = torch.Generator().manual_seed(1)
+    s = tuple(torch.randn(1, 8, 32, generator=g) for _ in range(2))  # (1, P+L, D) each
+    eigs = {}
+    for name, model in (("plain", plain), ("damped", damped)):
+        model.eval()
+        x = model.embed(b["inputs"], b["puzzle_identifiers"]).detach()
+        J = _dense_jacobian(model.fixed_point_map(x, model.rotary()), s)
+        eigs[name] = torch.linalg.eigvals(J)
+    predicted = 1 - lam + lam * eigs["plain"]
+    # match as multisets: every predicted eigenvalue has a damped one next to it, and vice versa
+    dist = (predicted[:, None] - eigs["damped"][None, :]).abs()
+    assert dist.min(dim=1).values.max() < 1e-4 and dist.min(dim=0).values.max() < 1e-4
+    # the map is not trivially damped already: the plain spectrum is far from its image
+    assert (eigs["plain"].abs().max() - predicted.abs().max()).abs() > 0.05
+
+
+def test_damped_map_has_the_plain_maps_fixed_points():
+    torch.manual_seed(0)
+    cfg = dict(TINY, n_inner=1, max_iter=200, tol=1e-6, solver="fixed_point")
+    plain = contractive(Attractor(AttractorConfig(**cfg))).eval()
+    damped = Attractor(AttractorConfig(**cfg, damping=0.5)).eval()
+    damped.load_state_dict(plain.state_dict())
+    b = batch()
+    with torch.no_grad():
+        s_plain = plain(plain.initial_state(3), b).extras["fixed_point"]
+        info = damped(damped.initial_state(3), b).extras
+    s_damped = info["fixed_point"]
+    assert info["solver"].converged.all()
+    # the damped solve's answer is a fixed point of the *plain* map (its residual is lambda times
+    # smaller, so the plain residual is at most about 2 tol) and the plain solve's answer
+    assert (fresh_residual(plain, b, s_damped) < 3e-6).all()
+    for a, c in zip(s_damped, s_plain, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_phantom_gradient_runs_through_the_damped_map():
+    """UPG(k, tau) on S + lambda (F(S) - S) is UPG(k, tau * lambda) on F: (1 - tau) S + tau (S +
+    lambda (F - S)) = (1 - tau lambda) S + tau lambda F. Same state, same gradient."""
+    torch.manual_seed(0)
+    lam, tau = 0.5, 0.8
+    b = batch()
+    g = torch.Generator().manual_seed(2)
+    s = tuple(torch.randn(3, 20, 32, generator=g) for _ in range(2))
+    damped = Attractor(AttractorConfig(**TINY, damping=lam, phantom_k=3, phantom_tau=tau))
+
+    def grad(model):
+        model.load_state_dict(damped.state_dict())
+        model.train()
+        x = model.embed(b["inputs"], b["puzzle_identifiers"])
+        y, _ = model.attach_gradient(model.fixed_point_map(x, model.rotary()), s)
+        logits, q = model.decode(y)
+        (logits.square().mean() + q.sum()).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    g_damped = grad(damped)
+    g_plain = grad(Attractor(AttractorConfig(**TINY, phantom_k=3, phantom_tau=tau * lam)))
+    assert g_damped.abs().sum() > 0
+    torch.testing.assert_close(g_damped, g_plain, rtol=1e-4, atol=1e-7)
+    # and lambda matters: the plain map with tau (not tau * lambda) gives another gradient
+    g_other = grad(Attractor(AttractorConfig(**TINY, phantom_k=3, phantom_tau=tau)))
+    assert (g_other - g_damped).norm() > 1e-3 * g_damped.norm()
+
+
+@pytest.mark.parametrize("damping", [0.0, -0.5, 1.5])
+def test_damping_outside_zero_one_raises(damping):
+    with pytest.raises(ValueError, match="damping"):
+        AttractorConfig(**TINY, damping=damping)
