@@ -21,7 +21,8 @@ n > 1 it is a fixed point of the n-fold latent update) and ``y* = net(y* + z*)``
 
 Options (off by default): ``damping`` lambda < 1 replaces F by the damped map S + lambda (F(S) - S)
 in the solve, the gradient, the Jacobian penalty and the probe (the same fixed points);
-``jac_weight`` > 0 adds a Jacobian penalty at S*.
+``halt_on_converged`` halts a slot whose solve converged, from supervision step 2 on, as well as on
+the q-head (:func:`reasoners.supervision.halts`); ``jac_weight`` > 0 adds a Jacobian penalty at S*.
 
 ``solver="unroll"`` replaces step 2 by T - 1 plain no-grad calls of F (``T_cycles``): with
 ``n_inner = n`` and ``grad="one_step"`` this *is* TRM, step for step (a test checks it).
@@ -94,6 +95,10 @@ class AttractorConfig(TRMConfig):
     # stays above 1). Used everywhere the map is: the solve, the phantom / implicit gradient, the
     # Jacobian penalty and the contraction probe. 1.0 (the default) is the plain map, bit for bit.
     damping: float = 1.0
+    # Halt a slot when its solve exits below `tol` (from supervision step 2 on), in addition to the
+    # q-head: in training and in every evaluation path that scores the halting step
+    # (`supervision.halts`). False (the default): the q-head alone, as TRM.
+    halt_on_converged: bool = False
     solver_trace: bool | str = (
         False  # True: per-iterate residuals; "iterates": also every (y, z) (visualisation)
     )
