@@ -19,6 +19,11 @@ n > 1 it is a fixed point of the n-fold latent update) and ``y* = net(y* + z*)``
 4. decode y; carry S (detached) to the next step; return ``info`` in the extras, so training can log
    per-sample residuals and solver steps honestly.
 
+Options (off by default): ``damping`` lambda < 1 replaces F by the damped map S + lambda (F(S) - S)
+in the solve, the gradient, the Jacobian penalty and the probe (the same fixed points);
+``halt_on_converged`` halts a slot whose solve converged, from supervision step 2 on, as well as on
+the q-head (:func:`reasoners.supervision.halts`); ``jac_weight`` > 0 adds a Jacobian penalty at S*.
+
 ``solver="unroll"`` replaces step 2 by T - 1 plain no-grad calls of F (``T_cycles``): with
 ``n_inner = n`` and ``grad="one_step"`` this *is* TRM, step for step (a test checks it).
 
@@ -84,6 +89,16 @@ class AttractorConfig(TRMConfig):
     jac_every: int = 1
     jac_target: float = 0.9
     jac_iters: int = 4
+    # The damped map S + damping (F(S) - S) (as EqR damps its update): the same fixed points, the
+    # Jacobian (1 - damping) I + damping J, so an eigenvalue mu of J becomes 1 - damping + damping mu
+    # (damping < 1 pulls negative and large complex eigenvalues towards the unit disc; a real mu > 1
+    # stays above 1). Used everywhere the map is: the solve, the phantom / implicit gradient, the
+    # Jacobian penalty and the contraction probe. 1.0 (the default) is the plain map, bit for bit.
+    damping: float = 1.0
+    # Halt a slot when its solve exits below `tol` (from supervision step 2 on), in addition to the
+    # q-head: in training and in every evaluation path that scores the halting step
+    # (`supervision.halts`). False (the default): the q-head alone, as TRM.
+    halt_on_converged: bool = False
     solver_trace: bool | str = (
         False  # True: per-iterate residuals; "iterates": also every (y, z) (visualisation)
     )
@@ -102,6 +117,8 @@ class AttractorConfig(TRMConfig):
             raise ValueError(f"unknown jac_reg {self.jac_reg!r}: expected one of {', '.join(JAC_REGS)}")
         if self.jac_weight < 0 or self.jac_every < 1 or self.jac_iters < 1:
             raise ValueError("jac_weight must be >= 0, jac_every and jac_iters >= 1")
+        if not 0 < self.damping <= 1:
+            raise ValueError(f"damping must be in (0, 1], got {self.damping}")
 
 
 AttractorState = TRMState
@@ -137,11 +154,16 @@ class Attractor(TRM):
 
     def fixed_point_map(self, x: torch.Tensor, rotary=None):
         """F(S; x) on S = (y, z) as a function of the state alone (closes over x). ``F(S, rows)`` maps
-        the states of the batch rows ``rows`` only (the solver's compaction of converged rows)."""
+        the states of the batch rows ``rows`` only (the solver's compaction of converged rows). With
+        ``damping`` lambda < 1 it is the damped map S + lambda (F(S) - S)."""
+        lam = self.config.damping
 
         def F(state: tuple, rows: torch.Tensor | None = None) -> tuple:
             x_rows = x if rows is None else x[rows]
             y, z = self.latent_recursion(x_rows, state[0], state[1], rotary)
+            if lam != 1.0:  # the plain map is left untouched (no 0 * S terms), bit for bit
+                y = state[0] + lam * (y - state[0])
+                z = state[1] + lam * (z - state[1])
             return (y, z)
 
         return F

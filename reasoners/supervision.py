@@ -10,8 +10,9 @@ Training follows the reference HRM/TRM semantics (docs/reference.md, "Deep super
 - the :class:`Carry` (reasoner state, step counts, halted flags, the puzzle each slot is working on)
   persists across batches; at each call the slots that halted at the previous call are reset to the
   initial state and take the new batch's row at that slot, the others keep their puzzle;
-- a slot halts when it reaches ``halt_max_steps`` or, in training, when :func:`halt_fires`:
-  ``q_halt > 0`` (TRM) or ``q_halt > q_continue`` (HRM, ``q_continue=True``); with probability
+- a slot halts when it reaches ``halt_max_steps`` or, in training, when :func:`halts`: the q-head's
+  :func:`halt_fires`, ``q_halt > 0`` (TRM) or ``q_halt > q_continue`` (HRM, ``q_continue=True``), or,
+  with the Attractor's ``halt_on_converged``, a converged solve from step 2 on; with probability
   ``halt_exploration_prob`` a random minimum step count in U{2..halt_max_steps} delays halting
   (drawn ``rand`` then ``randint`` from the given generator, the global one by default, as the
   reference does);
@@ -96,9 +97,33 @@ def halt_fires(q_logits: torch.Tensor, q_continue: bool) -> torch.Tensor:
     return (q_halt > q_cont) if q_continue else (q_halt > 0)
 
 
+# A converged solve halts a slot only from this supervision step on: the first step's solve starts from
+# the fixed initial state, and a reasoner whose map converges there has not yet used its carried state.
+CONVERGED_MIN_STEPS = 2
+
+
+def halts(out: StepOutput, config, steps) -> torch.Tensor:
+    """(B,) bool: the reasoner's whole halting rule after supervision step ``steps`` (an int, or the
+    (B,) step counts of the slots): :func:`halt_fires` on the q-head, or, for a reasoner whose config
+    sets ``halt_on_converged`` (the Attractor), a solve that exited below its tolerance
+    (``out.solver.converged``) once ``steps >= CONVERGED_MIN_STEPS``. Every caller (training's halting
+    and the evaluation paths that score the halting step) uses this one rule.
+
+    The rule alone: training also halts at ``halt_max_steps`` and delays it by exploration."""
+    fires = halt_fires(out.q_logits, config.q_continue)
+    info = out.solver
+    if getattr(config, "halt_on_converged", False) and info is not None:
+        steps = torch.as_tensor(steps, device=fires.device)
+        fires = fires | (info.converged.to(fires.device) & (steps >= CONVERGED_MIN_STEPS))
+    return fires
+
+
 def halting_rule(config: HaltingConfig) -> str:
-    """The rule of :func:`halt_fires` in words, for reports."""
-    return "q_halt > q_continue" if config.q_continue else "q_halt > 0"
+    """The rule of :func:`halts` in words, for reports."""
+    rule = "q_halt > q_continue" if config.q_continue else "q_halt > 0"
+    if getattr(config, "halt_on_converged", False):
+        rule += f" or solve converged (step >= {CONVERGED_MIN_STEPS})"
+    return rule
 
 
 @dataclass
@@ -160,7 +185,7 @@ def supervision_step(
         is_last = steps >= cfg.halt_max_steps
         new_halted = is_last
         if core.training and cfg.halt_max_steps > 1:
-            new_halted = new_halted | halt_fires(q_logits, cfg.q_continue)
+            new_halted = new_halted | halts(out, cfg, steps)
             new_halted = new_halted & (steps >= exploration_min_steps(cfg, steps, q_logits, generator, shard))
             if cfg.q_continue:
                 # Q-learning target without a replay buffer or target net: one more step from the new state
@@ -304,7 +329,7 @@ def rollout(
     """Step ``batch`` from the initial state for ``n_steps`` supervision steps (default: the
     reasoner's ``halt_max_steps``, as evaluation does), yielding each step's :class:`StepOutput`.
 
-    No halting: every slot runs every step (score the halting head with :func:`halt_fires`). With
+    No halting: every slot runs every step (score the halting rule with :func:`halts`). With
     ``solver_iterates`` the Attractor's ``extras["solver"]`` also holds every solver iterate (see
     :func:`records_iterates`). Put the model in the mode you want (``eval()``) first.
 

@@ -50,7 +50,7 @@ from data_gen.format import Split
 from reasoners.attractor import AttractorConfig
 from reasoners.data import to_batch
 from reasoners.layers import Stack
-from reasoners.supervision import halt_fires, rollout, unwrap
+from reasoners.supervision import halts, rollout, unwrap
 from reasoners.tasks import Task, score
 
 METRICS = ("exact", "valid", "cell")
@@ -148,7 +148,7 @@ def score_rollout(
                         steps[step][k][at] = v
                 if step > halt_max:
                     continue
-                fires = halt_fires(out.q_logits, cfg.q_continue).cpu().numpy()
+                fires = halts(out, cfg, step).cpu().numpy()
                 newly = pending & (fires | (step == halt_max))
                 halt_step[at[newly]] = step
                 halt_preds[at[newly]] = preds[newly]
@@ -499,7 +499,7 @@ def breadth_rollout(
                 prev = logits
                 preds = logits.argmax(-1).cpu().numpy()
                 conf = confidence(out.q_logits, cfg.q_continue).float().cpu().numpy()
-                fires = halt_fires(out.q_logits, cfg.q_continue).cpu().numpy() & (first > step)
+                fires = halts(out, cfg, step).cpu().numpy() & (first > step)
                 first[fires], first_conf[fires], halt_preds[fires] = step, conf[fires], preds[fires]
                 counted &= counter.available
                 if step not in calls:
@@ -515,8 +515,8 @@ def breadth_rollout(
                     halt_preds=np.where(never[:, None], preds, halt_preds),
                 )
                 at_step = score(task, inputs, labels, preds)
-                halts = "first_halt" in selectors  # its answers are scored only when it is asked for
-                at_halt = score(task, inputs, labels, view.halt_preds) if halts else None
+                score_halt = "first_halt" in selectors  # its answers are scored only when it is asked for
+                at_halt = score(task, inputs, labels, view.halt_preds) if score_halt else None
                 for k in ks:
                     got = parts[(step, k)]
                     got["single"].append(_gather(at_step, np.arange(n) * K))

@@ -50,7 +50,7 @@ from reasoners.presets import build, count_parameters
 from reasoners.supervision import (
     Carry,
     act_loss,
-    halt_fires,
+    halts,
     initial_carry,
     rollout,
     supervision_step,
@@ -255,7 +255,7 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     core = unwrap(model)
-    halt_max, q_continue = core.config.halt_max_steps, core.config.q_continue
+    halt_max = core.config.halt_max_steps
     keys = ("exact", "valid", "cell", "halt_exact", "halt_valid", "halt_step", "count")
     sums = dict.fromkeys(keys, 0.0)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -270,7 +270,7 @@ def evaluate_split(
                     if halt_preds is None:
                         halt_preds = preds.clone()
                         halt_step = torch.full_like(pending, halt_max, dtype=torch.long)
-                    newly = pending & (halt_fires(out.q_logits, q_continue) | (step == halt_max))
+                    newly = pending & (halts(out, core.config, step) | (step == halt_max))
                     halt_preds[newly], halt_step[newly] = preds[newly], step
                     pending &= ~newly
             inputs, labels = split.inputs[rows], split.labels[rows]

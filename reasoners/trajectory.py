@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from reasoners.layers import IGNORE_LABEL, LOSSES, log_stablemax
-from reasoners.supervision import StepOutput, halt_fires, halting_rule, records_iterates, rollout, unwrap
+from reasoners.supervision import StepOutput, halting_rule, halts, records_iterates, rollout, unwrap
 from reasoners.tasks import Task, score
 from reasoners.test_time import (
     CONVERGENCE_WINDOW,
@@ -239,7 +239,7 @@ def record_trajectory(
         task=task,
         model_name=model_name or type(core).__name__.lower(),
         halting_rule=halting_rule(core.config),
-        halt_fires=halt_fires(q_logits, core.config.q_continue).cpu().numpy(),
+        halt_fires=torch.cat([halts(o, core.config, s) for s, o in enumerate(outs, start=1)]).cpu().numpy(),
         halt_max_steps=core.config.halt_max_steps,
         inputs=x,
         labels=y_label,
@@ -448,7 +448,7 @@ def record_breadth(
     with _eval(model), CallCounter(model) as counter, recursion_noise(model, noise):
         state = initial_states(model, noise, traj, breadth.init_noise, device)
         perturb = step_perturbation(model, noise, traj, breadth.step_noise, device)
-        for out in rollout(model, batch, n_steps, state=state, perturb=perturb):
+        for step, out in enumerate(rollout(model, batch, n_steps, state=state, perturb=perturb), start=1):
             logits = out.logits.float()  # as breadth_rollout scores it
             if prev is not None:
                 deltas.append(logit_change(logits, prev))
@@ -458,7 +458,7 @@ def record_breadth(
             preds.append(logits.argmax(-1).cpu().numpy())
             q.append(out.q_logits.double().cpu().numpy())
             conf.append(confidence(out.q_logits, cfg.q_continue).float().cpu().numpy())
-            fires.append(halt_fires(out.q_logits, cfg.q_continue).cpu().numpy())
+            fires.append(halts(out, cfg, step).cpu().numpy())
     P = np.stack(preds, 1)  # (K, S, L)
     Q = np.stack(q, 1)  # (K, S, 2)
     flat = P.reshape(-1, task.seq_len)

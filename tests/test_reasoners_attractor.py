@@ -3,12 +3,16 @@ point, TRM as a special case, warm starts, and a carry without a graph."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
+from _tiny_runs import Oracle
 
 from reasoners.attractor import Attractor, AttractorConfig
 from reasoners.supervision import initial_carry, rollout, supervision_step, train_step
 from reasoners.trm import TRM, TRMConfig
+from solvers import SolverInfo
 
 # A full-width puzzle row: with zero-padded prefix positions (x = 0 there) the map has a continuum of
 # fixed points (any unit-rms y = z), so a contraction test needs x != 0 everywhere.
@@ -329,3 +333,227 @@ def test_jacobian_penalty_joins_the_loss_only_when_asked():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.parameters())
     with pytest.raises(ValueError, match="jac_reg"):
         AttractorConfig(**TINY, jac_reg="spectral")
+
+
+# ----------------------------------------------------------------------------- damping
+
+
+def _dense_jacobian(F, s: tuple) -> torch.Tensor:
+    """(D, D) Jacobian of F at the one-sample state s, by autograd (the oracle)."""
+    n = s[0].numel()
+
+    def flat_map(v):
+        fy, fz = F((v[:n].view_as(s[0]), v[n:].view_as(s[1])))
+        return torch.cat([fy.flatten(), fz.flatten()])
+
+    return torch.autograd.functional.jacobian(flat_map, torch.cat([t.flatten() for t in s])).double()
+
+
+def test_damped_map_moves_every_eigenvalue_to_one_minus_lambda_plus_lambda_mu():
+    """J_damped = (1 - lambda) I + lambda J: at one state of a small map, the damped map's eigenvalues
+    (a dense eigen-decomposition) are 1 - lambda + lambda mu of the plain map's, one for one."""
+    torch.manual_seed(0)
+    lam = 0.4
+    plain = Attractor(AttractorConfig(**{**TINY, "seq_len": 4}, n_inner=1))
+    damped = Attractor(AttractorConfig(**{**TINY, "seq_len": 4}, n_inner=1, damping=lam))
+    damped.load_state_dict(plain.state_dict())
+    b = batch(B=1, L=4)
+    g = torch.Generator().manual_seed(1)
+    s = tuple(torch.randn(1, 8, 32, generator=g) for _ in range(2))  # (1, P+L, D) each
+    eigs = {}
+    for name, model in (("plain", plain), ("damped", damped)):
+        model.eval()
+        x = model.embed(b["inputs"], b["puzzle_identifiers"]).detach()
+        J = _dense_jacobian(model.fixed_point_map(x, model.rotary()), s)
+        eigs[name] = torch.linalg.eigvals(J)
+    predicted = 1 - lam + lam * eigs["plain"]
+    # match as multisets: every predicted eigenvalue has a damped one next to it, and vice versa
+    dist = (predicted[:, None] - eigs["damped"][None, :]).abs()
+    assert dist.min(dim=1).values.max() < 1e-4 and dist.min(dim=0).values.max() < 1e-4
+    # the map is not trivially damped already: the plain spectrum is far from its image
+    assert (eigs["plain"].abs().max() - predicted.abs().max()).abs() > 0.05
+
+
+def test_damped_map_has_the_plain_maps_fixed_points():
+    torch.manual_seed(0)
+    cfg = dict(TINY, n_inner=1, max_iter=200, tol=1e-6, solver="fixed_point")
+    plain = contractive(Attractor(AttractorConfig(**cfg))).eval()
+    damped = Attractor(AttractorConfig(**cfg, damping=0.5)).eval()
+    damped.load_state_dict(plain.state_dict())
+    b = batch()
+    with torch.no_grad():
+        s_plain = plain(plain.initial_state(3), b).extras["fixed_point"]
+        info = damped(damped.initial_state(3), b).extras
+    s_damped = info["fixed_point"]
+    assert info["solver"].converged.all()
+    # the damped solve's answer is a fixed point of the *plain* map (its residual is lambda times
+    # smaller, so the plain residual is at most about 2 tol) and the plain solve's answer
+    assert (fresh_residual(plain, b, s_damped) < 3e-6).all()
+    for a, c in zip(s_damped, s_plain, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_phantom_gradient_runs_through_the_damped_map():
+    """UPG(k, tau) on S + lambda (F(S) - S) is UPG(k, tau * lambda) on F: (1 - tau) S + tau (S +
+    lambda (F - S)) = (1 - tau lambda) S + tau lambda F. Same state, same gradient."""
+    torch.manual_seed(0)
+    lam, tau = 0.5, 0.8
+    b = batch()
+    g = torch.Generator().manual_seed(2)
+    s = tuple(torch.randn(3, 20, 32, generator=g) for _ in range(2))
+    damped = Attractor(AttractorConfig(**TINY, damping=lam, phantom_k=3, phantom_tau=tau))
+
+    def grad(model):
+        model.load_state_dict(damped.state_dict())
+        model.train()
+        x = model.embed(b["inputs"], b["puzzle_identifiers"])
+        y, _ = model.attach_gradient(model.fixed_point_map(x, model.rotary()), s)
+        logits, q = model.decode(y)
+        (logits.square().mean() + q.sum()).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    g_damped = grad(damped)
+    g_plain = grad(Attractor(AttractorConfig(**TINY, phantom_k=3, phantom_tau=tau * lam)))
+    assert g_damped.abs().sum() > 0
+    torch.testing.assert_close(g_damped, g_plain, rtol=1e-4, atol=1e-7)
+    # and lambda matters: the plain map with tau (not tau * lambda) gives another gradient
+    g_other = grad(Attractor(AttractorConfig(**TINY, phantom_k=3, phantom_tau=tau)))
+    assert (g_other - g_damped).norm() > 1e-3 * g_damped.norm()
+
+
+@pytest.mark.parametrize("damping", [0.0, -0.5, 1.5])
+def test_damping_outside_zero_one_raises(damping):
+    with pytest.raises(ValueError, match="damping"):
+        AttractorConfig(**TINY, damping=damping)
+
+
+# ----------------------------------------------------------------------------- halting on convergence
+
+
+class _ScriptedSolve(Oracle):
+    """The Oracle (answers with the labels, q-head from ``halt_at``) plus a solver report: puzzle i's
+    solve converges from supervision step ``converge_at(inputs)[i]`` on."""
+
+    def __init__(self, converge_at, halt_on_converged: bool, **kw):
+        super().__init__(6, **kw)
+        self.config = _ScriptConfig(halt_on_converged=halt_on_converged)
+        self.converge_at = converge_at
+
+    def reset_state(self, state, mask):
+        return (torch.where(mask, 0, state[0]),)
+
+    def forward(self, state, batch):
+        (step,), logits, q, _ = super().forward(state, batch)
+        converged = step >= self.converge_at(batch["inputs"].long())
+        B = step.shape[0]
+        res = torch.where(converged, 1e-5, 0.5)
+        info = SolverInfo(res, res.clone(), converged, torch.zeros(B, dtype=torch.long), nstep=3)
+        return (step,), logits, q, {"solver": info}
+
+
+@dataclass
+class _ScriptConfig:
+    halt_max_steps: int = 6
+    q_continue: bool = False
+    halt_exploration_prob: float = 0.0
+    halt_on_converged: bool = False
+
+
+NEVER = 5  # a token (4x4 Sudoku tokens are 0..5) that stands for "never" in the script
+
+
+def _script_cases():
+    """Per puzzle: the step its solve converges from, the step its q-head fires from (NEVER: not at
+    all), and the halting step with the option on (converged from step 2 on, or the q-head, or
+    halt_max_steps = 6) and off (the q-head alone)."""
+    converge = torch.tensor([1, 2, 3, NEVER, NEVER, 4])
+    q_fires = torch.tensor([NEVER, NEVER, NEVER, NEVER, 3, 1])
+    expected_on = torch.tensor([2, 2, 3, 6, 3, 1])
+    expected_off = torch.tensor([6, 6, 6, 6, 3, 1])
+    return converge, q_fires, expected_on, expected_off
+
+
+def _script_batch(converge, q_fires):
+    """Cells 0 and 1 of each puzzle carry its script (the rest blank)."""
+    inputs = torch.ones(6, 16, dtype=torch.long)
+    inputs[:, 0], inputs[:, 1] = converge, q_fires
+    return {
+        "inputs": inputs,
+        "labels": inputs.clone(),
+        "puzzle_identifiers": torch.zeros(6, dtype=torch.long),
+    }
+
+
+def _script_model(on: bool):
+    def step_of(col):
+        return lambda inputs: torch.where(inputs[:, col] == NEVER, 10**6, inputs[:, col])
+
+    return _ScriptedSolve(converge_at=step_of(0), halt_at=step_of(1), halt_on_converged=on)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_halt_on_converged_halts_training_slots_after_two_steps(on):
+    converge, q_fires, expected_on, expected_off = _script_cases()
+    b = _script_batch(converge, q_fires)
+    model = _script_model(on).train()
+    carry = initial_carry(model, b)
+    first_halt = torch.zeros(6, dtype=torch.long)
+    for step in range(1, 7):
+        carry, _ = supervision_step(model, carry, b)
+        newly = carry.halted & (first_halt == 0)
+        first_halt[newly] = step
+    assert torch.equal(first_halt, expected_on if on else expected_off)
+
+
+def test_halt_on_converged_is_the_halting_step_of_every_evaluation_path(tmp_path):
+    """The same scripted solves through evaluate (score_rollout) and the trainer's evaluation: the
+    halting step each reports is the rule's, with the option on and off."""
+    from data_gen.format import build_split
+    from reasoners import evaluate as ev
+    from reasoners.tasks import Task
+    from reasoners.train import Dist, evaluate_split
+
+    converge, q_fires, expected_on, expected_off = _script_cases()
+    b = _script_batch(converge, q_fires)
+    task = Task("sudoku", 4)
+    split = build_split(b["inputs"].numpy().astype("uint8"), b["inputs"].numpy().astype("uint8"), None,
+                        vocab_size=task.vocab_size)  # fmt: skip
+    for on, expected in ((True, expected_on), (False, expected_off)):
+        model = _script_model(on).eval()
+        config = ev.EvalConfig(steps=(6,), breadth_trajectories=None)
+        result = ev.evaluate_model(model, task, split, config, log=lambda *a: None)
+        assert result["halting"]["mean_step"] == pytest.approx(expected.double().mean().item())
+        assert result["halting"]["never_fired"] == pytest.approx((expected == 6).double().mean().item())
+        assert ("solve converged" in result["halting"]["rule"]) == on
+        trainer_eval = evaluate_split(model, task, split, torch.device("cpu"), Dist(), batch_size=4)
+        assert trainer_eval["halt_step"] == pytest.approx(expected.double().mean().item())
+
+
+def test_halt_on_converged_on_a_contractive_attractor_halts_at_step_two():
+    """A real solve: the q-head never fires (its initial bias), the contractive map converges at every
+    step, so with the option every slot halts at step 2 in training and the recorded trajectory
+    (visualize's path) marks steps 2.. as halting; without it, no slot halts before halt_max_steps."""
+    from reasoners.tasks import Task
+    from reasoners.trajectory import record_trajectory
+
+    torch.manual_seed(0)
+    cfg = dict(TINY, n_inner=1, max_iter=60, tol=1e-4, halt_exploration_prob=0.0)
+    model = contractive(Attractor(AttractorConfig(**cfg, halt_on_converged=True)))
+    with torch.no_grad():
+        model.q_head.weight.zero_()  # q_halt = -5 everywhere: only convergence can halt
+    off = Attractor(AttractorConfig(**cfg))
+    off.load_state_dict(model.state_dict())
+    b = batch()
+    for m, halted_at_2 in ((model, True), (off, False)):
+        m.train()
+        carry = initial_carry(m, b)
+        carry, out1 = supervision_step(m, carry, b)
+        assert out1["extras"]["solver"].converged.all() and not carry.halted.any()
+        carry, _ = supervision_step(m, carry, b)
+        assert bool(carry.halted.all()) == halted_at_2 and bool(carry.halted.any()) == halted_at_2
+    task = Task("sudoku", 4)  # 16 cells over 6 tokens
+    tiny = contractive(Attractor(AttractorConfig(**{**cfg, "vocab_size": 6}, halt_on_converged=True)))
+    with torch.no_grad():
+        tiny.q_head.weight.zero_()
+    traj = record_trajectory(tiny, task, b["inputs"][0].clamp(max=5).numpy())
+    assert traj.halt_fires.tolist() == [False, True, True, True]

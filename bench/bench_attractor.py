@@ -1,0 +1,397 @@
+"""The Attractor's issue-14 bench: phantom-gradient fidelity against cost, and the issue's targets.
+
+    # (a) cosine of UPG(k, tau)'s parameter gradient to the implicit (IFT) gradient, beside its cost
+    python bench/bench_attractor.py fidelity --data data/sudoku-2x3-1k              # fresh tiny model
+    python bench/bench_attractor.py fidelity --checkpoint runs/x/checkpoints/last.pt --probe 32
+    # (b) the issue's targets with PASS / MISS for a laptop_sudoku Attractor run
+    python bench/bench_attractor.py targets runs/x --puzzles 100
+
+(a) ``fidelity``. On a fixed probe batch (the first ``--probe`` test puzzles) the model is rolled out
+``--step - 1`` supervision steps (eval mode, as the trainer's evaluation) to a warm-started state, as
+training sees it; from that one state, with the same S* (the solve is deterministic), each gradient
+option makes one training update's loss (the trainer's ``act_loss``, every row counted) and its
+parameter gradient. The reference is ``grad="implicit"`` with a tight backward solve
+(``--implicit-iters``, ``--implicit-tol``); its own backward residual is printed, because on an
+expansive map (rho >= 1, also printed) the IFT system has no convergent Neumann series and the
+"reference" is itself unreliable. Per option: cosine to the reference, the norm ratio, the network
+calls made with grad, and the time of one update (forward + backward, median of ``--reps``) measured
+interleaved with a TRM-tiny update on the same batch and thread count, as a ratio. The Jacobian
+penalty is switched off for the grid (it is not part of the gradient being compared).
+
+(b) ``targets``. From the run directory: the share of training solves that exit below tol after update
+``--after`` (metrics.csv, mean of the logged windows); the rho < 1 share of the contraction probe at
+every evaluation, training and EMA weights (>= 95% each); exact accuracy at test-time ``max_iter``
+4 / 8 / 16 / 32 (EMA weights, first ``--puzzles`` test puzzles, through
+:func:`reasoners.test_time.attractor_grid`, the code ``reasoners.evaluate`` runs), which must not fall
+by more than 1 point from one budget to the next; and the cost of one training update of the run's
+own configuration (training weights, penalty included) at a warm state against a TRM-tiny update on
+the same batch (at most 1.5x), with the converged share of the timed solves.
+
+Benchmarks are not tests: times vary with the machine and its load; run with ``--threads 1`` on a
+shared CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from reasoners.attractor import Attractor, contraction_probe  # noqa: E402
+from reasoners.checkpoint import latest_checkpoint, load_reasoner  # noqa: E402
+from reasoners.data import load_dataset, to_batch  # noqa: E402
+from reasoners.presets import build  # noqa: E402
+from reasoners.supervision import Carry, act_loss, rollout  # noqa: E402
+from reasoners.test_time import attractor_grid  # noqa: E402
+from solvers import implicit_grad  # noqa: E402
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+@contextlib.contextmanager
+def config_set(model, **over):
+    """Temporarily set fields of ``model.config`` (read at every forward)."""
+    before = {k: getattr(model.config, k) for k in over}
+    for k, v in over.items():
+        setattr(model.config, k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            setattr(model.config, k, v)
+
+
+class GradCalls:
+    """Counts the calls of ``model.net`` (batch applications of the tiny network), with and without
+    grad, while the block runs."""
+
+    def __init__(self, model):
+        self.net, self.with_grad, self.without = model.net, 0, 0
+
+    def _hook(self, module, args, output):
+        if torch.is_grad_enabled():
+            self.with_grad += 1
+        else:
+            self.without += 1
+
+    def __enter__(self):
+        self._h = self.net.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self._h.remove()
+
+
+def warm_state(model, batch, step: int):
+    """The carried state entering supervision step ``step`` (eval-mode rollout from the initial one)."""
+    model.eval()
+    state = model.initial_state(batch["inputs"].shape[0], batch["inputs"].device)
+    if step > 1:
+        with torch.no_grad():
+            for out in rollout(model, batch, step - 1):
+                state = out.state
+    return state
+
+
+def update(model, state, batch, loss_name: str = "stablemax"):
+    """One training update's forward and backward from ``state`` (every row counted as halted, so
+    that the whole batch enters the loss); returns the forward's extras."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model(state, batch)
+    B = batch["inputs"].shape[0]
+    carry = Carry(
+        state=out.state,
+        steps=torch.ones(B, dtype=torch.int32),
+        halted=torch.ones(B, dtype=torch.bool),
+        batch=batch,
+    )
+    outputs = {"logits": out.logits, "q_halt_logits": out.q_halt, "q_continue_logits": out.q_continue}
+    outputs["extras"] = out.extras
+    loss, _ = act_loss(outputs, carry, loss_name)
+    (loss / B).backward()
+    return out.extras
+
+
+def flat_grad(model) -> torch.Tensor:
+    return torch.cat(
+        [p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in model.parameters()]
+    )
+
+
+def timed(fns: list, reps: int) -> list[float]:
+    """Median wall time of each function, run interleaved (A, B, C, A, B, C, ...) after one warm-up,
+    so that load from other processes hits them alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
+
+
+def trm_like(task, seed: int = 0):
+    """TRM-tiny for the task (the laptop tier's TRM): the cost yardstick."""
+    torch.manual_seed(seed)
+    return build("trm", "tiny", task.preset_puzzle, **task.model_overrides())
+
+
+def load_model(checkpoint: str | None, data: str | None, ema: bool, seed: int):
+    """(Attractor, task, test split, where it came from): the checkpoint's weights, or a freshly
+    initialised tiny Attractor for the dataset at ``data``."""
+    if checkpoint:
+        path = Path(checkpoint)
+        path = latest_checkpoint(path) or path if path.is_dir() else path
+        model, task, ckpt = load_reasoner(path, ema=ema)
+        root = data or (ckpt.get("config") or {}).get("data", {}).get("dir")
+        source = (
+            f"{path} (step {ckpt.get('step')}, {'EMA' if ema and ckpt.get('ema') else 'training'} weights)"
+        )
+    else:
+        if not data:
+            raise SystemExit("give --checkpoint or --data (a dataset folder for a fresh model)")
+        root = data
+        task = load_dataset(root, "sudoku", need_train=False).task
+        torch.manual_seed(seed)
+        model = build("attractor", "tiny", task.preset_puzzle, **task.model_overrides())
+        source = f"fresh tiny Attractor (seed {seed})"
+    if not isinstance(model, Attractor):
+        raise SystemExit(f"{source} is not an Attractor")
+    split = load_dataset(root, task.kind, need_train=False).test
+    return model, task, split, source
+
+
+# ----------------------------------------------------------------------------- (a) fidelity
+
+
+def fidelity(args) -> list[dict]:
+    model, task, split, source = load_model(args.checkpoint, args.data, ema=False, seed=args.seed)
+    batch = to_batch(split, np.arange(min(args.probe, len(split.inputs))), "cpu")
+    state = warm_state(model, batch, args.step)
+    trm = trm_like(task, args.seed)
+    trm_state = warm_state(trm, batch, args.step)
+    probe = contraction_probe(model, batch, steps=args.step)
+    print(f"# phantom-gradient fidelity: {source}")
+    print(
+        f"probe: {batch['inputs'].shape[0]} test puzzles, supervision step {args.step}, "
+        f"{torch.get_num_threads()} thread(s); map at S*: rho median {probe['rho_median']:.3f}, "
+        f"q95 {probe['rho_q95']:.3f}, share < 1 {probe['rho_below_1']:.0%}"
+    )
+    off = dict(jac_weight=0.0)
+
+    def run(**over):
+        with config_set(model, **off, **over), GradCalls(model) as calls:
+            extras = update(model, state, batch)
+        return flat_grad(model), extras["solver"], calls
+
+    g_ref, info, ref_calls = run(
+        grad="implicit", implicit_max_iter=args.implicit_iters, implicit_tol=args.implicit_tol
+    )
+    back = implicit_grad.last_info
+    print(
+        f"solve: {info.nstep} map evaluations, {info.converged.float().mean():.0%} converged; implicit "
+        f"reference: backward solve residual median {back.rel_residual.median():.2e} "
+        f"({back.converged.float().mean():.0%} of rows below {args.implicit_tol:g}, {back.nstep} iterations)"
+    )
+    configs = [
+        (
+            "implicit",
+            dict(grad="implicit", implicit_max_iter=args.implicit_iters, implicit_tol=args.implicit_tol),
+        )
+    ]
+    configs += [("one_step", dict(grad="one_step"))]
+    configs += [
+        (f"UPG({k}, {tau:g})", dict(grad="phantom", phantom_k=k, phantom_tau=tau))
+        for k in args.ks
+        for tau in args.taus
+    ]
+    rows = []
+    for name, over in configs:
+        g, _, calls = run(**over)
+        cos = float(torch.nn.functional.cosine_similarity(g, g_ref, dim=0))
+        rows.append(
+            dict(
+                name=name,
+                over=over,
+                cosine=cos,
+                norm_ratio=float(g.norm() / g_ref.norm()),
+                grad_calls=calls.with_grad,
+            )
+        )
+
+    def attractor_fn(over):
+        def fn():
+            with config_set(model, **off, **over):
+                update(model, state, batch)
+
+        return fn
+
+    fns = [lambda: update(trm, trm_state, batch)] + [attractor_fn(over) for _, over in configs]
+    with GradCalls(trm) as trm_calls:
+        update(trm, trm_state, batch)
+    t = timed(fns, args.reps)
+    print(
+        f"\nTRM-tiny update on the same batch: {t[0] * 1e3:.0f} ms, {trm_calls.with_grad} network calls "
+        f"with grad, {trm_calls.without} without\n"
+    )
+    print("(net calls with grad: in the forward; the implicit gradient adds one vector-Jacobian product per")
+    print("backward iteration)\n")
+    print("| gradient | cosine to implicit | norm / implicit | net calls with grad | ms / update | x TRM |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row, sec in zip(rows, t[1:], strict=True):
+        row["ms"], row["x_trm"] = sec * 1e3, sec / t[0]
+        print(
+            f"| {row['name']} | {row['cosine']:.4f} | {row['norm_ratio']:.3f} | {row['grad_calls']} "
+            f"| {row['ms']:.0f} | {row['x_trm']:.2f} |"
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- (b) targets
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _num(row: dict, key: str) -> float | None:
+    v = row.get(key)
+    return float(v) if v not in (None, "") else None
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def targets(args) -> dict:
+    run_dir = Path(args.run_dir)
+    rows = _metrics(run_dir)
+    last_step = max((int(r["step"]) for r in rows), default=0)
+    print(f"# issue-14 targets: {run_dir} (last logged update {last_step})\n")
+    results = {}
+
+    # 1. training solves below tol after update --after
+    conv = [_num(r, "solver_converged") for r in rows if int(r["step"]) > args.after]
+    conv = [c for c in conv if c is not None]
+    share = sum(conv) / len(conv) if conv else None
+    results["converged"] = share
+    ok1 = None if share is None else share >= 0.9
+    where = (
+        f"{share:.1%} over {len(conv)} logged windows"
+        if share is not None
+        else "no training rows logged there"
+    )
+    print(f"- training solves below tol after update {args.after}: {where} (>= 90%): {_verdict(ok1)}")
+
+    # 2. rho < 1 share at every evaluation, training and EMA weights
+    evals = [r for r in rows if _num(r, "eval_rho_below_1") is not None]
+    ok2 = None
+    if evals:
+        ok2 = True
+        print("- rho < 1 share of the probe puzzles at every evaluation (>= 95%, training and EMA weights):")
+        for r in evals:
+            raw, ema = _num(r, "eval_rho_below_1"), _num(r, "eval_ema_rho_below_1")
+            good = raw >= 0.95 and (ema is None or ema >= 0.95)
+            ok2 &= good
+            ema_s = f"{ema:.0%} (median {_num(r, 'eval_ema_rho_median'):.2f})" if ema is not None else "none"
+            print(
+                f"    update {r['step']}: training {raw:.0%} (median {_num(r, 'eval_rho_median'):.2f}), "
+                f"EMA {ema_s}: {_verdict(good)}"
+            )
+        print(f"  every evaluation: {_verdict(ok2)}")
+    else:
+        print("- rho < 1 share: no evaluation row with the contraction probe: n/a")
+    results["rho_rows"] = [
+        (int(r["step"]), _num(r, "eval_rho_below_1"), _num(r, "eval_ema_rho_below_1")) for r in evals
+    ]
+
+    # 3. exact accuracy against test-time max_iter
+    ckpt = latest_checkpoint(run_dir)
+    model, task, split, source = load_model(str(ckpt), args.data, ema=True, seed=0)
+    n = min(args.puzzles, len(split.inputs))
+    grid = attractor_grid(model, task, split, np.arange(n), args.max_iter, [model.config.tol], batch_size=256)
+    exact = [g["exact"] for g in grid]
+    ok3 = all(b >= a - 0.01 for a, b in zip(exact, exact[1:], strict=False))
+    results["max_iter_exact"] = dict(zip(args.max_iter, exact, strict=True))
+    curve = " / ".join(f"{e:.1%}" for e in exact)
+    evals_s = " / ".join(f"{g['map_evals_per_step']:.1f}" for g in grid)
+    print(
+        f"- exact at test-time max_iter {' / '.join(map(str, args.max_iter))} ({source}, first {n} test "
+        f"puzzles, tol {model.config.tol:g}): {curve} (map evaluations per step {evals_s}); "
+        f"never more than 1 point lower than the budget before: {_verdict(ok3)}"
+    )
+
+    # 4. update cost against TRM at a warm (converged) state
+    model, task, split, _ = load_model(str(ckpt), args.data, ema=False, seed=0)
+    batch = to_batch(split, np.arange(min(args.cost_batch, len(split.inputs))), "cpu")
+    state = warm_state(model, batch, args.step)
+    trm = trm_like(task)
+    trm_state = warm_state(trm, batch, args.step)
+    info = update(model, state, batch)["solver"]
+    t_trm, t_att = timed(
+        [lambda: update(trm, trm_state, batch), lambda: update(model, state, batch)], args.reps
+    )
+    ratio = t_att / t_trm
+    results["cost_ratio"] = ratio
+    c = model.config
+    print(
+        f"- one training update (the run's config: grad {c.grad}, k {c.phantom_k}, tau {c.phantom_tau:g}, "
+        f"jac_weight {c.jac_weight:g}, damping {c.damping:g}) at supervision step {args.step}, batch "
+        f"{batch['inputs'].shape[0]}, {torch.get_num_threads()} thread(s): {t_att * 1e3:.0f} ms against "
+        f"TRM-tiny's {t_trm * 1e3:.0f} ms = {ratio:.2f}x (its solve: {info.nstep} map evaluations, "
+        f"{info.converged.float().mean():.0%} converged) (<= 1.5x): {_verdict(ratio <= 1.5)}"
+    )
+    results["verdicts"] = dict(converged=ok1, rho=ok2, max_iter=ok3, cost=ratio <= 1.5)
+    return results
+
+
+# ----------------------------------------------------------------------------- entry point
+
+last_results = None  # what the last main() call measured (for callers that import the bench)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--step", type=int, default=3, help="supervision step whose update is measured")
+    p.add_argument("--reps", type=int, default=3, help="timed repeats per update (median)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the checkpoint's)")
+    sub = p.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("fidelity", help="phantom-gradient cosine to the implicit gradient, and its cost")
+    f.add_argument("--checkpoint", default=None, help="a .pt or run dir (default: a fresh tiny model)")
+    f.add_argument("--probe", type=int, default=32, help="probe puzzles (the first test puzzles)")
+    f.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 5])
+    f.add_argument("--taus", type=float, nargs="+", default=[0.5, 0.8, 1.0])
+    f.add_argument("--implicit-iters", type=int, default=64)
+    f.add_argument("--implicit-tol", type=float, default=1e-6)
+    f.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("targets", help="the issue's targets for a run directory, PASS / MISS")
+    t.add_argument("run_dir")
+    t.add_argument("--after", type=int, default=500, help="updates after which solves must converge")
+    t.add_argument("--puzzles", type=int, default=100, help="test puzzles for the max_iter grid")
+    t.add_argument("--max-iter", type=int, nargs="+", default=[4, 8, 16, 32])
+    t.add_argument("--cost-batch", type=int, default=64, help="batch of the cost comparison (training's)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    t0 = time.perf_counter()
+    global last_results
+    last_results = fidelity(args) if args.what == "fidelity" else targets(args)
+    print(f"\n({time.perf_counter() - t0:.0f} s, {args.threads} thread(s))")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""bench/bench_attractor.py's bookkeeping: the targets' verdicts from a run's metrics, and the fidelity
+grid's reference row. Timings are printed, never asserted."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+from _tiny_runs import make_run, sudoku4_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bench_attractor  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    keys = ["step", "solver_converged", "eval_rho_below_1", "eval_rho_median", "eval_ema_rho_below_1",
+            "eval_ema_rho_median"]  # fmt: skip
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.fixture
+def attractor_run(tmp_path):
+    sudoku4_dataset(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    make_run(run, "attractor", tmp_path / "data", steps=40)
+    return run
+
+
+def test_targets_read_the_solves_after_the_cut_and_every_evaluation(attractor_run, capsys):
+    # before update 20 the solves mostly fail; after it 95% and 87%: mean 91% -> PASS at >= 90%
+    _write_metrics(
+        attractor_run / "metrics.csv",
+        [
+            {"step": 10, "solver_converged": 0.1},
+            {"step": 20, "solver_converged": 0.2, "eval_rho_below_1": 1.0, "eval_rho_median": 0.5,
+             "eval_ema_rho_below_1": 1.0, "eval_ema_rho_median": 0.4},
+            {"step": 30, "solver_converged": 0.95},
+            {"step": 40, "solver_converged": 0.87, "eval_rho_below_1": 0.97, "eval_rho_median": 0.8,
+             "eval_ema_rho_below_1": 0.94, "eval_ema_rho_median": 0.9},
+        ],
+    )  # fmt: skip
+    args = ["--reps", "1", "targets", str(attractor_run), "--after", "20", "--puzzles", "8"]
+    args += ["--max-iter", "2", "4", "--cost-batch", "4"]
+    bench_attractor.main(args)
+    out = capsys.readouterr().out
+    res = bench_attractor.last_results
+    assert res["converged"] == pytest.approx(0.91)
+    assert res["verdicts"]["converged"] is True
+    # the EMA share at update 40 is 94%: one evaluation below 95% fails the target
+    assert res["verdicts"]["rho"] is False
+    assert "update 20: training 100%" in out and "update 40: training 97%" in out
+    assert set(res["max_iter_exact"]) == {2, 4} and res["cost_ratio"] > 0
+    ex = list(res["max_iter_exact"].values())
+    assert res["verdicts"]["max_iter"] == (ex[1] >= ex[0] - 0.01)
+
+
+def test_targets_say_n_a_when_nothing_was_logged_after_the_cut(attractor_run):
+    _write_metrics(attractor_run / "metrics.csv", [{"step": 10, "solver_converged": 1.0}])
+    bench_attractor.main(["--reps", "1", "targets", str(attractor_run), "--after", "20", "--puzzles", "4",
+                          "--max-iter", "2", "--cost-batch", "4"])  # fmt: skip
+    res = bench_attractor.last_results
+    assert res["converged"] is None
+    assert res["verdicts"]["converged"] is None and res["verdicts"]["rho"] is None
+
+
+def test_fidelity_grid_reference_row_is_the_implicit_gradient_itself(attractor_run):
+    """The implicit row is the reference (cosine 1, norm ratio 1); the one-step gradient is UPG(1, 1)."""
+    bench_attractor.main(["--reps", "1", "fidelity", "--checkpoint", str(attractor_run), "--probe", "4",
+                          "--ks", "1", "--taus", "1.0"])  # fmt: skip
+    rows = {r["name"]: r for r in bench_attractor.last_results}
+    assert rows["implicit"]["cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert rows["implicit"]["norm_ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert rows["one_step"]["cosine"] == pytest.approx(rows["UPG(1, 1)"]["cosine"], abs=1e-6)
+    assert rows["UPG(1, 1)"]["grad_calls"] == rows["one_step"]["grad_calls"] > 0
