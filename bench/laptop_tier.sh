@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The laptop tier: train HRM, TRM and the Attractor one after another on this CPU for the experiment's
-# budget each (laptop_smoke, laptop_sudoku: a number of updates; laptop_maze: still wall time), evaluate
+# budget each (a number of updates per reasoner: laptop_smoke, laptop_sudoku, laptop_maze), evaluate
 # them, and compare them in one table and figure.
 #
 #   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, ~15 minutes per reasoner

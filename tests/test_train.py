@@ -152,6 +152,22 @@ def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins()
         assert train_mod.check_config(cfg).max_steps == 123
 
 
+# Updates each reasoner made in 10 minutes on laptop_maze (README; HRM and EqR scaled, see the YAML).
+MAZE_BUDGETS = {"hrm": 6000, "trm": 4000, "trm_mlp": 4500, "attractor": 800, "eqr": 4000}
+
+
+def test_laptop_maze_stops_at_each_reasoners_update_budget():
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        for model, budget in MAZE_BUDGETS.items():
+            tc = train_mod.check_config(
+                compose("train", overrides=["experiment=laptop_maze", f"model={model}"])
+            )
+            assert tc.max_steps == tc.stop_step == budget and tc.max_minutes is None
+            assert tc.lr_min_ratio == 1.0  # constant lr: the 10-minute runs' schedule, update for update
+        cfg = compose("train", overrides=["experiment=laptop_maze", "trainer.max_minutes=3"])
+        assert train_mod.check_config(cfg).max_minutes == 3  # the opt-in cap
+
+
 def test_trainer_yamls_hold_only_what_differs_from_the_schema():
     """cpu.yaml and gpu.yaml start from TrainerConfig and restate no default; every key they set
     is a TrainerConfig field, and the composed trainer is exactly the schema plus those keys."""
