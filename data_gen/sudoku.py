@@ -248,7 +248,7 @@ def draw_by_orientations(
     images: np.ndarray, n: int, shares=TARGET_SHARES, mean=TARGET_MEAN, rounds: int = 30
 ) -> np.ndarray:
     """Indices (sorted) of ``n`` puzzles whose ratings over random orientations follow ``shares``
-    (and average about ``mean``).
+    (and average about ``mean``; None: the histogram alone).
 
     ``images`` (B, M): each candidate's public rating in M random orientations. Drawing on one
     orientation's rating would pick the candidates that rate high by chance, so that other
@@ -260,8 +260,9 @@ def draw_by_orientations(
     spill into neighbouring buckets), and in the open top bucket those putting the most images
     into it per rating point (the climb's best islands reach 100-300, far above the public set's
     51+ puzzles, whose mean the public histogram and mean put near 70); or (b) pool order (hard
-    candidates newest first), the top bucket's least extreme first. The draw kept is the one
-    nearest the targets in units of the tolerances (5 points per bucket, 15% of the mean).
+    candidates newest first), the top bucket's least extreme first. Of the draws the quota rounds
+    of both orders visit, the one kept is nearest the targets in units of the tolerances (5 points
+    per bucket, 15% of the mean); the mean only chooses among them, it never trades histogram.
     """
     if len(images) < n:
         raise ValueError(f"pool of {len(images)} is smaller than the {n} puzzles asked for")
@@ -282,7 +283,9 @@ def draw_by_orientations(
         for _ in range(rounds):
             sel = resample_to_target(median, n, shares=quota / quota.sum(), priority=priority)
             got = spread[sel].sum(axis=0)
-            err = max(np.abs(got - want).max() / (0.05 * n), abs(level[sel].mean() - mean) / (0.15 * mean))
+            err = np.abs(got - want).max() / (0.05 * n)
+            if mean is not None:
+                err = max(err, abs(level[sel].mean() - mean) / (0.15 * mean))
             if err < best_err:
                 best, best_err = sel, err
             quota = np.clip(quota + 0.7 * (want - got), 0.0, None)
@@ -343,7 +346,9 @@ def select_split(
                 f"only {len(idx_alive)} distinct candidates for {n} puzzles; raise --pool-factor "
                 "(or --islands), or ask for fewer puzzles (small boxes have few symmetry classes)"
             )
-        sel = idx_alive[draw_by_orientations(pool["images"][idx_alive], n)]
+        # the public mean is on tdoku's 9x9 scale; smaller boxes' mapped counts match the histogram only
+        mean = TARGET_MEAN if S.geometry(box).n == 9 else None
+        sel = idx_alive[draw_by_orientations(pool["images"][idx_alive], n, mean=mean)]
         need = np.array([i for i in sel if i not in canon], dtype=np.int64)
         if len(need):
             if dedupe == "symmetry":
