@@ -600,8 +600,8 @@ def climb_islands(seeds, pool_size, iters, archive_cap, samples, keep, geo, star
             if samples > 0:
                 # 9x9: the band-triad counter gives the same count as _count2, ~3x faster (the
                 # uniqueness check is most of a climb step: ~97% of neighbours are not unique)
-                sol, boxes, configs, pending, tasks, gb, gc = work
-                if R.count_solutions(q, 2, boxes, configs, pending, tasks, gb, gc)[0] != 1:
+                found, status = R.count_solutions(q, 2, work[1], work[2], work[3], work[4], work[5], work[6])
+                if status != R.OK or found != 1:  # out of work space (never seen): not known unique
                     continue
             elif _count2(q, geo, scratch, stats) != 1:
                 continue
