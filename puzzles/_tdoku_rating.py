@@ -426,6 +426,44 @@ def _copy_level(boxes, configs, pending, lv):
 
 
 @njit(cache=True)
+def _guess(level, band, digit, boxes, configs, pending, tasks, guess_band, guess_cfg):
+    """Guess that ``digit`` takes its lowest remaining configuration in ``band`` (its others
+    eliminated), on a copy of ``level`` at ``level + 1``, and propagate there. Records the guess
+    for :func:`_undo`. Returns :func:`_propagate`'s code (0, -1 contradiction, -2 overflow)."""
+    first = -1
+    for k in range(6):
+        if configs[level, band, k] & digit:
+            first = k
+            break
+    guess_band[level] = band
+    guess_cfg[level] = first | (digit << 8)  # configuration and digit of the guess
+    _copy_level(boxes, configs, pending, level)
+    for k in range(first + 1, 6):
+        if configs[level, band, k] & digit:
+            pending[level + 1, band, k] |= digit
+    tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, band, 0
+    return _propagate(level + 1, boxes, configs, pending, tasks, np.int64(1))
+
+
+@njit(cache=True)
+def _undo(level, boxes, configs, pending, tasks, guess_band, guess_cfg):
+    """Everything below the guess made at ``level`` failed (or was counted): eliminate the guessed
+    configuration there and propagate, going up a level while that fails too. Returns the level
+    the search goes on from, -1 when the whole search is done, or -2 (a work buffer ran out)."""
+    while level >= 0:
+        gb = guess_band[level]
+        pending[level, gb, guess_cfg[level] & 0xFF] |= guess_cfg[level] >> 8
+        tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, gb, 0
+        rc = _propagate(level, boxes, configs, pending, tasks, np.int64(1))
+        if rc == -2:
+            return -2
+        if rc == 0:
+            return level
+        level -= 1
+    return -1
+
+
+@njit(cache=True)
 def count_solutions(grid, limit, boxes, configs, pending, tasks, guess_band, guess_cfg):
     """Solutions of one 9x9 grid, counted up to ``limit`` (>= 1) by the same band-triad DPLL as
     :func:`rate_one`: on each solution the search backtracks as if the last guess had failed, so
@@ -438,25 +476,13 @@ def count_solutions(grid, limit, boxes, configs, pending, tasks, guess_band, gue
         return found, E_OVERFLOW
     if rc == -1:
         return found, OK
-    level = 0
+    level = np.int64(0)
     while True:
-        band, digit = _choose(np.int64(level), configs)
+        band, digit = _choose(level, configs)
         if band >= 0:
             if digit == 0 or level + 1 >= MAX_DEPTH:
                 return found, E_OVERFLOW
-            first = -1
-            for k in range(6):
-                if configs[level, band, k] & digit:
-                    first = k
-                    break
-            guess_band[level] = band
-            guess_cfg[level] = first | (digit << 8)
-            _copy_level(boxes, configs, pending, np.int64(level))
-            for k in range(first + 1, 6):
-                if configs[level, band, k] & digit:
-                    pending[level + 1, band, k] |= digit
-            tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, band, 0
-            rc = _propagate(np.int64(level + 1), boxes, configs, pending, tasks, np.int64(1))
+            rc = _guess(level, band, digit, boxes, configs, pending, tasks, guess_band, guess_cfg)
             if rc == -2:
                 return found, E_OVERFLOW
             if rc == 0:
@@ -468,18 +494,11 @@ def count_solutions(grid, limit, boxes, configs, pending, tasks, guess_band, gue
             if found >= limit or level == 0:
                 return found, OK
             level -= 1
-        while True:
-            gb = guess_band[level]
-            pending[level, gb, guess_cfg[level] & 0xFF] |= guess_cfg[level] >> 8
-            tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, gb, 0
-            rc = _propagate(np.int64(level), boxes, configs, pending, tasks, np.int64(1))
-            if rc == -2:
-                return found, E_OVERFLOW
-            if rc == 0:
-                break
-            level -= 1
-            if level < 0:
-                return found, OK
+        level = _undo(level, boxes, configs, pending, tasks, guess_band, guess_cfg)
+        if level == -2:
+            return found, E_OVERFLOW
+        if level == -1:
+            return found, OK
 
 
 @njit(cache=True)
@@ -498,9 +517,9 @@ def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_c
         return guesses, E_OVERFLOW
     if rc == -1:
         return guesses, E_NO_SOLUTION
-    level = 0
+    level = np.int64(0)
     while True:
-        band, digit = _choose(np.int64(level), configs)
+        band, digit = _choose(level, configs)
         if band < 0:
             for cell in range(81):
                 row, col = cell // 9, cell % 9
@@ -513,38 +532,18 @@ def rate_one(grid, solution, boxes, configs, pending, tasks, guess_band, guess_c
         if digit == 0 or level + 1 >= MAX_DEPTH:  # neither can happen (see MAX_DEPTH, _choose)
             return guesses, E_OVERFLOW
         guesses += 1
-        first = -1
-        for k in range(6):
-            if configs[level, band, k] & digit:
-                first = k
-                break
-        guess_band[level] = band
-        guess_cfg[level] = first | (digit << 8)  # configuration and digit of the guess
-        # the guess: digit takes configuration `first` in this band (its others are eliminated)
-        _copy_level(boxes, configs, pending, np.int64(level))
-        for k in range(first + 1, 6):
-            if configs[level, band, k] & digit:
-                pending[level + 1, band, k] |= digit
-        tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, band, 0
-        rc = _propagate(np.int64(level + 1), boxes, configs, pending, tasks, np.int64(1))
+        rc = _guess(level, band, digit, boxes, configs, pending, tasks, guess_band, guess_cfg)
         if rc == -2:
             return guesses, E_OVERFLOW
         if rc == 0:
             level += 1
             continue
         # the guess failed, or everything below it did: eliminate the guessed configuration
-        while True:
-            gb = guess_band[level]
-            pending[level, gb, guess_cfg[level] & 0xFF] |= guess_cfg[level] >> 8
-            tasks[0, 0], tasks[0, 1], tasks[0, 2] = TASK_BAND, gb, 0
-            rc = _propagate(np.int64(level), boxes, configs, pending, tasks, np.int64(1))
-            if rc == -2:
-                return guesses, E_OVERFLOW
-            if rc == 0:
-                break
-            level -= 1
-            if level < 0:
-                return guesses, E_NO_SOLUTION
+        level = _undo(level, boxes, configs, pending, tasks, guess_band, guess_cfg)
+        if level == -2:
+            return guesses, E_OVERFLOW
+        if level == -1:
+            return guesses, E_NO_SOLUTION
 
 
 @njit(cache=True, parallel=True)
