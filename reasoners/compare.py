@@ -27,12 +27,13 @@ first), its calls per puzzle, trajectory 0 alone at that depth and pass@K at tha
 written before calls or breadth were measured (or with breadth skipped) are kept, with a note under
 that table saying what is missing and how to measure it.
 
-The figure (``comparison.png``) has four panels. Top: exact accuracy against supervision steps
+The figure (``comparison.png``) has five panels. Top: exact accuracy against supervision steps
 (test-time depth) per run, a dotted line at the steps the runs were trained with; and exact accuracy
 against network calls per puzzle (log x): per run (one colour) the depth curve (one trajectory,
 ``o-``) and one line per selector over the breadths K at the largest breadth depth (pass@K dashed),
 the depth named in the title (in each run's label where runs differ). Bottom: the trainer's
-evaluation accuracy (``metrics.csv``) against updates and against training time.
+evaluation accuracy (``metrics.csv``) against updates, against training time and against the forward
+network calls of training (``train_calls``, log x).
 Outputs go to ``<first dir>/comparison.{md,csv,png}`` or ``--out DIR``, written atomically.
 """
 
@@ -47,6 +48,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from data_gen.format import OneLineParser, atomic_write_bytes, atomic_write_text
 
@@ -63,13 +65,22 @@ NOT_THE_RECIPE = {
 }
 
 
+class Point(NamedTuple):
+    """One evaluation of a run during training (a row of its ``metrics.csv``)."""
+
+    step: int  # updates
+    wall_s: float  # training time
+    exact: float  # the trainer's evaluation: exact accuracy at the last supervision step
+    calls: float | None = None  # forward network calls of training so far (None: not logged)
+
+
 @dataclass
 class Run:
     path: Path
     name: str  # the run's path relative to the parent of the folder it was found under
     summary: dict
     evaluation: dict | None = None
-    history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, wall_s, eval_exact)
+    history: list[Point] = field(default_factory=list)  # every evaluation row of metrics.csv
     config: dict | None = None  # config.yaml, when the run has one
 
     @property
@@ -160,8 +171,9 @@ def read_evaluation(run: Path, log: Callable[[str], None] = print) -> dict | Non
     return evaluation
 
 
-def read_history(run: Path) -> list[tuple[int, float, float]]:
-    """``(step, wall_s, eval_exact)`` of every evaluation row of ``metrics.csv`` (empty when absent)."""
+def read_history(run: Path) -> list[Point]:
+    """A :class:`Point` per evaluation row of ``metrics.csv`` (empty when absent); ``calls`` is None in
+    runs trained before the trainer logged ``train_calls``."""
     path = run / "metrics.csv"
     if not path.is_file():
         return []
@@ -169,7 +181,8 @@ def read_history(run: Path) -> list[tuple[int, float, float]]:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             try:
-                points.append((int(row["step"]), float(row["wall_s"]), float(row["eval_exact"])))
+                calls = float(row["train_calls"]) if row.get("train_calls") else None
+                points.append(Point(int(row["step"]), float(row["wall_s"]), float(row["eval_exact"]), calls))
             except (KeyError, TypeError, ValueError):
                 continue  # a training row (eval columns empty) or a foreign file
     return points
@@ -593,14 +606,18 @@ DEPTH_STYLE = dict(marker="o", linestyle="-", linewidth=2.0)
 
 
 def plot(runs: Sequence[Run]) -> bytes:
-    """The four-panel figure as PNG bytes (matplotlib's Agg canvas, no pyplot state). Top: exact
+    """The five-panel figure as PNG bytes (matplotlib's Agg canvas, no pyplot state). Top: exact
     accuracy against supervision steps, and against network calls per puzzle (test-time compute: the
     depth curve and each selector's breadth line); bottom: the trainer's evaluation accuracy against
-    updates (the budget, machine-independent) and against training time (this machine's)."""
+    updates (the budget, machine-independent), against training time (this machine's) and against
+    training's forward network calls (compute)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(14, 8.6), layout="constrained")
-    (ax_steps, ax_compute), (ax_updates, ax_time) = fig.subplots(2, 2)
+    fig = Figure(figsize=(15, 8.6), layout="constrained")
+    top, bottom = ["steps"] * 3 + ["compute"] * 3, ["updates"] * 2 + ["time"] * 2 + ["calls"] * 2
+    axes = fig.subplot_mosaic([top, bottom])
+    ax_steps, ax_compute = axes["steps"], axes["compute"]
+    ax_updates, ax_time, ax_calls = axes["updates"], axes["time"], axes["calls"]
     names = labels(runs)
     for i, (run, name) in enumerate(zip(runs, names, strict=True)):
         color = f"C{i % 10}"
@@ -610,19 +627,27 @@ def plot(runs: Sequence[Run]) -> bytes:
                 [k for k, _ in curve], [p["exact"] for _, p in curve], "o-", color=color, label=name
             )
         if run.history:  # markers too: a run evaluated once is a single point
-            steps, walls, exact = zip(*run.history, strict=True)
+            steps, walls, exact, calls = zip(*run.history, strict=True)
             ax_updates.plot(steps, exact, ".-", ms=4, color=color, label=name)
             ax_time.plot([t / 60 for t in walls], exact, ".-", ms=4, color=color, label=name)
+            counted = [(c, e) for c, e in zip(calls, exact, strict=True) if c is not None]
+            if counted:
+                ax_calls.plot(*zip(*counted, strict=True), ".-", ms=4, color=color, label=name)
     ax_steps.set(
         xlabel="supervision steps (test-time compute)", ylabel="exact accuracy", title="Test-time depth"
     )
     trainer_eval = "exact accuracy (trainer's eval)"
     ax_updates.set(xlabel="updates", ylabel=trainer_eval, title="Training, by updates")
     ax_time.set(xlabel="training time (min)", ylabel=trainer_eval, title="Training, by time")
+    ax_calls.set(
+        xlabel="forward network calls of training (rows x calls)", ylabel=trainer_eval,
+        title="Training, by compute", xscale="log",
+    )  # fmt: skip
     for ax, empty in (
         (ax_steps, "no evaluation.json:\nrun compare with --evaluate"),
         (ax_updates, "no evaluation rows in metrics.csv"),
         (ax_time, "no evaluation rows in metrics.csv"),
+        (ax_calls, "no train_calls in metrics.csv\n(runs trained before it was logged)"),
     ):
         if ax.lines:
             ax.set_ylim(-0.02, 1.02)

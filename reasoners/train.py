@@ -13,7 +13,10 @@
   (1.0 = constant, as the reference), EMA of the weights (evaluated and exported), optional gradient
   clipping, bf16 autocast on CUDA, ``torch.compile`` on request;
 - every ``eval_interval`` updates: exact, rule-valid and cell accuracy on the test split (all
-  supervision steps, EMA weights), sharded over ranks; a checkpoint (``checkpoints/last.pt``).
+  supervision steps, EMA weights), sharded over ranks; a checkpoint (``checkpoints/last.pt``);
+- ``metrics.csv``'s ``train_calls``: the forward network calls of training so far (every call of the
+  reasoner's network stacks times its batch rows, all ranks; :class:`reasoners.test_time.CallCounter`),
+  the compute axis of a comparison beside updates and wall time.
 
 Checkpoints carry everything an exact resume needs: weights, EMA, both optimisers, the update count,
 the sampler position, the RNG states and the deep-supervision carry of the whole global batch. A
@@ -57,12 +60,14 @@ from reasoners.supervision import (
     unwrap,
 )
 from reasoners.tasks import Task, score
+from reasoners.test_time import CallCounter
 from reasoners.train_config import TrainerConfig
 
 log = logging.getLogger("reasoners.train")
 
 TRAIN_COLUMNS = (
-    "step", "epoch", "wall_s", "lr", "loss", "lm_loss", "q_halt_loss", "q_continue_loss", "aux_loss",
+    "step", "epoch", "wall_s", "lr", "train_calls", "loss", "lm_loss", "q_halt_loss", "q_continue_loss",
+    "aux_loss",
     "train_exact", "train_cell", "train_steps", "q_halt_accuracy", "halted",
     "solver_rel_residual", "solver_nstep", "solver_evals_per_sample", "solver_converged", "grad_norm",
     "eval_exact", "eval_valid", "eval_cell", "eval_halt_exact", "eval_halt_valid", "eval_halt_step",
@@ -400,6 +405,7 @@ class _Run:
     t0: float = 0.0
     last_eval: dict = dataclasses.field(default_factory=dict)
     metrics_log: MetricsLog | None = None
+    train_calls: float = 0.0  # network calls (rows x Stack calls, all ranks) of the logged updates
 
     @property
     def say(self):
@@ -486,6 +492,7 @@ def _resume(run: _Run, ckpt_path: Path) -> None:
         run.ema.load_state_dict(ckpt["ema"])
     run.sampler.load_state_dict(ckpt["data"])
     run.step, run.wall_before = int(ckpt["step"]), float(ckpt.get("wall_time_s", 0.0))
+    run.train_calls = float(ckpt.get("train_calls", 0.0))  # checkpoints before it was counted: from 0
     if ckpt.get("carry") is not None:
         local_batch = run.tc.batch_size // run.ctx.world_size
         run.carry = _carry_from_payload(ckpt["carry"], run.core, run.ctx, local_batch, run.device)
@@ -573,7 +580,7 @@ def _update(run: _Run, window: dict[str, float]) -> float:
         group["lr"] = lr
     if run.sparse_opt is not None:
         run.sparse_opt.param_groups[0]["lr"] = lr * tc.puzzle_emb_lr / tc.lr
-    with _autocast(run.device, tc.precision):
+    with _autocast(run.device, tc.precision), CallCounter(run.model) as counter:
         run.carry, outputs = supervision_step(
             run.model, run.carry, batch, generator=run.explore_gen, shard=(ctx.rank, ctx.world_size)
         )
@@ -599,6 +606,7 @@ def _update(run: _Run, window: dict[str, float]) -> float:
     # metrics: sums over the halted sequences of this rank, reduced over ranks when logged
     update = {k: float(v) for k, v in m.items()}
     update.update(updates=1.0, **_solver_metrics(outputs["extras"]), grad_norm=float(grad_norm))
+    update["calls"] = float(counter.rows)  # forward network calls of this rank's rows (backward not counted)
     for k, v in update.items():
         window[k] = window.get(k, 0.0) + v
     return lr
@@ -622,17 +630,26 @@ def _after_update(run: _Run, window: dict[str, float], lr: float, bar) -> bool:
     out_of_time = tc.max_minutes is not None and _any_rank(elapsed >= tc.max_minutes * 60.0, ctx, run.device)
     is_last = step >= tc.stop_step or out_of_time
     if step % tc.log_interval == 0 or is_last:
-        row = _train_row(_all_reduce_sum(window, ctx, run.device), ctx.world_size, tc.batch_size)
-        row.update(step=step, epoch=run.sampler.epoch, wall_s=elapsed, lr=lr)
+        reduced = _all_reduce_sum(window, ctx, run.device)
+        run.train_calls += reduced.get("calls", 0.0)
+        row = _train_row(reduced, ctx.world_size, tc.batch_size)
+        row.update(step=step, epoch=run.sampler.epoch, wall_s=elapsed, lr=lr, train_calls=run.train_calls)
         window.clear()
         if run.metrics_log is not None:
             run.metrics_log.write(row)
         if bar is not None:
             bar.set_postfix(_bar_fields(row, run.last_eval), refresh=False)
-    if step % tc.eval_interval == 0 or is_last:
-        _evaluate(run, elapsed)
-    if step % (tc.checkpoint_interval or tc.eval_interval) == 0 or is_last:
-        _checkpoint(run)
+    evaluate = step % tc.eval_interval == 0 or is_last
+    checkpoint = step % (tc.checkpoint_interval or tc.eval_interval) == 0 or is_last
+    if evaluate or checkpoint:
+        # the calls so far: the logged ones and those of updates not logged yet (an interval that
+        # log_interval does not divide), so a resumed run counts on exactly as the uninterrupted one
+        pending = _all_reduce_sum({"calls": window.get("calls", 0.0)}, ctx, run.device)["calls"]
+        calls = run.train_calls + pending
+    if evaluate:
+        _evaluate(run, elapsed, calls)
+    if checkpoint:
+        _checkpoint(run, calls)
     if bar is not None:
         bar.update(1)
     return out_of_time
@@ -651,8 +668,9 @@ def _bar_fields(row: dict, last_eval: dict | None) -> dict[str, str]:
     return fields
 
 
-def _evaluate(run: _Run, elapsed: float) -> None:
-    """Test-split accuracy with the EMA weights swapped in; logged and kept for the checkpoint."""
+def _evaluate(run: _Run, elapsed: float, train_calls: float) -> None:
+    """Test-split accuracy with the EMA weights swapped in; logged (with the training network calls
+    so far) and kept for the checkpoint."""
     eval_model = unwrap(run.core)
     swapped = run.ema.swapped_in(eval_model) if run.ema is not None else contextlib.nullcontext()
     with swapped:
@@ -663,7 +681,8 @@ def _evaluate(run: _Run, elapsed: float) -> None:
     evals = {f"eval_{k}": v for k, v in ev.items()}
     evals.update(_contraction(run, eval_model))
     if run.metrics_log is not None:
-        run.metrics_log.write({"step": run.step, "epoch": run.sampler.epoch, "wall_s": elapsed, **evals})
+        row = {"step": run.step, "epoch": run.sampler.epoch, "wall_s": elapsed, "train_calls": train_calls}
+        run.metrics_log.write({**row, **evals})
     run.say(
         f"step {run.step}: test exact {ev['exact']:.3f}, valid {ev['valid']:.3f}, "
         f"cell {ev['cell']:.3f} at the last step; exact {ev['halt_exact']:.3f} at the halting step "
@@ -688,7 +707,7 @@ def _contraction(run: _Run, model) -> dict[str, float]:
     return out
 
 
-def _checkpoint(run: _Run) -> None:
+def _checkpoint(run: _Run, train_calls: float) -> None:
     """``checkpoints/last.pt`` (every rank joins in gathering the carry; rank 0 writes)."""
     payload_carry = _carry_payload(run.carry, run.ctx) if run.tc.checkpoint_carry else None
     if not run.ctx.is_main:
@@ -710,6 +729,7 @@ def _checkpoint(run: _Run) -> None:
             "config": OmegaConf.to_container(run.cfg, resolve=True),
             "metrics": run.last_eval,
             "wall_time_s": run.elapsed(),
+            "train_calls": train_calls,
         },
     )
 

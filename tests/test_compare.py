@@ -263,9 +263,22 @@ def test_history_holds_updates_and_time_of_every_evaluation(sweep):
     metrics.csv and skip the training rows."""
     root, _ = sweep
     run = next(r for r in cmp.load_runs([root], **QUIET) if r.name.endswith("/0"))
-    assert [s for s, _, _ in run.history] == [10, 20, 30, 40]
-    assert [a for _, _, a in run.history] == pytest.approx([0.05, 0.1, 0.15, 0.2])
-    assert [t for _, t, _ in run.history] == pytest.approx([22.5, 45.0, 67.5, 90.0])
+    assert [p.step for p in run.history] == [10, 20, 30, 40]
+    assert [p.exact for p in run.history] == pytest.approx([0.05, 0.1, 0.15, 0.2])
+    assert [p.wall_s for p in run.history] == pytest.approx([22.5, 45.0, 67.5, 90.0])
+    assert [p.calls for p in run.history] == [None] * 4  # written without train_calls (older runs)
+
+
+def test_history_reads_the_training_calls_of_each_evaluation(tmp_path, torch_one_thread):
+    data = tmp_path / "data"
+    sudoku4_dataset(data, n=6)
+    run = tmp_path / "r"
+    make_run(run, "trm", data, steps=40, final=(0.2, 0.3, 0.6))
+    (run / "metrics.csv").write_text(
+        "step,wall_s,train_calls,loss,eval_exact\n10,1.0,960,0.9,\n10,1.0,960,,0.25\n20,2.5,1920,,0.5\n"
+    )
+    (r,) = cmp.load_runs([run], **QUIET)
+    assert r.history == [cmp.Point(10, 1.0, 0.25, 960.0), cmp.Point(20, 2.5, 0.5, 1920.0)]
 
 
 # ----------------------------------------------------------------------------- test-time compute

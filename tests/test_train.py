@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -313,6 +314,22 @@ def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
     else:
         assert not any(r["solver_nstep"] for r in train_rows)
         assert not any(r["eval_rho_median"] for r in eval_rows)
+    # training compute: forward network calls so far, batch 8 rows x the calls one supervision step
+    # makes (the papers' recursion: TRM/EqR T x (n + 1) net calls; HRM N x T low + N high, twice: its
+    # q_continue target is one more no-grad step; the Attractor's solve as many map calls as it ran,
+    # plus its gradient steps)
+    net_cfg = build(model, "tiny", "sudoku").config
+    per_row = {
+        "trm": lambda c: c.T_cycles * (c.n_inner + 1),
+        "eqr": lambda c: c.T_cycles * (c.n_inner + 1),
+        "hrm": lambda c: 2 * c.H_cycles * (c.L_cycles + 1),
+    }.get(model)
+    calls = [float(r["train_calls"]) for r in train_rows]
+    if per_row is not None:
+        assert calls == [8.0 * per_row(net_cfg) * int(r["step"]) for r in train_rows]
+    else:
+        assert all(b > a for a, b in zip(calls, calls[1:], strict=False))  # every update calls the map
+    assert [float(r["train_calls"]) for r in eval_rows] == [calls[1], calls[3]]
 
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 4 and ckpt["model_name"] == model and ckpt["task"] == {"kind": "sudoku", "side": 4}
@@ -371,10 +388,45 @@ def test_resume_continues_the_run_exactly(tiny_data, tmp_path, model, torch_one_
     ra, rb = _rows(straight / "metrics.csv"), _rows(split / "metrics.csv")
     assert [r["step"] for r in ra] == [r["step"] for r in rb]
     for x, y in zip(ra, rb, strict=True):
-        for key in ("loss", "train_exact", "halted", "eval_exact"):
+        for key in ("loss", "train_exact", "halted", "eval_exact", "train_calls"):
             if x[key]:
                 assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-4, abs=1e-6), key
     assert any(r["halted"] and float(r["halted"]) > 0 for r in ra)
+
+
+def test_train_calls_count_the_updates_between_log_rows(tiny_data, tmp_path, torch_one_thread):
+    """An evaluation or checkpoint inside a log window counts that window's updates too: TRM tiny makes
+    T x (n + 1) net calls per row and update, so after k updates of batch 8 the count is 8 k T (n + 1)."""
+    overrides = ["model=trm", "trainer.max_steps=5", "trainer.log_interval=3", "trainer.eval_interval=2"]
+    train_mod.train(_cfg(tiny_data, *overrides), tmp_path / "run")
+    c = build("trm", "tiny", "sudoku").config
+    per_update = 8.0 * c.T_cycles * (c.n_inner + 1)
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    logged = [(int(r["step"]), float(r["train_calls"])) for r in rows if r["loss"]]
+    evaluated = [(int(r["step"]), float(r["train_calls"])) for r in rows if r["eval_exact"]]
+    assert logged == [(3, 3 * per_update), (5, 5 * per_update)]
+    assert evaluated == [(2, 2 * per_update), (4, 4 * per_update), (5, 5 * per_update)]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["train_calls"] == 5 * per_update
+
+
+def test_a_budget_in_updates_gives_the_same_weights_however_long_the_run_took(
+    tiny_data, tmp_path, torch_one_thread, monkeypatch
+):
+    """The same seed and threads on a fast and on a slow machine (here: a trainer clock that runs
+    1000x fast, so every update seems to take minutes) train the same number of updates to the same
+    weights; only the reported wall time differs."""
+    common = ["model=trm", "trainer.max_steps=6", "trainer.eval_interval=3", "trainer.lr=3e-3"]
+    fast = train_mod.train(_cfg(tiny_data, *common), tmp_path / "fast")
+    real = time.perf_counter
+    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: 1000.0 * real())
+    slow = train_mod.train(_cfg(tiny_data, *common), tmp_path / "slow")
+    assert fast["steps"] == slow["steps"] == 6 and fast["stop_reason"] == slow["stop_reason"] == "max_steps"
+    assert slow["wall_s"] > 100 * fast["wall_s"]
+    a = _weights(tmp_path / "fast" / "checkpoints" / "last.pt")
+    b = _weights(tmp_path / "slow" / "checkpoints" / "last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert fast["final"] == slow["final"]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(

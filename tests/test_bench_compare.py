@@ -1,0 +1,113 @@
+"""bench/compare_reasoners.py end to end on a tiny budget: 2 learning rates x 2 seeds of real training
+runs, aggregated per recipe against the runs' own summaries; a second call keeps the finished runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import compare_reasoners as bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "sudoku-4x4"
+    subprocess.run(
+        [sys.executable, "-m", "data_gen.sudoku", "--box", "2x2", "--n", "48", "--test-n", "16",
+         "--num-aug", "2", "--seed", "5", "--out", str(out), "--quiet"],
+        check=True, cwd=REPO,
+    )  # fmt: skip
+    return out
+
+
+def _extra(data: Path) -> list[str]:
+    return [
+        "--", f"data.dir={data}", "data.auto_build=false", "trainer.batch_size=8", "trainer.eval_interval=2",
+        "trainer.log_interval=1", "trainer.lr_warmup_steps=1", "+model.arch.halt_max_steps=2",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sweep_trains_every_recipe_and_aggregates_its_seeds(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["--experiment", "laptop_smoke", "--models", "trm", "--lrs", "1e-3,3e-3", "--seeds", "0,1",
+            "--updates", "4", "--jobs", "2", "--out", str(out)]  # fmt: skip
+    assert bench.main(args + _extra(tiny_data)) == 0
+    names = sorted(p.name for p in (out / "runs").iterdir())
+    assert names == ["trm-lr0.001-s0", "trm-lr0.001-s1", "trm-lr0.003-s0", "trm-lr0.003-s1"]
+    summaries = {n: json.loads((out / "runs" / n / "summary.json").read_text()) for n in names}
+    assert all(s["steps"] == 4 for s in summaries.values())  # the budget is the updates given
+    with open(out / "sweep.csv", newline="") as f:
+        rows = {float(r["lr"]): r for r in csv.DictReader(f)}
+    assert sorted(rows) == [0.001, 0.003]
+    for lr, row in rows.items():
+        runs = [summaries[f"trm-lr{lr:g}-s{s}"] for s in (0, 1)]
+        exact = [r["final"]["exact"] for r in runs]
+        halt = [r["final"]["halt_exact"] for r in runs]
+        assert row["n"] == "2" and row["seeds"] == "0 1"
+        assert float(row["exact_mean"]) == pytest.approx(np.mean(exact))
+        assert (float(row["exact_min"]), float(row["exact_max"])) == pytest.approx((min(exact), max(exact)))
+        assert float(row["exact_at_halt_mean"]) == pytest.approx(np.mean(halt))
+        assert float(row["score_mean"]) == pytest.approx(np.mean(np.minimum(exact, halt)))
+        calls = [float(_rows(out / "runs" / f"trm-lr{lr:g}-s{s}")[-1]["train_calls"]) for s in (0, 1)]
+        assert float(row["train_calls_mean"]) == pytest.approx(np.mean(calls)) and calls[0] > 0
+    scores = {lr: float(r["score_mean"]) for lr, r in rows.items()}
+    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    assert [lr for lr, r in rows.items() if r["chosen"] == "True"] == [best]
+    chosen = json.loads((out / "chosen.json").read_text())["chosen"]
+    assert [c["lr"] for c in chosen] == [best]
+    assert imread(out / "sweep.png").shape[1] > 1000
+    assert "Equal budgets: every run trained for 4 updates." in (out / "sweep.md").read_text()
+
+    # again: nothing is retrained (the finished runs are kept), the report is the same
+    before = {n: (out / "runs" / n / "summary.json").stat().st_mtime_ns for n in names}
+    capsys.readouterr()
+    assert bench.main(args + _extra(tiny_data)) == 0
+    assert "4 of 4 runs already finished: kept" in capsys.readouterr().out
+    assert {n: (out / "runs" / n / "summary.json").stat().st_mtime_ns for n in names} == before
+
+
+def _rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_plan_crosses_every_axis_and_names_runs_by_their_values():
+    jobs = bench.plan(["trm", "hrm"], [("+model.arch.hidden_size", ["32", "64"])], [1e-3, 2e-3], [0, 1])
+    assert len(jobs) == 2 * 2 * 2 * 2
+    assert jobs[0].name == "trm-hidden_size32-lr0.001-s0" and jobs[1].seed == 1  # seeds innermost
+    assert len({j.name for j in jobs}) == len(jobs)
+    o = jobs[0].overrides("laptop_sudoku", 500, Path("r"), ["x=1"])
+    assert "+model.arch.hidden_size=32" in o and "trainer.max_steps=500" in o and o[-1] == "hydra.run.dir=r"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lrs", "0,1e-3"], "positive floats"),
+        (["--seeds", "a"], "positive ints"),
+        (["--updates", "0"], "positive integer"),
+        (["--axis", "size"], "KEY=V1,V2"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main([*args, "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert bench.main(["--report-only", "--out", str(tmp_path)]) == 2
+    assert "no runs under" in capsys.readouterr().err
