@@ -244,6 +244,18 @@ def curve_steps(runs: Sequence[Run]) -> list[int]:
     return sorted({s for r in runs for s in r.curve})
 
 
+def at_halting_step(run: Run) -> dict:
+    """``{"exact", "mean_step"}`` at the step where the reasoner's own halting head stops: from the run's
+    evaluation.json when it has one, else from the trainer's final evaluation (summary.json); empty
+    for runs written before either measured it."""
+    if run.evaluation is not None:
+        halting = run.evaluation.get("halting") or {}
+        return {k: halting.get(k) for k in ("exact", "mean_step") if halting.get(k) is not None}
+    final = run.summary.get("final") or {}
+    out = {"exact": final.get("halt_exact"), "mean_step": final.get("halt_step")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def table_rows(runs: Sequence[Run]) -> list[dict]:
     """One flat dict per run: what the CSV holds."""
     steps = curve_steps(runs)
@@ -251,6 +263,7 @@ def table_rows(runs: Sequence[Run]) -> list[dict]:
     for r in runs:
         s, final, curve = r.summary, r.final, r.curve
         task = s.get("task") or {}
+        halting = at_halting_step(r)
         row = {
             "run": r.name,
             "model": s["model"],
@@ -264,7 +277,8 @@ def table_rows(runs: Sequence[Run]) -> list[dict]:
             "valid": final.get("valid"),
             "cell": final.get("cell"),
             "from": "eval" if r.evaluation else "train",
-            "halting_mean_step": ((r.evaluation or {}).get("halting") or {}).get("mean_step"),
+            "exact_at_halt": halting.get("exact"),
+            "halting_mean_step": halting.get("mean_step"),
         }
         for k in steps:
             row[f"exact@{k}"] = curve[k]["exact"] if k in curve else None
@@ -315,10 +329,11 @@ def to_markdown(rows: Sequence[dict]) -> str:
         "steps",
         "exact",
         "valid",
+        "exact at its halting step (mean step)",
         "from",
     ]
     head += [f"exact@{k}" for k in steps]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 5 + ["---"]) + "|"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 6 + ["---"]) + "|"]
     lines[1] += "---:|" * len(steps)
     for r in rows:
         cells = [
@@ -331,13 +346,17 @@ def to_markdown(rows: Sequence[dict]) -> str:
             f"{r['steps']:,}",
             _pct(r["exact"]),
             _pct(r["valid"]),
+            _pct(r["exact_at_halt"])
+            + ("" if r["halting_mean_step"] is None else f" ({r['halting_mean_step']:.1f})"),
             r["from"],
         ]
         cells += [_pct(r[f"exact@{k}"]) for k in steps]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     note = (
         "\n`from`: `eval` = the run's evaluation.json (python -m reasoners.evaluate), `train` = the "
-        "trainer's final evaluation (summary.json). `exact@k`: exact accuracy after k supervision steps."
+        "trainer's final evaluation (summary.json). `exact` and `valid` are at the last supervision step "
+        "(as the reference evaluates); `exact at its halting step` where the reasoner's own q-head stops. "
+        "`exact@k`: exact accuracy after k supervision steps."
     )
     return "\n".join(lines) + "\n" + note + "\n"
 
@@ -362,7 +381,8 @@ def _spread(values: list) -> dict:
 
 def seed_rows(groups: Sequence[Sequence[Run]]) -> list[dict]:
     """One flat dict per seed group: mean, min and max over its runs of the final accuracies (and of
-    exact accuracy at the reasoner's own halting step, where evaluated), updates and wall time."""
+    exact accuracy at the reasoner's own halting step, where measured: :func:`at_halting_step`),
+    updates and wall time."""
     rows = []
     for group in groups:
         first = group[0].summary
@@ -374,7 +394,7 @@ def seed_rows(groups: Sequence[Sequence[Run]]) -> list[dict]:
             "seeds": " ".join(str(r.seed) for r in group),
             "n": len(group),
         }
-        halting = [((r.evaluation or {}).get("halting") or {}).get("exact") for r in group]
+        halting = [at_halting_step(r).get("exact") for r in group]
         for key, values in (
             ("exact", [r.final.get("exact") for r in group]),
             ("valid", [r.final.get("valid") for r in group]),
@@ -422,7 +442,8 @@ def seeds_markdown(rows: Sequence[dict]) -> str:
     note = (
         "\nMean over the seeds of each recipe (runs whose configs differ only in trainer.seed), range in "
         "brackets. `exact` is at the last supervision step; `exact at its halting step` at the step where "
-        "the reasoner's own q-head halts (from evaluation.json). " + budgets_note(rows)
+        "the reasoner's own q-head halts (evaluation.json, else the trainer's final evaluation). "
+        + budgets_note(rows)
     )
     return "\n".join(lines) + "\n" + note + "\n"
 

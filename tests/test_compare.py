@@ -64,7 +64,9 @@ def test_table_rows_match_the_summaries(sweep):
     assert [int(r["parameters"]) for r in read] == [r["parameters"] for r in rows]
     md = paths["md"].read_text()
     assert md == result["markdown"]
-    assert "| 12-00-00/1 | trm | tiny | tiny |" in md and "| 50.0% | 55.0% | train |" in md
+    # summaries written without the halting step's accuracy show "-" there
+    assert "| 12-00-00/1 | trm | tiny | tiny |" in md and "| 50.0% | 55.0% | - | train |" in md
+    assert all(r["exact_at_halt"] is None for r in rows)
     assert "| 90 s |" in md and "| 2.2 h |" in md
     image = imread(io.BytesIO(paths["png"].read_bytes()))
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 800
@@ -102,6 +104,7 @@ def test_evaluate_fills_the_curve(sweep, tmp_path):
         assert breadth["pass_at_k_exact"] == at["pass_at_k"]["exact"]
         assert [row[f"exact@{k}"] for k in sorted(curve)] == [curve[k]["exact"] for k in sorted(curve)]
         assert row["halting_mean_step"] == evaluation["halting"]["mean_step"]
+        assert row["exact_at_halt"] == evaluation["halting"]["exact"]
     names = ["comparison.csv", "comparison.md", "comparison.png", "comparison_breadth.csv"]
     assert sorted(p.name for p in out.iterdir()) == names
     assert "exact@32" in result["markdown"]
@@ -113,6 +116,20 @@ def test_evaluate_fills_the_curve(sweep, tmp_path):
     by_run = {r["run"].split("/")[-1]: r for r in again["rows"]}
     assert by_run["2"]["from"] == "train" and by_run["2"]["exact@4"] is None
     assert by_run["1"]["exact@4"] == result["rows"][1]["exact@4"]
+
+
+def test_exact_at_the_halting_step_comes_from_the_trainer_without_an_evaluation(tmp_path, torch_one_thread):
+    data = tmp_path / "data"
+    sudoku4_dataset(data, n=6)
+    run = tmp_path / "r"
+    make_run(run, "trm", data, steps=40, final=(0.9, 0.9, 0.95))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["final"].update(halt_exact=0.875, halt_step=2.25)
+    (run / "summary.json").write_text(json.dumps(summary))
+    result = cmp.compare([run], tmp_path / "out", **QUIET)
+    (row,) = result["rows"]
+    assert (row["exact_at_halt"], row["halting_mean_step"], row["from"]) == (0.875, 2.25, "train")
+    assert "| 90.0% | 90.0% | 87.5% (2.2) | train |" in result["markdown"]
 
 
 def test_stale_evaluation_is_reported(sweep):
