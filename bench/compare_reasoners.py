@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from anywhere without installing
 
 from data_gen.format import OneLineParser, atomic_write_bytes, atomic_write_text  # noqa: E402
-from reasoners.compare import Run, load_runs, seed_groups, to_csv  # noqa: E402
+from reasoners.compare import Run, load_runs, positive_int, seed_groups, to_csv  # noqa: E402
 
 SELECT = ("worst", "last", "halt")
 
@@ -385,16 +385,6 @@ def _axis(text: str) -> tuple[str, list[str]]:
     return key, parts
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -404,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=_list(str), default=["trm", "hrm", "attractor", "eqr"])
     p.add_argument("--lrs", type=_list(float), default=[1e-3, 2e-3, 4e-3])
     p.add_argument("--seeds", type=_list(int), default=[0, 1])
-    p.add_argument("--updates", type=_positive, default=2000, help="the budget of every run, in updates")
+    p.add_argument("--updates", type=positive_int, default=2000, help="the budget of every run, in updates")
     p.add_argument("--axis", type=_axis, action="append", default=[], help="KEY=V1,V2 (repeatable)")
-    p.add_argument("--jobs", type=_positive, default=2, help="runs side by side, one thread each")
+    p.add_argument("--jobs", type=positive_int, default=2, help="runs side by side, one thread each")
     p.add_argument("--select", choices=SELECT, default="worst")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--report-only", action="store_true", help="no training: report the runs under --out")

@@ -790,7 +790,8 @@ def compare(
     }
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, else a one-line error naming the value."""
     try:
         value = int(text)
     except ValueError:
@@ -808,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--evaluate", action="store_true", help="evaluate runs without an up-to-date evaluation.json first"
     )
     parser.add_argument(
-        "--max-puzzles", type=_positive, default=None, help="with --evaluate: the first N test puzzles"
+        "--max-puzzles", type=positive_int, default=None, help="with --evaluate: the first N test puzzles"
     )
     parser.add_argument(
         "--device", default=None, help="with --evaluate: cuda, mps or cpu (default: the best)"

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,16 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """64 4x4 Sudoku puzzles x 3 (2 augmentations) for training, 16 for test: built by the real builder
+    once per session, for the tests that run the trainer."""
+    out = tmp_path_factory.mktemp("data") / "sudoku-4x4"
+    subprocess.run(
+        [sys.executable, "-m", "data_gen.sudoku", "--box", "2x2", "--n", "64", "--test-n", "16",
+         "--num-aug", "2", "--seed", "3", "--out", str(out), "--quiet"],
+        check=True, cwd=REPO,
+    )  # fmt: skip
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,17 +15,6 @@ from matplotlib.image import imread
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 import compare_reasoners as bench  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "sudoku-4x4"
-    subprocess.run(
-        [sys.executable, "-m", "data_gen.sudoku", "--box", "2x2", "--n", "48", "--test-n", "16",
-         "--num-aug", "2", "--seed", "5", "--out", str(out), "--quiet"],
-        check=True, cwd=REPO,
-    )  # fmt: skip
-    return out
 
 
 def _extra(data: Path) -> list[str]:

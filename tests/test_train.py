@@ -35,18 +35,6 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """64 4x4 Sudoku puzzles x 3 (2 augmentations) for training, 16 for test."""
-    out = tmp_path_factory.mktemp("data") / "sudoku-4x4"
-    subprocess.run(
-        [sys.executable, "-m", "data_gen.sudoku", "--box", "2x2", "--n", "64", "--test-n", "16",
-         "--num-aug", "2", "--seed", "3", "--out", str(out), "--quiet"],
-        check=True, cwd=REPO,
-    )  # fmt: skip
-    return out
-
-
 def _cfg(tiny_data: Path, *overrides: str):
     with initialize_config_module("reasoners.conf", version_base="1.3"):
         cfg = compose(
