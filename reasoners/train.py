@@ -16,7 +16,7 @@
   supervision steps, EMA weights), sharded over ranks; a checkpoint (``checkpoints/last.pt``);
 - ``metrics.csv``'s ``train_calls``: the forward network calls of training so far (every call of the
   reasoner's network stacks times its batch rows, all ranks; :class:`reasoners.test_time.CallCounter`),
-  the compute axis of a comparison beside updates and wall time.
+  the compute axis of a comparison beside updates and wall time (left empty under ``trainer.compile``).
 
 Checkpoints carry everything an exact resume needs: weights, EMA, both optimisers, the update count,
 the sampler position, the RNG states and the deep-supervision carry of the whole global batch. A
@@ -406,6 +406,7 @@ class _Run:
     last_eval: dict = dataclasses.field(default_factory=dict)
     metrics_log: MetricsLog | None = None
     train_calls: float = 0.0  # network calls (rows x Stack calls, all ranks) of the logged updates
+    counter: CallCounter | None = None  # hooked once per run; None under torch.compile (not counted)
 
     @property
     def say(self):
@@ -537,6 +538,9 @@ def _train(run: _Run) -> dict:
             total=tc.max_steps, initial=run.step, desc=f"{cfg.model.name}-{cfg.size.name}", dynamic_ncols=True
         )
     window: dict[str, float] = {}
+    # hooks registered once for the run (not per update: a compiled model would re-trace on every change
+    # of its hooks); under torch.compile the calls are not counted and train_calls stays empty
+    run.counter = None if tc.compile else CallCounter(run.model).__enter__()
     try:
         while run.step < stop_at:
             lr = _update(run, window)
@@ -546,6 +550,8 @@ def _train(run: _Run) -> dict:
                 run.say(f"stopping at step {run.step}: trainer.max_minutes={tc.max_minutes} reached")
                 break
     finally:
+        if run.counter is not None:
+            run.counter.__exit__(None, None, None)
         if bar is not None:
             bar.close()
         if run.metrics_log is not None:
@@ -580,7 +586,8 @@ def _update(run: _Run, window: dict[str, float]) -> float:
         group["lr"] = lr
     if run.sparse_opt is not None:
         run.sparse_opt.param_groups[0]["lr"] = lr * tc.puzzle_emb_lr / tc.lr
-    with _autocast(run.device, tc.precision), CallCounter(run.model) as counter:
+    calls_before = run.counter.rows if run.counter is not None else 0
+    with _autocast(run.device, tc.precision):
         run.carry, outputs = supervision_step(
             run.model, run.carry, batch, generator=run.explore_gen, shard=(ctx.rank, ctx.world_size)
         )
@@ -606,7 +613,8 @@ def _update(run: _Run, window: dict[str, float]) -> float:
     # metrics: sums over the halted sequences of this rank, reduced over ranks when logged
     update = {k: float(v) for k, v in m.items()}
     update.update(updates=1.0, **_solver_metrics(outputs["extras"]), grad_norm=float(grad_norm))
-    update["calls"] = float(counter.rows)  # forward network calls of this rank's rows (backward not counted)
+    if run.counter is not None:  # forward network calls of this rank's rows (backward not counted)
+        update["calls"] = float(run.counter.rows - calls_before)
     for k, v in update.items():
         window[k] = window.get(k, 0.0) + v
     return lr
@@ -633,7 +641,9 @@ def _after_update(run: _Run, window: dict[str, float], lr: float, bar) -> bool:
         reduced = _all_reduce_sum(window, ctx, run.device)
         run.train_calls += reduced.get("calls", 0.0)
         row = _train_row(reduced, ctx.world_size, tc.batch_size)
-        row.update(step=step, epoch=run.sampler.epoch, wall_s=elapsed, lr=lr, train_calls=run.train_calls)
+        row.update(step=step, epoch=run.sampler.epoch, wall_s=elapsed, lr=lr)
+        if run.counter is not None:
+            row["train_calls"] = run.train_calls
         window.clear()
         if run.metrics_log is not None:
             run.metrics_log.write(row)
@@ -681,7 +691,9 @@ def _evaluate(run: _Run, elapsed: float, train_calls: float) -> None:
     evals = {f"eval_{k}": v for k, v in ev.items()}
     evals.update(_contraction(run, eval_model))
     if run.metrics_log is not None:
-        row = {"step": run.step, "epoch": run.sampler.epoch, "wall_s": elapsed, "train_calls": train_calls}
+        row = {"step": run.step, "epoch": run.sampler.epoch, "wall_s": elapsed}
+        if run.counter is not None:
+            row["train_calls"] = train_calls
         run.metrics_log.write({**row, **evals})
     run.say(
         f"step {run.step}: test exact {ev['exact']:.3f}, valid {ev['valid']:.3f}, "
