@@ -19,7 +19,8 @@ the same weights on any machine (wall time is reported beside, as measured here)
 fails is reported (its log is ``OUT/logs/<name>.log``) and the others go on.
 
 The report (``OUT/sweep.md``, ``sweep.csv``, ``chosen.json``, ``sweep.png``): per *recipe* (model, axis
-values, lr) the mean and range over its seeds of exact accuracy from the trainer's final evaluation,
+values, lr) the mean and range over its seeds of exact accuracy (read as ``reasoners.compare`` reads
+it: the run's evaluation.json when ``reasoners.evaluate`` wrote one, else the trainer's final evaluation)
 at the last supervision step (the reference's figure) and at the reasoner's own halting step, with the
 updates, wall time and forward network calls of training; per (model, axis values) the chosen lr:
 the highest mean over seeds of ``--select`` (``worst``, default: the lower of the two accuracies of each
@@ -50,7 +51,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from anywhere without installing
 
 from data_gen.format import OneLineParser, atomic_write_bytes, atomic_write_text  # noqa: E402
-from reasoners.compare import Run, load_runs, positive_int, seed_groups, to_csv  # noqa: E402
+from reasoners.compare import (  # noqa: E402
+    Run,
+    at_halting_step,
+    budgets_note,
+    load_runs,
+    positive_int,
+    range_cell,
+    seed_groups,
+    seed_rows,
+    spread,
+    to_csv,
+)
 
 SELECT = ("worst", "last", "halt")
 
@@ -140,24 +152,12 @@ def run_all(
 # ----------------------------------------------------------------------------- the report
 
 
-def _final(run: Run, key: str) -> float | None:
-    final = run.summary.get("final") or {}
-    value = final.get({"last": "exact", "halt": "halt_exact"}[key])
-    return None if value is None else float(value)
-
-
 def _score(run: Run, select: str) -> float | None:
+    """The figure the lr is chosen by, read as :mod:`reasoners.compare` reads a run's final figures."""
+    last, halt = run.final.get("exact"), at_halting_step(run).get("exact")
     if select == "worst":
-        values = [_final(run, "last"), _final(run, "halt")]
-        return None if None in values else min(values)
-    return _final(run, select)
-
-
-def _stats(values: list) -> tuple[float | None, float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None, None
-    return sum(values) / len(values), min(values), max(values)
+        return None if None in (last, halt) else min(last, halt)
+    return last if select == "last" else halt
 
 
 def _lr(run: Run) -> float:
@@ -176,49 +176,29 @@ def _axis_label(run: Run, axes: list[str]) -> str:
     return " ".join(parts)
 
 
-def recipe_rows(runs: list[Run], axes: list[str], select: str) -> list[dict]:
-    """One row per recipe (a seed group), with the chosen lr of each (model, axis values) marked."""
-    rows = []
-    for group in seed_groups(runs):
-        first = group[0]
-        row = {
-            "model": first.summary["model"],
-            "size": first.summary["size"],
-            "axes": _axis_label(first, axes),
-            "lr": _lr(first),
-            "parameters": first.summary["parameters"],
-            "seeds": " ".join(str(r.seed) for r in group),
-            "n": len(group),
-        }
+def recipe_rows(groups: list[list[Run]], axes: list[str], select: str) -> list[dict]:
+    """:func:`reasoners.compare.seed_rows` of the recipes (seed groups, in that order) with each one's lr,
+    axis values, selection score and training calls, and the chosen lr of each (model, axis values)."""
+    rows = seed_rows(groups)
+    for row, group in zip(rows, groups, strict=True):
+        row.update(axes=_axis_label(group[0], axes), lr=_lr(group[0]))
         for key, values in (
-            ("exact", [_final(r, "last") for r in group]),
-            ("exact_at_halt", [_final(r, "halt") for r in group]),
             ("score", [_score(r, select) for r in group]),
-            ("steps", [r.summary["steps"] for r in group]),
-            ("wall_s", [r.summary["wall_s"] for r in group]),
             ("train_calls", [r.history[-1].calls if r.history else None for r in group]),
         ):
-            row[f"{key}_mean"], row[f"{key}_min"], row[f"{key}_max"] = _stats(values)
-        row["runs"] = " ".join(r.path.name for r in group)
+            for stat, value in spread(values).items():
+                row[f"{key}_{stat}"] = value
         row["chosen"] = False
-        rows.append(row)
     best: dict[tuple, dict] = {}
     for row in rows:
         key = (row["model"], row["size"], row["axes"])
-        have = best.get(key)
         score = -1.0 if row["score_mean"] is None else row["score_mean"]
-        if have is None or score > have["_s"] or (score == have["_s"] and row["lr"] < have["row"]["lr"]):
-            best[key] = {"_s": score, "row": row}
-    for b in best.values():
-        b["row"]["chosen"] = True
+        have = best.get(key)
+        if have is None or score > have[0] or (score == have[0] and row["lr"] < have[1]["lr"]):
+            best[key] = (score, row)
+    for _, row in best.values():
+        row["chosen"] = True
     return rows
-
-
-def _pct(row: dict, key: str) -> str:
-    mean, lo, hi = row[f"{key}_mean"], row[f"{key}_min"], row[f"{key}_max"]
-    if mean is None:
-        return "-"
-    return f"{100 * mean:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})" if row["n"] > 1 else f"{100 * mean:.1f}%"
 
 
 def markdown(rows: list[dict], select: str, failed: list[str]) -> str:
@@ -231,22 +211,17 @@ def markdown(rows: list[dict], select: str, failed: list[str]) -> str:
         )
         calls = "-" if r["train_calls_mean"] is None else f"{r['train_calls_mean']:.3g}"
         cells = [r["model"], r["size"], r["axes"] or "-", f"{r['lr']:g}", f"{r['parameters']:,}", r["seeds"]]
-        cells += [updates, _pct(r, "exact"), _pct(r, "exact_at_halt"), calls]
+        cells += [updates, range_cell(r, "exact"), range_cell(r, "exact_at_halt"), calls]
         cells += [f"{r['wall_s_mean'] / 60:.1f} min", "**chosen**" if r["chosen"] else ""]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    counts = {c for r in rows for c in (r["steps_min"], r["steps_max"])}
-    budget = (
-        f"Equal budgets: every run trained for {int(counts.pop()):,} updates."
-        if len(counts) == 1
-        else "Budgets differ: see the updates column."
-    )
     rule = {
         "worst": "the lower of its last-step and halting-step exact accuracy",
         "last": "its last-step exact accuracy",
         "halt": "its halting-step exact accuracy",
     }[select]
     note = (
-        f"\nMean over seeds (range in brackets) of the trainer's final evaluation (EMA weights). {budget} "
+        "\nMean over seeds (range in brackets) of each run's final figures (its evaluation.json, else the "
+        f"trainer's final evaluation; EMA weights). {budgets_note(rows)} "
         f"The chosen lr of each reasoner (and axis values) has the highest mean over seeds of {rule}; ties "
         "go to the smaller lr. Wall times are this machine's, runs side by side on one thread each."
     )
@@ -274,11 +249,10 @@ def _mean_curve(group: list[Run], field: str) -> tuple[list, list, list, list]:
     return xs, means, los, his
 
 
-def plot(runs: list[Run], rows: list[dict]) -> bytes:
+def plot(groups: list[list[Run]], rows: list[dict]) -> bytes:
     from matplotlib.figure import Figure
 
-    groups = {" ".join(r.path.name for r in g): g for g in seed_groups(runs)}
-    chosen = [(row, groups[row["runs"]]) for row in rows if row["chosen"]]
+    chosen = [(row, group) for row, group in zip(rows, groups, strict=True) if row["chosen"]]
     params = {}
     for row in rows:
         if row["chosen"]:
@@ -333,8 +307,8 @@ def plot(runs: list[Run], rows: list[dict]) -> bytes:
 
 
 def report(out: Path, axes: list[str], select: str, failed: list[str], log=print) -> dict:
-    runs = load_runs([out / "runs"], log=log)
-    rows = recipe_rows(runs, axes, select)
+    groups = seed_groups(load_runs([out / "runs"], log=log))
+    rows = recipe_rows(groups, axes, select)
     md = markdown(rows, select, failed)
     atomic_write_text(out / "sweep.md", md)
     atomic_write_text(out / "sweep.csv", to_csv(rows))
@@ -356,7 +330,7 @@ def report(out: Path, axes: list[str], select: str, failed: list[str], log=print
         if r["chosen"]
     ]
     atomic_write_text(out / "chosen.json", json.dumps({"select": select, "chosen": chosen}, indent=2) + "\n")
-    atomic_write_bytes(out / "sweep.png", plot(runs, rows))
+    atomic_write_bytes(out / "sweep.png", plot(groups, rows))
     return {"rows": rows, "markdown": md, "chosen": chosen}
 
 

@@ -372,7 +372,8 @@ def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
     return list(groups.values())
 
 
-def _spread(values: list) -> dict:
+def spread(values: list) -> dict:
+    """``{mean, min, max}`` of the values that are not None (all None when none is)."""
     values = [v for v in values if v is not None]
     if not values:
         return {"mean": None, "min": None, "max": None}
@@ -402,7 +403,7 @@ def seed_rows(groups: Sequence[Sequence[Run]]) -> list[dict]:
             ("steps", [r.summary["steps"] for r in group]),
             ("wall_s", [r.summary["wall_s"] for r in group]),
         ):
-            for stat, value in _spread(values).items():
+            for stat, value in spread(values).items():
                 row[f"{key}_{stat}"] = value
         row["runs"] = " ".join(r.name for r in group)
         rows.append(row)
@@ -422,7 +423,8 @@ def budgets_note(rows: Sequence[dict]) -> str:
     return "Budgets differ (updates): " + "; ".join(parts) + "."
 
 
-def _range(row: dict, key: str) -> str:
+def range_cell(row: dict, key: str) -> str:
+    """A seed row's ``key`` as a table cell: ``mean% (min-max)``, the mean alone for one run, ``-``."""
     if row[f"{key}_mean"] is None:
         return "-"
     mean, lo, hi = (100 * row[f"{key}_{s}"] for s in ("mean", "min", "max"))
@@ -436,7 +438,7 @@ def seeds_markdown(rows: Sequence[dict]) -> str:
     for r in rows:
         updates = f"{r['steps_min']:,}" + (f"-{r['steps_max']:,}" if r["steps_max"] != r["steps_min"] else "")
         cells = [r["model"], r["size"], r["data"], r["seeds"], updates]
-        cells += [_range(r, "exact"), _range(r, "valid"), _range(r, "exact_at_halt")]
+        cells += [range_cell(r, "exact"), range_cell(r, "valid"), range_cell(r, "exact_at_halt")]
         cells.append(_duration(r["wall_s_mean"]))
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     note = (
