@@ -24,7 +24,8 @@ it: the run's evaluation.json when ``reasoners.evaluate`` wrote one, else the tr
 at the last supervision step (the reference's figure) and at the reasoner's own halting step, with the
 updates, wall time and forward network calls of training; per (model, axis values) the chosen lr:
 the highest mean over seeds of ``--select`` (``worst``, default: the lower of the two accuracies of each
-run, so a recipe must be right at both; ``last``; ``halt``); ties go to the smaller lr. The figure
+run, so a recipe must be right at both; ``last``; ``halt``), then of cell accuracy (a short budget can leave
+every lr at 0 exact); ties go to the smaller lr. The figure
 draws each chosen recipe's evaluation curve (mean over seeds, min-max band) against updates, against
 training time and against training's network calls; with more than one parameter count per model (a
 size axis) a fourth panel gives final exact accuracy against parameters.
@@ -184,6 +185,7 @@ def recipe_rows(groups: list[list[Run]], axes: list[str], select: str) -> list[d
         row.update(axes=_axis_label(group[0], axes), lr=_lr(group[0]))
         for key, values in (
             ("score", [_score(r, select) for r in group]),
+            ("cell", [r.final.get("cell") for r in group]),
             ("train_calls", [r.history[-1].calls if r.history else None for r in group]),
         ):
             for stat, value in spread(values).items():
@@ -192,7 +194,8 @@ def recipe_rows(groups: list[list[Run]], axes: list[str], select: str) -> list[d
     best: dict[tuple, dict] = {}
     for row in rows:
         key = (row["model"], row["size"], row["axes"])
-        score = -1.0 if row["score_mean"] is None else row["score_mean"]
+        # exact accuracy first; cell accuracy breaks its ties (a short budget can leave every lr at 0 exact)
+        score = tuple(-1.0 if row[f"{k}_mean"] is None else row[f"{k}_mean"] for k in ("score", "cell"))
         have = best.get(key)
         if have is None or score > have[0] or (score == have[0] and row["lr"] < have[1]["lr"]):
             best[key] = (score, row)
@@ -203,15 +206,15 @@ def recipe_rows(groups: list[list[Run]], axes: list[str], select: str) -> list[d
 
 def markdown(rows: list[dict], select: str, failed: list[str]) -> str:
     head = "| reasoner | size | axes | lr | parameters | seeds | updates | exact, last step "
-    head += "| exact, halting step | training calls | wall time (mean) | chosen |"
-    lines = [head, "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    head += "| exact, halting step | cell | training calls | wall time (mean) | chosen |"
+    lines = [head, "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         updates = f"{int(r['steps_min']):,}" + (
             f"-{int(r['steps_max']):,}" if r["steps_max"] != r["steps_min"] else ""
         )
         calls = "-" if r["train_calls_mean"] is None else f"{r['train_calls_mean']:.3g}"
         cells = [r["model"], r["size"], r["axes"] or "-", f"{r['lr']:g}", f"{r['parameters']:,}", r["seeds"]]
-        cells += [updates, range_cell(r, "exact"), range_cell(r, "exact_at_halt"), calls]
+        cells += [updates, *(range_cell(r, k) for k in ("exact", "exact_at_halt", "cell")), calls]
         cells += [f"{r['wall_s_mean'] / 60:.1f} min", "**chosen**" if r["chosen"] else ""]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     rule = {
@@ -222,8 +225,9 @@ def markdown(rows: list[dict], select: str, failed: list[str]) -> str:
     note = (
         "\nMean over seeds (range in brackets) of each run's final figures (its evaluation.json, else the "
         f"trainer's final evaluation; EMA weights). {budgets_note(rows)} "
-        f"The chosen lr of each reasoner (and axis values) has the highest mean over seeds of {rule}; ties "
-        "go to the smaller lr. Wall times are this machine's, runs side by side on one thread each."
+        f"The chosen lr of each reasoner (and axis values) has the highest mean over seeds of {rule}, then "
+        "of cell accuracy; ties go to the smaller lr. Wall times are this machine's, runs side by side on "
+        "one thread each."
     )
     if failed:
         note += "\n\nFailed runs (see OUT/logs): " + ", ".join(failed)

@@ -48,8 +48,11 @@ def test_sweep_trains_every_recipe_and_aggregates_its_seeds(tiny_data, tmp_path,
         assert float(row["score_mean"]) == pytest.approx(np.mean(np.minimum(exact, halt)))
         calls = [float(_rows(out / "runs" / f"trm-lr{lr:g}-s{s}")[-1]["train_calls"]) for s in (0, 1)]
         assert float(row["train_calls_mean"]) == pytest.approx(np.mean(calls)) and calls[0] > 0
-    scores = {lr: float(r["score_mean"]) for lr, r in rows.items()}
-    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    for lr, row in rows.items():  # cell accuracy, the tie-break, is the runs' own
+        cell = [summaries[f"trm-lr{lr:g}-s{s}"]["final"]["cell"] for s in (0, 1)]
+        assert float(row["cell_mean"]) == pytest.approx(np.mean(cell))
+    scores = {lr: (float(r["score_mean"]), float(r["cell_mean"])) for lr, r in rows.items()}
+    best = max(scores, key=lambda lr: (*scores[lr], -lr))
     assert [lr for lr, r in rows.items() if r["chosen"] == "True"] == [best]
     chosen = json.loads((out / "chosen.json").read_text())["chosen"]
     assert [c["lr"] for c in chosen] == [best]
