@@ -6,7 +6,7 @@ budgets in updates; accuracy against updates, wall time and training compute; a 
         --lrs 1e-3,2e-3,4e-3 --seeds 0,1 --updates 2000 --jobs 2 --out runs/compare/laptop_sudoku
     # the scaling study: a width axis (every value crossed with every lr and seed)
     python bench/compare_reasoners.py --models trm,attractor --lrs 1e-3,2e-3 --seeds 0,1 --updates 2000 \\
-        --axis +model.arch.hidden_size=32,64,128 --out runs/compare/scaling
+        --axis +model.arch.d_model=32,64,128 --out runs/compare/scaling
     # extra Hydra overrides for every run go after --; --report-only re-reads a finished sweep
     python bench/compare_reasoners.py --report-only --out runs/compare/laptop_sudoku
 
@@ -166,8 +166,8 @@ def _lr(run: Run) -> float:
 
 
 def _axis_label(run: Run, axes: list[str]) -> str:
-    """The axis values of a run, read back from its config (``+model.arch.hidden_size`` ->
-    ``model.arch.hidden_size``)."""
+    """The axis values of a run, read back from its config (``+model.arch.d_model`` ->
+    ``model.arch.d_model``)."""
     parts = []
     for key in axes:
         node = run.config or {}

@@ -73,12 +73,12 @@ def _rows(run: Path) -> list[dict]:
 
 
 def test_plan_crosses_every_axis_and_names_runs_by_their_values():
-    jobs = bench.plan(["trm", "hrm"], [("+model.arch.hidden_size", ["32", "64"])], [1e-3, 2e-3], [0, 1])
+    jobs = bench.plan(["trm", "hrm"], [("+model.arch.d_model", ["32", "64"])], [1e-3, 2e-3], [0, 1])
     assert len(jobs) == 2 * 2 * 2 * 2
-    assert jobs[0].name == "trm-hidden_size32-lr0.001-s0" and jobs[1].seed == 1  # seeds innermost
+    assert jobs[0].name == "trm-d_model32-lr0.001-s0" and jobs[1].seed == 1  # seeds innermost
     assert len({j.name for j in jobs}) == len(jobs)
     o = jobs[0].overrides("laptop_sudoku", 500, Path("r"), ["x=1"])
-    assert "+model.arch.hidden_size=32" in o and "trainer.max_steps=500" in o and o[-1] == "hydra.run.dir=r"
+    assert "+model.arch.d_model=32" in o and "trainer.max_steps=500" in o and o[-1] == "hydra.run.dir=r"
 
 
 @pytest.mark.parametrize(
