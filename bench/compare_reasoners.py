@@ -167,14 +167,29 @@ def _lr(run: Run) -> float:
 
 def _axis_label(run: Run, axes: list[str]) -> str:
     """The axis values of a run, read back from its config (``+model.arch.d_model`` ->
-    ``model.arch.d_model``)."""
+    ``model.arch.d_model``); a ``model.arch`` field the run did not override is its preset's value, so a
+    run at the preset's width (an lr sweep's) is the same point of a width axis as one that named it."""
     parts = []
+    config = run.config or {}
     for key in axes:
-        node = run.config or {}
-        for part in key.lstrip("+").split("."):
+        node = config
+        path = key.lstrip("+").split(".")
+        for part in path:
             node = node.get(part) if isinstance(node, dict) else None
+        if node is None and path[:2] == ["model", "arch"] and len(path) == 3:
+            node = _preset_value(config, path[2])
         parts.append(f"{_short(key)}={node}")
     return " ".join(parts)
+
+
+def _preset_value(config: dict, field: str):
+    from reasoners.presets import preset_config
+
+    try:
+        preset = preset_config(config["model"]["name"], config["size"]["name"], config["data"]["puzzle"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return getattr(preset, field, None)
 
 
 def recipe_rows(groups: list[list[Run]], axes: list[str], select: str) -> list[dict]:

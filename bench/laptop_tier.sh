@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The laptop tier: train HRM, TRM and the Attractor one after another on this CPU for the experiment's
-# budget each (a number of updates per reasoner: laptop_smoke, laptop_sudoku, laptop_maze), evaluate
-# them, and compare them in one table and figure.
+# The laptop tier: train HRM, TRM (MLP and attention mixers), the Attractor and EqR one after another on
+# this CPU for the experiment's budget each (a number of updates per reasoner: laptop_smoke, laptop_sudoku,
+# laptop_maze), evaluate them, and compare them in one table and figure.
 #
-#   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, ~15 minutes per reasoner
+#   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, 15-25 minutes per reasoner
 #   bash bench/laptop_tier.sh laptop_smoke         # 4x4 Sudoku, 2,000 updates per reasoner
 #   bash bench/laptop_tier.sh laptop_maze          # 6x6 unique-path mazes
 #   MODELS=trm bash bench/laptop_tier.sh laptop_sudoku trainer.max_minutes=5   # extra Hydra overrides
@@ -16,7 +16,7 @@ experiment=${1:-laptop_sudoku}
 shift || true
 case $experiment in
   laptop_maze) models=${MODELS:-trm_mlp,trm,attractor} ;;
-  *) models=${MODELS:-hrm,trm,attractor} ;;
+  *) models=${MODELS:-hrm,trm_mlp,trm,attractor,eqr} ;;
 esac
 out=runs/laptop_tier/$experiment
 rm -rf "$out"

@@ -72,6 +72,22 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def test_axis_values_fall_back_to_the_preset_for_fields_a_run_did_not_override():
+    from types import SimpleNamespace
+
+    from reasoners.presets import preset_config
+
+    base = {"size": {"name": "tiny"}, "data": {"puzzle": "sudoku"}}
+    named = SimpleNamespace(config={**base, "model": {"name": "trm_mlp", "arch": {"d_model": 128}}})
+    plain = SimpleNamespace(config={**base, "model": {"name": "hrm", "arch": {}}})
+    unknown = SimpleNamespace(config={**base, "model": {"name": "nope", "arch": {}}})
+    axes = ["+model.arch.d_model", "trainer.lr"]
+    assert bench._axis_label(named, axes) == "d_model=128 lr=None"
+    assert bench._axis_label(plain, axes) == f"d_model={preset_config('hrm', 'tiny').d_model} lr=None"
+    assert preset_config("hrm", "tiny").d_model == 64  # the preset's width, not a default of the code
+    assert bench._axis_label(unknown, axes[:1]) == "d_model=None"
+
+
 def test_plan_crosses_every_axis_and_names_runs_by_their_values():
     jobs = bench.plan(["trm", "hrm"], [("+model.arch.d_model", ["32", "64"])], [1e-3, 2e-3], [0, 1])
     assert len(jobs) == 2 * 2 * 2 * 2
