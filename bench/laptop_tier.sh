@@ -3,7 +3,7 @@
 # this CPU for the experiment's budget each (a number of updates per reasoner: laptop_smoke, laptop_sudoku,
 # laptop_maze), evaluate them, and compare them in one table and figure.
 #
-#   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, 15-25 minutes per reasoner
+#   bash bench/laptop_tier.sh                      # laptop_sudoku: 6x6 Sudoku, 5-15 minutes per reasoner
 #   bash bench/laptop_tier.sh laptop_smoke         # 4x4 Sudoku, 2,000 updates per reasoner
 #   bash bench/laptop_tier.sh laptop_maze          # 6x6 unique-path mazes
 #   MODELS=trm bash bench/laptop_tier.sh laptop_sudoku trainer.max_minutes=5   # extra Hydra overrides

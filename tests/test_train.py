@@ -120,9 +120,11 @@ def test_experiments_set_their_data_and_keep_the_model_choice():
                 assert cfg.model.name == model and cfg.data.name == exp and cfg.size.name == "tiny"
 
 
-# Updates each reasoner makes in 15 minutes on the 2-core machine (bench/laptop_tier.sh, README):
-# written here, not read from the YAML, so the test checks what the experiment resolves to.
-LAPTOP_BUDGETS = {"hrm": 10000, "trm": 7000, "trm_mlp": 7000, "attractor": 1200, "eqr": 7000}
+# Each reasoner's (updates, lr) on laptop_sudoku: TRM-MLP, EqR and HRM as the comparison protocol chose
+# them (README, the laptop tier), TRM and the Attractor their earlier 15-minute budgets. Written here, not
+# read from the YAML, so the test checks what the experiment resolves to.
+LAPTOP_BUDGETS = {"hrm": 2000, "trm": 7000, "trm_mlp": 2000, "attractor": 1200, "eqr": 2000}
+LAPTOP_LRS = {"hrm": 2e-3, "trm": 2e-3, "trm_mlp": 4e-3, "attractor": 2e-3, "eqr": 4e-3}
 
 
 def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins():
@@ -131,14 +133,16 @@ def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins()
             tc = train_mod.check_config(
                 compose("train", overrides=["experiment=laptop_sudoku", f"model={model}"])
             )
-            assert tc.max_steps == tc.stop_step == budget
+            assert tc.max_steps == tc.stop_step == budget and tc.lr == pytest.approx(LAPTOP_LRS[model])
             assert tc.max_minutes is None  # the budget is in updates, whatever the machine
             # the cosine is sized to the reasoner's budget: it reaches its floor at the last update
             last_lr = lr_at(budget, tc.lr, tc.lr_warmup_steps, tc.max_steps, tc.lr_min_ratio)
             assert 0 < tc.lr_min_ratio < 1 and last_lr == pytest.approx(tc.lr * tc.lr_min_ratio)
             assert lr_at(budget // 2, tc.lr, tc.lr_warmup_steps, tc.max_steps, tc.lr_min_ratio) > last_lr * 2
-        cfg = compose("train", overrides=["experiment=laptop_sudoku", "model=trm", "trainer.max_steps=123"])
-        assert train_mod.check_config(cfg).max_steps == 123
+        cfg = compose(
+            "train", overrides=["experiment=laptop_sudoku", "model=trm", "trainer.max_steps=123", "trainer.lr=5e-4"]
+        )
+        assert (train_mod.check_config(cfg).max_steps, train_mod.check_config(cfg).lr) == (123, 5e-4)
 
 
 # Updates each reasoner made in 10 minutes on laptop_maze (README; HRM and EqR scaled, see the YAML).
