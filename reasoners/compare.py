@@ -58,10 +58,12 @@ METRICS = ("exact", "valid", "cell")
 
 # Settings that select how a run is executed or reported, not what it computes: left out of the seed
 # group key (together with the seed itself).
+# A run's recipe is its resolved model, size, data and trainer sections, less these fields. Other top-level
+# keys are not: the logger, and an experiment's lookup tables (laptop_steps, laptop_lr), whose effect on this
+# run is already in its resolved trainer section and whose other entries (other reasoners') do not matter.
+RECIPE_SECTIONS = ("model", "size", "data", "trainer")
 NOT_THE_RECIPE = {
     "trainer": ("seed", "threads", "progress", "resume", "eval_batch_size", "device", "stop_at_step"),
-    "logger": None,
-    "hydra": None,
 }
 
 
@@ -94,9 +96,9 @@ class Run:
             return f"run:{self.path}"  # unknown recipe: a group of its own
         recipe = {}
         for key, value in self.config.items():
-            drop = NOT_THE_RECIPE.get(key, ())
-            if drop is None:
+            if key not in RECIPE_SECTIONS:
                 continue
+            drop = NOT_THE_RECIPE.get(key, ())
             recipe[key] = (
                 {k: v for k, v in value.items() if k not in drop} if isinstance(value, dict) else value
             )

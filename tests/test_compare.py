@@ -217,6 +217,8 @@ def _seeded_run(root, name, data, *, seed, lr, final, steps=300, evaluation_halt
     (root / "config.yaml").write_text(
         f"model:\n  name: {name}\nsize:\n  name: tiny\ntrainer:\n  lr: {lr}\n  seed: {seed}\n"
         f"  threads: {seed + 1}\n  progress: {seed % 2 == 0}\nlogger:\n  name: csv{seed}\n"
+        # an experiment's lookup table, edited between seeds (its effect is in trainer, resolved)
+        f"laptop_steps:\n  hrm: {1000 * (seed + 1)}\n"
     )
     if evaluation_halt is not None:
         curve = [{"steps": 4, "exact": final[0], "valid": final[1], "cell": final[2]}]
@@ -226,8 +228,8 @@ def _seeded_run(root, name, data, *, seed, lr, final, steps=300, evaluation_halt
 
 
 def test_seed_groups_give_mean_and_range(tmp_path, torch_one_thread):
-    """Runs that differ only in seed (and in threads, progress bar, logger) are one group; another lr
-    is another group; a run without config.yaml stands alone."""
+    """Runs that differ only in seed (and in threads, progress bar, logger, an experiment's lookup table)
+    are one group; another lr is another group; a run without config.yaml stands alone."""
     data = tmp_path / "data"
     sudoku4_dataset(data, n=6)
     root = tmp_path / "sweep"

@@ -139,10 +139,9 @@ def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins()
             last_lr = lr_at(budget, tc.lr, tc.lr_warmup_steps, tc.max_steps, tc.lr_min_ratio)
             assert 0 < tc.lr_min_ratio < 1 and last_lr == pytest.approx(tc.lr * tc.lr_min_ratio)
             assert lr_at(budget // 2, tc.lr, tc.lr_warmup_steps, tc.max_steps, tc.lr_min_ratio) > last_lr * 2
-        cfg = compose(
-            "train", overrides=["experiment=laptop_sudoku", "model=trm", "trainer.max_steps=123", "trainer.lr=5e-4"]
-        )
-        assert (train_mod.check_config(cfg).max_steps, train_mod.check_config(cfg).lr) == (123, 5e-4)
+        over = ["experiment=laptop_sudoku", "model=trm", "trainer.max_steps=123", "trainer.lr=5e-4"]
+        tc = train_mod.check_config(compose("train", overrides=over))
+        assert (tc.max_steps, tc.lr) == (123, 5e-4)
 
 
 # Updates each reasoner made in 10 minutes on laptop_maze (README; HRM and EqR scaled, see the YAML).
