@@ -56,12 +56,12 @@ SUMMARY_KEYS = ("model", "size", "data", "parameters", "steps", "wall_s", "final
 METRICS = ("exact", "valid", "cell")
 
 
-# Settings that select how a run is executed or reported, not what it computes: left out of the seed
-# group key (together with the seed itself).
-# A run's recipe is its resolved model, size, data and trainer sections, less these fields. Other top-level
-# keys are not: the logger, and an experiment's lookup tables (laptop_steps, laptop_lr), whose effect on this
-# run is already in its resolved trainer section and whose other entries (other reasoners') do not matter.
+# A run's recipe (its seed-group key) is its resolved model, size, data and trainer sections. Other
+# top-level keys are not: the logger, and an experiment's lookup tables (laptop_steps, laptop_lr), whose
+# effect on this run is already in its resolved trainer section.
 RECIPE_SECTIONS = ("model", "size", "data", "trainer")
+# Fields of those sections that select how a run is executed or reported, not what it computes (left out
+# of the key together with the seed itself).
 NOT_THE_RECIPE = {
     "trainer": ("seed", "threads", "progress", "resume", "eval_batch_size", "device", "stop_at_step"),
 }
