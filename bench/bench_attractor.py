@@ -15,8 +15,8 @@ parameter gradient. The reference is ``grad="implicit"`` with a tight backward s
 expansive map (rho >= 1, also printed) the IFT system has no convergent Neumann series and the
 "reference" is itself unreliable. Per option: cosine to the reference, the norm ratio, the network
 calls made with grad, and the time of one update (forward + backward, median of ``--reps``) measured
-interleaved with a TRM-tiny update on the same batch and thread count, as a ratio. The Jacobian
-penalty is switched off for the grid (it is not part of the gradient being compared).
+interleaved with a TRM-tiny update (the Attractor's mixer) on the same batch and thread count, as a
+ratio. The Jacobian penalty is switched off for the grid (it is not part of the gradient being compared).
 
 (b) ``targets``. From the run directory: the share of training solves that exit below tol after update
 ``--after`` (metrics.csv, mean of the logged windows); the rho < 1 share of the contraction probe at
@@ -24,8 +24,9 @@ every evaluation, training and EMA weights (>= 95% each); exact accuracy at test
 4 / 8 / 16 / 32 (EMA weights, first ``--puzzles`` test puzzles, through
 :func:`reasoners.test_time.attractor_grid`, the code ``reasoners.evaluate`` runs), which must not fall
 by more than 1 point from one budget to the next; and the cost of one training update of the run's
-own configuration (training weights, penalty included) at a warm state against a TRM-tiny update on
-the same batch (at most 1.5x), with the converged share of the timed solves.
+own configuration (training weights, penalty included, amortised over ``jac_every`` updates) at a
+warm state against a TRM-tiny update (same mixer) on the same batch (at most 1.5x), with the
+converged share of the timed solves.
 
 Benchmarks are not tests: times vary with the machine and its load; run with ``--threads 1`` on a
 shared CPU.
@@ -142,10 +143,13 @@ def timed(fns: list, reps: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def trm_like(task, seed: int = 0):
-    """TRM-tiny for the task (the laptop tier's TRM): the cost yardstick."""
+def trm_like(task, attractor, seed: int = 0):
+    """The cost yardstick: TRM-tiny for the task with the Attractor's token mixer (TRM-MLP for an
+    ``attractor_mlp``, the laptop tier's TRM recipe on Sudoku; attention TRM for an ``attractor``), so
+    that equal mixers are compared."""
     torch.manual_seed(seed)
-    return build("trm", "tiny", task.preset_puzzle, **task.model_overrides())
+    name = "trm_mlp" if attractor.config.mixer == "mlp" else "trm"
+    return build(name, "tiny", task.preset_puzzle, **task.model_overrides())
 
 
 def load_model(checkpoint: str | None, data: str | None, ema: bool, seed: int):
@@ -180,7 +184,7 @@ def fidelity(args) -> list[dict]:
     model, task, split, source = load_model(args.checkpoint, args.data, ema=False, seed=args.seed)
     batch = to_batch(split, np.arange(min(args.probe, len(split.inputs))), "cpu")
     state = warm_state(model, batch, args.step)
-    trm = trm_like(task, args.seed)
+    trm = trm_like(task, model, args.seed)
     trm_state = warm_state(trm, batch, args.step)
     probe = contraction_probe(model, batch, steps=args.step)
     print(f"# phantom-gradient fidelity: {source}")
@@ -243,7 +247,8 @@ def fidelity(args) -> list[dict]:
         update(trm, trm_state, batch)
     t = timed(fns, args.reps)
     print(
-        f"\nTRM-tiny update on the same batch: {t[0] * 1e3:.0f} ms, {trm_calls.with_grad} network calls "
+        f"\n{type(trm).__name__}-tiny ({trm.config.mixer}) update on the same batch: {t[0] * 1e3:.0f} ms, "
+        f"{trm_calls.with_grad} network calls "
         f"with grad, {trm_calls.without} without\n"
     )
     print("(net calls with grad: in the forward; the implicit gradient adds one vector-Jacobian product per")
@@ -338,20 +343,29 @@ def targets(args) -> dict:
     model, task, split, _ = load_model(str(ckpt), args.data, ema=False, seed=0)
     batch = to_batch(split, np.arange(min(args.cost_batch, len(split.inputs))), "cpu")
     state = warm_state(model, batch, args.step)
-    trm = trm_like(task)
+    trm = trm_like(task, model)
     trm_state = warm_state(trm, batch, args.step)
     info = update(model, state, batch)["solver"]
-    t_trm, t_att = timed(
-        [lambda: update(trm, trm_state, batch), lambda: update(model, state, batch)], args.reps
-    )
+    c = model.config
+    # A penalty due every jac_every updates: time blocks of jac_every updates (each holds exactly one
+    # penalised update), so the ratio is the amortised cost the run paid.
+    every = c.jac_every if c.jac_weight > 0 else 1
+
+    def attractor_block():
+        for _ in range(every):
+            update(model, state, batch)
+
+    t_trm, t_att = timed([lambda: update(trm, trm_state, batch), attractor_block], args.reps)
+    t_att /= every
     ratio = t_att / t_trm
     results["cost_ratio"] = ratio
-    c = model.config
     print(
         f"- one training update (the run's config: grad {c.grad}, k {c.phantom_k}, tau {c.phantom_tau:g}, "
-        f"jac_weight {c.jac_weight:g}, damping {c.damping:g}) at supervision step {args.step}, batch "
+        f"jac_weight {c.jac_weight:g} every {c.jac_every}, damping {c.damping:g}; amortised) at "
+        f"supervision step {args.step}, batch "
         f"{batch['inputs'].shape[0]}, {torch.get_num_threads()} thread(s): {t_att * 1e3:.0f} ms against "
-        f"TRM-tiny's {t_trm * 1e3:.0f} ms = {ratio:.2f}x (its solve: {info.nstep} map evaluations, "
+        f"{type(trm).__name__}-tiny's ({trm.config.mixer}) {t_trm * 1e3:.0f} ms = {ratio:.2f}x (its "
+        f"solve: {info.nstep} map evaluations, "
         f"{info.converged.float().mean():.0%} converged) (<= 1.5x): {_verdict(ratio <= 1.5)}"
     )
     results["verdicts"] = dict(converged=ok1, rho=ok2, max_iter=ok3, cost=ratio <= 1.5)

@@ -3,7 +3,7 @@
 A checkpoint written by :mod:`reasoners.train` holds::
 
     format        "gridloop-checkpoint/1"
-    model_name    "hrm" | "trm" | "trm_mlp" | "attractor" | "eqr"
+    model_name    "hrm" | "trm" | "trm_mlp" | "attractor" | "attractor_mlp" | "eqr"
     model_config  the reasoner's dataclass config as a dict (rebuilds the network without Hydra)
     task          {"kind": "sudoku" | "maze", "side": int}
     model         state_dict of the live weights

@@ -12,6 +12,8 @@ attractor 7m   TRM-7M's network, solved to its (y, z) fixed     the Attractor pa
                point: Anderson m=5, <= 16 evaluations, tol
                1e-3, n_inner=1, UPG(k=5, tau=0.5)
 attractor 27m  the same with 8 layers                           the Attractor paper's 27M
+attractor_mlp  the Attractor on TRM-MLP's network (token-mixing  equal mixers against TRM-MLP (the
+  7m           MLP, no positions)                               reference's Sudoku model)
 eqr 7m         d=512, 8 heads, 2 layers, T=3, n=6, the token-   the reference EqR Sudoku model (4,855,298
                mixing MLP, no prefix, lambda 0.95, sigma 0.01   on Sudoku; locuslab/EqR eqr_sudoku.yaml)
 eqr 27m        d=512, 8 heads, 8 layers, attention + RoPE,      no reference 27M: TRM 27m's network with
@@ -57,6 +59,7 @@ MODELS = {
     "trm": (TRM, TRMConfig),
     "trm_mlp": (TRM, TRMConfig),
     "attractor": (Attractor, AttractorConfig),
+    "attractor_mlp": (Attractor, AttractorConfig),
     "eqr": (EqR, EqRConfig),
 }
 
@@ -100,6 +103,21 @@ PRESETS: dict[str, dict[str, dict]] = {
         "7m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=2, prefix_len=16, puzzle_dim=16 * 512),
         "27m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=8, prefix_len=16, puzzle_dim=16 * 512),
     },
+    # TRM-MLP's network (tiny and 7m as trm_mlp's) under the Attractor's solve: equal mixers
+    "attractor_mlp": {
+        "tiny": dict(
+            **_TINY_NET, **_ATTRACTOR, n_layers=2, prefix_len=1, puzzle_dim=64, mixer="mlp", positions="none"
+        ),
+        "7m": dict(
+            **_BIG_NET,
+            **_ATTRACTOR,
+            n_layers=2,
+            prefix_len=16,
+            puzzle_dim=16 * 512,
+            mixer="mlp",
+            positions="none",
+        ),
+    },
     # EqR's damping (0.95), noise (0.01) and random initial state are EqRConfig's defaults
     "eqr": {
         "tiny": dict(_TINY_NET, n_layers=2, T_cycles=2, n_inner=2, mixer="mlp"),
@@ -110,8 +128,9 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 
 def preset_config(model: str, size: str, puzzle: str = "sudoku", **overrides):
-    """The config of ``model`` ("hrm", "trm", "trm_mlp", "attractor", "eqr") at ``size`` on ``puzzle``
-    ("sudoku", "maze"); keyword overrides win (e.g. ``seq_len=36, vocab_size=6`` for 6x6 mazes)."""
+    """The config of ``model`` ("hrm", "trm", "trm_mlp", "attractor", "attractor_mlp", "eqr") at ``size``
+    on ``puzzle`` ("sudoku", "maze"); keyword overrides win (e.g. ``seq_len=36, vocab_size=6`` for 6x6
+    mazes)."""
     if model not in PRESETS:
         raise ValueError(f"unknown model {model!r}: expected one of {', '.join(PRESETS)}")
     if size not in PRESETS[model]:

@@ -79,3 +79,15 @@ def test_fidelity_grid_reference_row_is_the_implicit_gradient_itself(attractor_r
     assert rows["implicit"]["norm_ratio"] == pytest.approx(1.0, abs=1e-4)
     assert rows["one_step"]["cosine"] == pytest.approx(rows["UPG(1, 1)"]["cosine"], abs=1e-6)
     assert rows["UPG(1, 1)"]["grad_calls"] == rows["one_step"]["grad_calls"] > 0
+
+
+@pytest.mark.parametrize("model", ["attractor", "attractor_mlp"])
+def test_cost_yardstick_is_trm_with_the_attractors_own_mixer(model):
+    from reasoners.presets import build, count_parameters
+    from reasoners.tasks import Task
+
+    task = Task("sudoku", 6)
+    att = build(model, "tiny", task.preset_puzzle, **task.model_overrides())
+    trm = bench_attractor.trm_like(task, att)
+    # equal mixers, hence the same network: the ratio measures the solve and its gradient only
+    assert trm.config.mixer == att.config.mixer and count_parameters(trm) == count_parameters(att)

@@ -105,11 +105,14 @@ def test_net_runs_in_eval_mode_inside_the_solve_only():
     assert model.training
 
 
-def test_unrolled_solver_with_one_step_gradient_is_exactly_trm():
+@pytest.mark.parametrize("mixer", ["attention", "mlp"])
+def test_unrolled_solver_with_one_step_gradient_is_exactly_trm(mixer):
+    # "mlp": the attractor_mlp preset's network against TRM-MLP's (equal mixers)
     torch.manual_seed(0)
     T, n = 3, 2
-    trm = TRM(TRMConfig(**TINY, T_cycles=T, n_inner=n))
-    att = Attractor(AttractorConfig(**TINY, T_cycles=T, n_inner=n, solver="unroll", grad="one_step"))
+    net = dict(TINY, mixer=mixer, positions="rope" if mixer == "attention" else "none")
+    trm = TRM(TRMConfig(**net, T_cycles=T, n_inner=n))
+    att = Attractor(AttractorConfig(**net, T_cycles=T, n_inner=n, solver="unroll", grad="one_step"))
     att.load_state_dict(trm.state_dict())
     with torch.no_grad():
         trm.q_head.weight.normal_()

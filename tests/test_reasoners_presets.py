@@ -56,6 +56,11 @@ def test_chosen_presets_sizes():
     for size in ("tiny", "7m", "27m"):
         for puzzle in ("sudoku", "maze"):
             assert meta_count("attractor", size, puzzle) == meta_count("trm", size, puzzle)
+    # attractor_mlp is TRM-MLP's network (equal mixers)
+    for size in ("tiny", "7m"):
+        for puzzle in ("sudoku", "maze"):
+            assert meta_count("attractor_mlp", size, puzzle) == meta_count("trm_mlp", size, puzzle)
+    assert build("attractor_mlp", "tiny").config.mixer == "mlp"
     # maze: vocab 6 instead of 11 -> embedding and output head shrink by 5 * d each
     assert meta_count("trm", "7m") - meta_count("trm", "7m", "maze") == 2 * 5 * 512
 
