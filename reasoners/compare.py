@@ -43,6 +43,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -359,6 +360,80 @@ def to_markdown(rows: Sequence[dict]) -> str:
         "trainer's final evaluation (summary.json). `exact` and `valid` are at the last supervision step "
         "(as the reference evaluates); `exact at its halting step` where the reasoner's own q-head stops. "
         "`exact@k`: exact accuracy after k supervision steps."
+    )
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+# ----------------------------------------------------------------------------- fixed points
+
+# The trainer's fixed-point telemetry (the Attractor's metrics.csv columns), read for compare's table
+SOLVE_KEYS = ("solver_converged", "solver_rel_residual", "solver_iters_p50", "solver_iters_p90")
+PROBE_KEYS = tuple(f"eval_{w}rho_{k}" for w in ("", "ema_") for k in ("median", "below_1")) + (
+    "eval_warm_start_residual",
+)
+
+
+def _float(text) -> float | None:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fixed_point_rows(runs: Sequence[Run]) -> list[dict]:
+    """Per run that logged a fixed-point solve: its last logged window of training solves (converged
+    share, mean exit residual, the median and 90th percentile of a sample's iterations) and its last
+    contraction probe (spectral radius median and share below 1, training and EMA weights; the warm
+    start's residual), plus the lowest share below 1 over every evaluation. Empty when no run solves."""
+    rows = []
+    for r in runs:
+        path = r.path / "metrics.csv"
+        if not path.is_file():
+            continue
+        solve, probe, worst = {}, {}, {}
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if _float(row.get("solver_converged")) is not None:
+                    solve = {k: _float(row.get(k)) for k in SOLVE_KEYS} | {"solve_step": int(row["step"])}
+                if _float(row.get("eval_rho_median")) is not None:
+                    probe = {k: _float(row.get(k)) for k in PROBE_KEYS} | {"probe_step": int(row["step"])}
+                    for w in ("", "ema_"):
+                        v = _float(row.get(f"eval_{w}rho_below_1"))
+                        key = f"worst_{w}rho_below_1"
+                        if v is not None:
+                            worst[key] = min(worst.get(key, 1.0), v)
+        if solve or probe:
+            rows.append({"run": r.name, **solve, **probe, **worst})
+    return rows
+
+
+def fixed_point_markdown(rows: Sequence[dict]) -> str:
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        "| run | training solves converged (update) | exit residual | iterations p50 / p90 "
+        "| rho median, share < 1 (eval update) | EMA: rho median, share < 1 | lowest share < 1, any eval "
+        "(training / EMA) | warm-start residual |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        g = r.get
+        lines.append(
+            f"| {r['run']} | {_pct(g('solver_converged'))} ({g('solve_step', '-')}) "
+            f"| {num(g('solver_rel_residual'), '.1e')} "
+            f"| {num(g('solver_iters_p50'), '.1f')} / {num(g('solver_iters_p90'), '.1f')} "
+            f"| {num(g('eval_rho_median'), '.2f')}, {_pct(g('eval_rho_below_1'))} ({g('probe_step', '-')}) "
+            f"| {num(g('eval_ema_rho_median'), '.2f')}, {_pct(g('eval_ema_rho_below_1'))} "
+            f"| {_pct(g('worst_rho_below_1'))} / {_pct(g('worst_ema_rho_below_1'))} "
+            f"| {num(g('eval_warm_start_residual'), '.1e')} |"
+        )
+    note = (
+        "\nFixed-point telemetry (metrics.csv): the last logged window of training solves, and the "
+        "contraction probe of the last evaluation (power-method spectral radius of the map's Jacobian at "
+        "the fixed point; rho < 1 is what makes the fixed point an attractor; Anderson also converges on "
+        "expansive maps, so the converged share alone does not show it)."
     )
     return "\n".join(lines) + "\n" + note + "\n"
 
@@ -773,6 +848,9 @@ def compare(
     notes = [compute_note(r) for r in runs if compute_of(r).notes]
     if breadth or notes:
         markdown += "\n" + breadth_markdown(breadth, notes)
+    fixed = fixed_point_rows(runs)
+    if fixed:
+        markdown += "\n" + fixed_point_markdown(fixed)
     folder = Path(out) if out is not None else Path(dirs[0])
     paths = {ext: folder / f"comparison.{ext}" for ext in ("md", "csv", "png")}
     atomic_write_text(paths["md"], markdown)
@@ -789,6 +867,7 @@ def compare(
         "rows": rows,
         "seed_rows": seeds,
         "breadth_rows": breadth,
+        "fixed_point_rows": fixed,
         "markdown": markdown,
         "paths": paths,
     }

@@ -69,7 +69,8 @@ TRAIN_COLUMNS = (
     "step", "epoch", "wall_s", "lr", "train_calls", "loss", "lm_loss", "q_halt_loss", "q_continue_loss",
     "aux_loss",
     "train_exact", "train_cell", "train_steps", "q_halt_accuracy", "halted",
-    "solver_rel_residual", "solver_nstep", "solver_evals_per_sample", "solver_converged", "grad_norm",
+    "solver_rel_residual", "solver_nstep", "solver_evals_per_sample", "solver_converged",
+    "solver_iters_p50", "solver_iters_p90", "solver_iters_max", "grad_norm",
     "eval_exact", "eval_valid", "eval_cell", "eval_halt_exact", "eval_halt_valid", "eval_halt_step",
     "eval_rho_median", "eval_rho_q95", "eval_rho_below_1", "eval_warm_start_residual",
     "eval_ema_rho_median", "eval_ema_rho_q95", "eval_ema_rho_below_1", "eval_ema_warm_start_residual",
@@ -359,6 +360,20 @@ def _solver_metrics(extras: dict) -> dict[str, float]:
         # the map evaluations a sample actually got (the solve stops evaluating converged rows)
         "solver_evals_per_sample": float(info.row_evals) / rows,
         "solver_converged": float(info.converged.float().mean()),
+        **_iteration_quantiles(info),
+    }
+
+
+def _iteration_quantiles(info) -> dict[str, float]:
+    """The median, 90th percentile and maximum of the evaluations each sample's solve needed
+    (``SolverInfo.evals``): how the batch's iterations spread, which the batch count hides."""
+    if getattr(info, "evals", None) is None:
+        return {}
+    e = info.evals.double()
+    return {
+        "solver_iters_p50": float(e.quantile(0.5)),
+        "solver_iters_p90": float(e.quantile(0.9)),
+        "solver_iters_max": float(e.max()),
     }
 
 
@@ -770,6 +785,9 @@ def _train_row(w: dict[str, float], world_size: int, global_batch: int) -> dict:
         "solver_nstep",
         "solver_evals_per_sample",
         "solver_converged",
+        "solver_iters_p50",  # window means of each update's quantiles
+        "solver_iters_p90",
+        "solver_iters_max",
         "grad_norm",
     ):
         if key in w:

@@ -59,6 +59,9 @@ class SolverInfo:
     nstep: number of evaluations of f.   row_evals: sample-evaluations of f (B * nstep without
     `rows`; with `rows`, only the samples still active at each evaluation).   n_fallback:
     sample-steps where Anderson fell back to a plain step.   n_diverged: samples given up as divergent.
+    evals: (B,) the evaluations of f each sample needed: the evaluation at which it was done
+    (converged after ``min_iter``, or given up as divergent), else ``nstep``; with ``rows`` it is exactly
+    the evaluations the sample got, without it the batch kept evaluating done samples (row_evals).
     trace: (T, B) relative residual of every iterate x_0 .. x_{T-1} (T = nstep), with trace=True.
     iterates: the iterates x_0 .. x_{T-1}, structured like x0 with a leading T axis, with
     trace="iterates".
@@ -72,6 +75,7 @@ class SolverInfo:
     row_evals: int = 0
     n_fallback: int = 0
     n_diverged: int = 0
+    evals: Tensor | None = None
     trace: Tensor | None = None
     iterates: State | None = None
 
@@ -116,6 +120,7 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
         diverged = torch.zeros(B, dtype=torch.bool, device=x.device)
         n_fallback = torch.zeros((), dtype=torch.long, device=x.device)
         idx = torch.arange(B, device=x.device) if rows else None  # the rows f is evaluated on
+        evals = torch.zeros(B, dtype=torch.long, device=x.device)  # 0 = not done yet
         rel_trace: list[Tensor] = []
         iterates: list[Tensor] = []
         nstep = row_evals = 0
@@ -143,6 +148,7 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
             diverged = diverged | (running_away & ~converged)
             done = diverged | (converged if k + 1 >= min_iter else torch.zeros_like(converged))
             active = ~done
+            evals = torch.where(done & (evals == 0), k + 1, evals)
             if k + 1 == max_iter or (k + 1 >= min_iter and not bool(active.any())):
                 break
             x, idx, fallback = _advance(step, k, x, fx, idx, active, best_x)
@@ -158,6 +164,7 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
             row_evals=row_evals,
             n_fallback=int(n_fallback.item()),
             n_diverged=int((diverged & ~(best_rel <= tol)).sum().item()),
+            evals=torch.where(evals == 0, nstep, evals),
         )
         if trace:
             info.trace = torch.stack(rel_trace)  # (T, B)

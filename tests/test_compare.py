@@ -300,6 +300,35 @@ def test_history_reads_the_training_calls_of_each_evaluation(tmp_path, torch_one
     assert r.history == [cmp.Point(10, 1.0, 0.25, 960.0), cmp.Point(20, 2.5, 0.5, 1920.0)]
 
 
+def test_fixed_point_table_reads_the_last_window_the_last_probe_and_the_worst_share(
+    tmp_path, torch_one_thread
+):
+    data = tmp_path / "data"
+    sudoku4_dataset(data, n=6)
+    att, trm = tmp_path / "att", tmp_path / "trm"
+    make_run(att, "attractor", data, steps=30, final=(0.2, 0.3, 0.6))
+    make_run(trm, "trm", data, steps=30, final=(0.4, 0.5, 0.7))
+    cols = "step,wall_s,train_calls,loss,eval_exact,solver_converged,solver_rel_residual,solver_iters_p50,"
+    cols += "solver_iters_p90,eval_rho_median,eval_rho_below_1,eval_ema_rho_median,eval_ema_rho_below_1,"
+    cols += "eval_warm_start_residual\n"
+    rows = [
+        "10,1,96,0.9,,0.5,2e-3,4,16,,,,,",
+        "10,1,96,,0.1,,,,,1.20,0.40,0.95,0.90,3e-2",
+        "20,2,192,0.8,,0.97,4e-4,2,3,,,,,",
+        "20,2,192,,0.2,,,,,0.80,0.97,0.70,1.00,5e-3",
+    ]
+    (att / "metrics.csv").write_text(cols + "\n".join(rows) + "\n")
+    out = cmp.compare([att, trm], tmp_path / "out", **QUIET)
+    (row,) = out["fixed_point_rows"]  # TRM solves nothing: no row
+    assert row["run"].endswith("att") and row["solve_step"] == 20 and row["probe_step"] == 20
+    assert row["solver_converged"] == 0.97 and row["solver_iters_p90"] == 3.0
+    assert row["eval_rho_median"] == 0.8 and row["eval_ema_rho_below_1"] == 1.0
+    # the lowest share below 1 over every evaluation, not the last one's
+    assert row["worst_rho_below_1"] == 0.40 and row["worst_ema_rho_below_1"] == 0.90
+    md = out["markdown"]
+    assert "97.0% (20)" in md and "2.0 / 3.0" in md and "0.80, 97.0% (20)" in md and "40.0% / 90.0%" in md
+
+
 # ----------------------------------------------------------------------------- test-time compute
 
 SELECTORS = ["convergence", "q_head", "first_halt", "majority"]

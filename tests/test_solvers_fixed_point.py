@@ -335,6 +335,9 @@ def test_compacted_rows_give_the_batched_solve_per_sample(solver, min_iter):
     # each sample is evaluated until it is done: at its best step, but not before min_iter steps
     per_sample = torch.clamp(torch.maximum(info.best_step + 1, torch.tensor(min_iter)), max=info.nstep)
     assert info_r.row_evals == int(per_sample.sum()) < info.row_evals == len(rhos) * info.nstep
+    # evals: each sample's own count, the same whether or not the batch kept evaluating it
+    assert torch.equal(info_r.evals, per_sample) and torch.equal(info.evals, per_sample)
+    assert int(info_r.evals.sum()) == info_r.row_evals
     # the rows f saw: sorted, shrinking, the hardest sample (rho 0.99) evaluated at every step
     assert all(torch.equal(r, r.sort().values) for r in g.calls)
     assert all(set(b.tolist()) <= set(a.tolist()) for a, b in zip(g.calls, g.calls[1:], strict=False))
@@ -364,3 +367,7 @@ def test_compacted_rows_with_a_tuple_state_and_divergent_samples():
     assert info.converged.tolist() == [True, True, False, True] and info.n_diverged == 1
     assert torch.equal(info_r.converged, info.converged) and info_r.n_diverged == info.n_diverged
     assert info_r.row_evals < info.row_evals
+    # each sample's count sums to the compacted solve's row evaluations; the divergent sample is given
+    # up before max_iter, and the solve ends with its last sample
+    assert int(info_r.evals.sum()) == info_r.row_evals and torch.equal(info_r.evals, info.evals)
+    assert int(info.evals.max()) == info.nstep < 400

@@ -297,6 +297,10 @@ def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
         # a sample is evaluated at least min_iter times and at most as often as the solve ran
         evals = [float(r["solver_evals_per_sample"]) for r in train_rows]
         assert all(2 <= e <= float(r["solver_nstep"]) for e, r in zip(evals, train_rows, strict=True))
+        # the spread of a sample's evaluations: ordered quantiles inside [min_iter, the batch's count]
+        for r in train_rows:
+            p50, p90, top = (float(r[f"solver_iters_{q}"]) for q in ("p50", "p90", "max"))
+            assert 2 <= p50 <= p90 <= top <= float(r["solver_nstep"])
         # every evaluation probes the map's contraction, with the training and the EMA weights
         for r in eval_rows:
             for prefix in ("eval_", "eval_ema_"):
