@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 experiment=${1:-laptop_sudoku}
 shift || true
 case $experiment in
-  laptop_maze) models=${MODELS:-trm_mlp,trm,attractor} ;;
-  *) models=${MODELS:-hrm,trm_mlp,trm,attractor,eqr} ;;
+  laptop_maze) models=${MODELS:-trm_mlp,trm,attractor_mlp,attractor} ;;
+  *) models=${MODELS:-hrm,trm_mlp,trm,attractor_mlp,attractor,eqr} ;;
 esac
 out=runs/laptop_tier/$experiment
 rm -rf "$out"

@@ -123,8 +123,22 @@ def test_experiments_set_their_data_and_keep_the_model_choice():
 # Each reasoner's (updates, lr) on laptop_sudoku: TRM-MLP, EqR and HRM as the comparison protocol chose
 # them (README, the laptop tier), TRM and the Attractor their earlier 15-minute budgets. Written here, not
 # read from the YAML, so the test checks what the experiment resolves to.
-LAPTOP_BUDGETS = {"hrm": 2000, "trm": 7000, "trm_mlp": 2000, "attractor": 1200, "eqr": 2000}
-LAPTOP_LRS = {"hrm": 2e-3, "trm": 2e-3, "trm_mlp": 4e-3, "attractor": 2e-3, "eqr": 4e-3}
+LAPTOP_BUDGETS = {
+    "hrm": 2000,
+    "trm": 7000,
+    "trm_mlp": 2000,
+    "attractor": 1200,
+    "attractor_mlp": 2000,
+    "eqr": 2000,
+}
+LAPTOP_LRS = {
+    "hrm": 2e-3,
+    "trm": 2e-3,
+    "trm_mlp": 4e-3,
+    "attractor": 2e-3,
+    "attractor_mlp": 4e-3,
+    "eqr": 4e-3,
+}
 
 
 def test_laptop_sudoku_sizes_each_reasoners_schedule_and_the_command_line_wins():
