@@ -381,6 +381,40 @@ def _float(text) -> float | None:
     return v if math.isfinite(v) else None
 
 
+# Every fixed-point column of metrics.csv, for the training-telemetry figure of `reasoners.visualize`
+SERIES_KEYS = (
+    "solver_converged", "solver_rel_residual", "solver_nstep", "solver_evals_per_sample",
+    "solver_iters_p50", "solver_iters_p90", "solver_iters_max",
+    "eval_rho_median", "eval_rho_q95", "eval_rho_below_1", "eval_warm_start_residual",
+    "eval_ema_rho_median", "eval_ema_rho_q95", "eval_ema_rho_below_1", "eval_ema_warm_start_residual",
+)  # fmt: skip
+
+
+def fixed_point_series(path: str | Path) -> dict[str, tuple[list[int], list[float]]]:
+    """``{column: (updates, values)}`` for every fixed-point column of a run's ``metrics.csv`` that has
+    at least one finite value (training windows and evaluation rows each keep their own updates); empty
+    when the file is missing or the run logged no fixed-point solve."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.csv"
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    if not path.is_file():
+        return series
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = int(row["step"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            for key in SERIES_KEYS:
+                v = _float(row.get(key))
+                if v is not None:
+                    steps, values = series.setdefault(key, ([], []))
+                    steps.append(step)
+                    values.append(v)
+    return series
+
+
 def fixed_point_rows(runs: Sequence[Run]) -> list[dict]:
     """Per run that logged a fixed-point solve: its last logged window of training solves (converged
     share, mean exit residual, the median and 90th percentile of a sample's iterations) and its last

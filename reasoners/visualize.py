@@ -608,16 +608,120 @@ def _loss_name(config: dict) -> str:
     return "stablemax"
 
 
+# ------------------------------------------------------------------------ training telemetry
+
+RHO_TARGET_SHARE = 0.95  # issue 14's target: rho < 1 for 95% of the probe puzzles at every evaluation
+
+
+def run_dir(checkpoint: str | os.PathLike) -> Path:
+    """The run directory given, or the one holding the checkpoint file (its parent, or the parent's
+    parent when the file sits in ``checkpoints/``)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    folder = path.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def telemetry_out(png: str | os.PathLike) -> Path:
+    """The training-telemetry figure beside the trajectory figure: ``<stem>_fixed_point.png``."""
+    png = Path(png)
+    return png.with_name(f"{png.stem}_fixed_point.png")
+
+
+def plot_fixed_point_telemetry(
+    series: dict, path: str | os.PathLike, *, title: str = "", dpi: int = 100
+) -> Path:
+    """Four panels against training updates, from :func:`reasoners.compare.fixed_point_series` (a run's
+    ``metrics.csv``): the training solves' converged share and mean exit residual; a sample's solver
+    iterations (median, 90th percentile, max per window, and evaluations per batched solve); the
+    contraction probe's spectral radius (median and 95th percentile, training and EMA weights, the
+    line rho = 1); the probe's share below 1 against the 95% target, and the warm start's residual."""
+    from matplotlib.figure import Figure
+
+    if not series:
+        raise ValueError("no fixed-point telemetry to draw (the run logged no solver columns)")
+    fig = Figure(figsize=(FIG_WIDTH, 3.8))
+    axes = fig.subplots(1, 4)
+
+    def line(ax, key, label, **kw):
+        if key in series:
+            steps, values = series[key]
+            ax.plot(steps, values, label=label, **kw)
+            return True
+        return False
+
+    ax = axes[0]
+    line(ax, "solver_converged", "converged share", color="C0", marker=".")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("share of samples below tol", color="C0")
+    twins = [ax.twinx()]
+    if line(twins[0], "solver_rel_residual", "exit residual", color="C3", marker=".", lw=0.8):
+        twins[0].set_yscale("log")
+    twins[0].set_ylabel("mean relative exit residual", color="C3")
+    ax.set_title("training solves", fontsize=9)
+
+    ax = axes[1]
+    for key, label, style in (
+        ("solver_iters_p50", "median", "-"),
+        ("solver_iters_p90", "90th percentile", "--"),
+        ("solver_iters_max", "max", ":"),
+        ("solver_nstep", "per batched solve", "-."),
+    ):
+        line(ax, key, label, ls=style, marker=".", ms=3)
+    ax.set_ylabel("map evaluations")
+    ax.set_title("a sample's solver iterations", fontsize=9)
+
+    ax = axes[2]
+    for key, label, kw in (
+        ("eval_rho_median", "median, training", dict(color="C0")),
+        ("eval_rho_q95", "q95, training", dict(color="C0", ls="--")),
+        ("eval_ema_rho_median", "median, EMA", dict(color="C2")),
+        ("eval_ema_rho_q95", "q95, EMA", dict(color="C2", ls="--")),
+    ):
+        line(ax, key, label, marker="o", ms=3, **kw)
+    ax.axhline(1.0, color="0.3", lw=0.8, ls=":", label="rho = 1")
+    ax.set_ylabel("spectral radius of the map's Jacobian")
+    ax.set_title("contraction probe (fixed probe puzzles)", fontsize=9)
+
+    ax = axes[3]
+    line(ax, "eval_rho_below_1", "rho < 1, training", color="C0", marker="o", ms=3)
+    line(ax, "eval_ema_rho_below_1", "rho < 1, EMA", color="C2", marker="o", ms=3)
+    ax.axhline(RHO_TARGET_SHARE, color="0.3", lw=0.8, ls=":", label=f"target {RHO_TARGET_SHARE:.0%}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("share of probe puzzles")
+    twins.append(ax.twinx())
+    drew = line(
+        twins[1], "eval_warm_start_residual", "warm start, training", color="C3", lw=0.8, marker="x", ms=3
+    )
+    drew |= line(
+        twins[1], "eval_ema_warm_start_residual", "warm start, EMA", color="C1", lw=0.8, marker="x", ms=3
+    )
+    if drew:
+        twins[1].set_yscale("log")
+        twins[1].set_ylabel("warm start's relative residual", color="C3")
+    ax.set_title("attractor share; warm start", fontsize=9)
+
+    for ax in axes:
+        ax.set_xlabel("update")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    for t in twins:
+        if t.get_legend_handles_labels()[0]:
+            t.legend(fontsize=7, loc="center right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
 def default_out(checkpoint: str | os.PathLike) -> Path:
     """``<run>/trajectory.png``: the run directory given, or the one holding the checkpoint file
     (its parent, or the parent's parent when the file sits in ``checkpoints/``)."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        return path / "trajectory.png"
-    folder = path.parent
-    if folder.name == "checkpoints":
-        folder = folder.parent
-    return folder / "trajectory.png"
+    return run_dir(checkpoint) / "trajectory.png"
 
 
 def load_example(task: Task, *, puzzle=None, data=None, index=None, split: str = "test"):
@@ -719,6 +823,9 @@ def visualize(cfg, log=print) -> dict:
     if not get("checkpoint"):
         raise ValueError("checkpoint=PATH is required (a checkpoint file or a run directory)")
     breadth = breadth_options(get("breadth"))  # bad keys fail before the checkpoint is read
+    telemetry = get("telemetry", "auto")
+    if telemetry not in ("auto", True, False):
+        raise ValueError(f"telemetry must be auto, true or false, got {telemetry!r}")
     model, task, ckpt = load_reasoner(get("checkpoint"), ema=bool(get("ema", True)))
     inputs, labels, pid, source = load_example(
         task, puzzle=get("puzzle"), data=get("data"), index=get("index"), split=get("split") or "test"
@@ -761,6 +868,19 @@ def visualize(cfg, log=print) -> dict:
         result["breadth"], result["breadth_png"] = bt, plot_breadth(bt, breadth_out(png))
         log(breadth_summary(bt))
         written.append(result["breadth_png"])
+    result["telemetry_png"] = None
+    if telemetry is not False:
+        from reasoners.compare import fixed_point_series
+
+        folder = run_dir(get("checkpoint"))
+        series = fixed_point_series(folder)
+        if series:
+            result["telemetry_png"] = plot_fixed_point_telemetry(
+                series, telemetry_out(png), title=f"{ckpt.get('model_name') or 'reasoner'}: {folder}"
+            )
+            written.append(result["telemetry_png"])
+        elif telemetry is True:
+            raise ValueError(f"telemetry=true: {folder / 'metrics.csv'} has no fixed-point solver columns")
     log("wrote " + ", ".join(str(w) for w in written))
     return result
 

@@ -637,3 +637,61 @@ def test_bad_breadth_values_are_one_line_errors(sudoku_ckpt, breadth, message):
     assert "\n" not in str(e.value)
     # trajectories null: breadth is off
     assert vis.breadth_options({"trajectories": None, "init_noise": 0.5}) is None
+
+
+# ------------------------------------------------------------------------ training telemetry
+
+TELEMETRY_CSV = (
+    "step,wall_s,loss,eval_exact,solver_converged,solver_rel_residual,solver_iters_p50,solver_iters_max,"
+    "eval_rho_median,eval_rho_below_1,eval_ema_rho_median,eval_warm_start_residual\n"
+    "10,1,0.9,,0.50,2e-3,4,16,,,,\n"
+    "10,1,,0.1,,,,,1.20,0.40,0.95,3e-2\n"
+    "20,2,0.8,,0.97,nan,2,3,,,,\n"
+    "20,2,,0.2,,,,,0.80,0.97,inf,5e-3\n"
+)
+
+
+def test_fixed_point_series_keeps_each_columns_own_updates(tmp_path):
+    from reasoners.compare import fixed_point_series
+
+    (tmp_path / "metrics.csv").write_text(TELEMETRY_CSV)
+    series = fixed_point_series(tmp_path)  # a run directory or the file itself
+    assert series == fixed_point_series(tmp_path / "metrics.csv")
+    assert series["solver_converged"] == ([10, 20], [0.50, 0.97])
+    assert series["solver_rel_residual"] == ([10], [2e-3])  # the NaN is left out, not drawn as 0
+    assert series["eval_rho_median"] == ([10, 20], [1.20, 0.80])
+    assert series["eval_ema_rho_median"] == ([10], [0.95])  # inf left out
+    assert series["solver_iters_max"] == ([10, 20], [16.0, 3.0])
+    assert "loss" not in series and "eval_exact" not in series
+    (tmp_path / "trm").mkdir()
+    (tmp_path / "trm" / "metrics.csv").write_text("step,loss,eval_exact\n10,0.9,\n10,,0.5\n")
+    assert fixed_point_series(tmp_path / "trm") == {}  # no solver: nothing to draw
+    assert fixed_point_series(tmp_path / "absent") == {}
+
+
+def test_visualize_draws_a_solver_runs_telemetry_beside_the_trajectory(tmp_path):
+    att = tmp_path / "att"
+    ckpt = write_checkpoint(att / "checkpoints" / "last.pt", "attractor", SUDOKU)
+    (att / "metrics.csv").write_text(TELEMETRY_CSV)
+    quiet = dict(log=lambda _: None)
+    res = vis.visualize({"checkpoint": str(ckpt), "puzzle": SUDOKU_PUZZLE}, **quiet)
+    assert res["telemetry_png"] == att / "trajectory_fixed_point.png"
+    with Image.open(res["telemetry_png"]) as im:
+        assert im.size == (int(vis.FIG_WIDTH * 100), 380)
+        pixels = np.asarray(im.convert("L"))
+    assert pixels.std() > 10  # drawn, not blank
+    res = vis.visualize({"checkpoint": str(att), "puzzle": SUDOKU_PUZZLE, "telemetry": False}, **quiet)
+    assert res["telemetry_png"] is None
+
+    trm = tmp_path / "trm"
+    write_checkpoint(trm / "last.pt", "trm", SUDOKU)
+    (trm / "metrics.csv").write_text("step,loss,eval_exact\n10,0.9,\n10,,0.5\n")
+    res = vis.visualize({"checkpoint": str(trm / "last.pt"), "puzzle": SUDOKU_PUZZLE}, **quiet)
+    assert res["telemetry_png"] is None and not (trm / "trajectory_fixed_point.png").exists()
+    with pytest.raises(ValueError, match="telemetry=true: .*metrics.csv has no fixed-point solver columns"):
+        vis.visualize({"checkpoint": str(trm), "puzzle": SUDOKU_PUZZLE, "telemetry": True}, **quiet)
+    with pytest.raises(ValueError, match="telemetry must be auto, true or false"):
+        vis.visualize({"checkpoint": str(tmp_path / "none"), "telemetry": "yes"}, **quiet)  # before reading
+    with pytest.raises(ValueError, match="no fixed-point telemetry"):
+        vis.plot_fixed_point_telemetry({}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
