@@ -826,6 +826,14 @@ def visualize(cfg, log=print) -> dict:
     telemetry = get("telemetry", "auto")
     if telemetry not in ("auto", True, False):
         raise ValueError(f"telemetry must be auto, true or false, got {telemetry!r}")
+    series = {}
+    if telemetry is not False:  # read before any figure is drawn, so telemetry=true fails first
+        from reasoners.compare import fixed_point_series
+
+        series = fixed_point_series(run_dir(get("checkpoint")))
+        if not series and telemetry is True:
+            metrics = run_dir(get("checkpoint")) / "metrics.csv"
+            raise ValueError(f"telemetry=true: {metrics} has no fixed-point solver columns")
     model, task, ckpt = load_reasoner(get("checkpoint"), ema=bool(get("ema", True)))
     inputs, labels, pid, source = load_example(
         task, puzzle=get("puzzle"), data=get("data"), index=get("index"), split=get("split") or "test"
@@ -869,18 +877,10 @@ def visualize(cfg, log=print) -> dict:
         log(breadth_summary(bt))
         written.append(result["breadth_png"])
     result["telemetry_png"] = None
-    if telemetry is not False:
-        from reasoners.compare import fixed_point_series
-
-        folder = run_dir(get("checkpoint"))
-        series = fixed_point_series(folder)
-        if series:
-            result["telemetry_png"] = plot_fixed_point_telemetry(
-                series, telemetry_out(png), title=f"{ckpt.get('model_name') or 'reasoner'}: {folder}"
-            )
-            written.append(result["telemetry_png"])
-        elif telemetry is True:
-            raise ValueError(f"telemetry=true: {folder / 'metrics.csv'} has no fixed-point solver columns")
+    if series:
+        title = f"{ckpt.get('model_name') or 'reasoner'}: {run_dir(get('checkpoint'))}"
+        result["telemetry_png"] = plot_fixed_point_telemetry(series, telemetry_out(png), title=title)
+        written.append(result["telemetry_png"])
     log("wrote " + ", ".join(str(w) for w in written))
     return result
 
