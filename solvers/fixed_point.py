@@ -16,6 +16,12 @@ The relative residual of x_k is ||G_k|| / ||F_k|| and the absolute one ||G_k||, 
   near convergence. When a sample's system is singular or gives non-finite weights, that sample takes a
   plain damped step instead (counted in `n_fallback`). With one history entry (m = 1, or k = 0) the
   step is the plain step, so m = 1 is exactly fixed-point iteration.
+  Restarts (`restart`, off by default): when a sample's relative residual grows to more than `restart`
+  times its previous one, that sample's history is cleared (only the current pair is kept, so its next
+  step is the plain step) and rebuilt from there. Far from the fixed point of a nonlinear map the old
+  pairs describe a different linearisation, and extrapolating from them can hold the iterate on a
+  plateau that plain iteration leaves (measured on the Attractor's map from its cold start, README);
+  on a map whose residual never grows nothing changes.
 
 Both solvers:
 - run under `torch.no_grad()`; keep the state in float32 (float64 if x0 is float64) even when f computes
@@ -24,6 +30,8 @@ Both solvers:
   very iterate, so a fresh ||f(x) - x|| / ||f(x)|| on the returned x reproduces `info.rel_residual`;
 - freeze a sample once it has converged (after `min_iter` steps) or diverged, so every sample's answer is
   what it would be if solved alone, and stop when no sample is active or after `max_iter` evaluations;
+  `max_iter` may be a (B,) integer tensor of per-sample budgets: a sample whose budget is spent is frozen
+  at its best iterate like a converged one (and flagged by its residual), the others go on;
 - with `rows=True`, evaluate f only on the samples still active: f is then called as `f(state, rows)`
   with the active samples' state and `rows`, a (b,) int64 tensor of their indices in the batch (sorted),
   so that f can select the matching rows of whatever it closes over. Each sample's iterates, answer and
@@ -101,8 +109,18 @@ def _evaluate(f, x: Tensor, spec: Spec, idx: Tensor | None) -> Tensor:
     return call_flat(lambda s: f(s, idx), x[idx], spec.rows(idx.numel()))
 
 
-def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter: int, trace, rows) -> tuple:
-    if max_iter < 1:
+def _solve(f, x0: State, stepper_factory, *, max_iter, tol: float, min_iter: int, trace, rows) -> tuple:
+    budget = None  # (B,) per-sample evaluation budgets, when max_iter is a tensor
+    if isinstance(max_iter, Tensor):
+        budget = max_iter.to(torch.long)
+        if budget.ndim != 1 or budget.numel() == 0:
+            raise ValueError(
+                f"a max_iter tensor must be (B,) per-sample budgets, got shape {tuple(budget.shape)}"
+            )
+        max_iter = int(budget.max())
+        if int(budget.min()) < 1:
+            raise ValueError(f"max_iter must be >= 1 for every sample, got {int(budget.min())}")
+    elif max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if trace not in (False, True, "iterates"):
         raise ValueError(f"trace must be False, True or 'iterates', got {trace!r}")
@@ -111,6 +129,10 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
     with torch.no_grad():
         x = flatten(x0, spec, dtype).clone()  # (B, D)
         B = x.shape[0]
+        if budget is not None:
+            if budget.numel() != B:
+                raise ValueError(f"max_iter has {budget.numel()} per-sample budgets for a batch of {B}")
+            budget = budget.to(x.device)
         step = stepper_factory(x)
         best_x = x.clone()  # (B, D)
         best_rel = torch.full((B,), float("inf"), dtype=dtype, device=x.device)
@@ -147,9 +169,11 @@ def _solve(f, x0: State, stepper_factory, *, max_iter: int, tol: float, min_iter
             running_away = abs_ > runaway_abs  # includes non-finite f(x)
             diverged = diverged | (running_away & ~converged)
             done = diverged | (converged if k + 1 >= min_iter else torch.zeros_like(converged))
+            if budget is not None:
+                done = done | (budget <= k + 1)
             active = ~done
             evals = torch.where(done & (evals == 0), k + 1, evals)
-            if k + 1 == max_iter or (k + 1 >= min_iter and not bool(active.any())):
+            if k + 1 == max_iter or not bool(active.any()):
                 break
             x, idx, fallback = _advance(step, k, x, fx, idx, active, best_x)
             if fallback is not None:
@@ -197,7 +221,15 @@ def _stack_iterates(iterates: list[Tensor], spec: Spec) -> State:
 
 
 def fixed_point_iter(
-    f, x0: State, *, max_iter: int, tol: float, min_iter: int = 0, tau: float = 1.0, trace=False, rows=False
+    f,
+    x0: State,
+    *,
+    max_iter: int | Tensor,
+    tol: float,
+    min_iter: int = 0,
+    tau: float = 1.0,
+    trace=False,
+    rows=False,
 ) -> tuple[State, SolverInfo]:
     """Damped fixed-point iteration x_{k+1} = (1 - tau) x_k + tau f(x_k). Returns (x, SolverInfo)."""
 
@@ -218,16 +250,20 @@ def anderson(
     m: int = 5,
     lam: float = 1e-4,
     beta: float = 1.0,
-    max_iter: int = 16,
+    max_iter: int | Tensor = 16,
     tol: float = 1e-3,
     min_iter: int = 2,
     trace=False,
     rows: bool = False,
+    restart: float | None = None,
 ) -> tuple[State, SolverInfo]:
-    """Anderson acceleration with memory m, relative regulariser lam and mixing beta (see module doc).
-    Returns (x, SolverInfo)."""
+    """Anderson acceleration with memory m, relative regulariser lam, mixing beta and optional restarts
+    (a sample's history is cleared when its relative residual grows past ``restart`` times the previous
+    one; see module doc). Returns (x, SolverInfo)."""
     if m < 1:
         raise ValueError(f"m must be >= 1, got {m}")
+    if restart is not None and not restart > 0:
+        raise ValueError(f"restart must be > 0 or None, got {restart}")
 
     def factory(x: Tensor) -> Stepper:
         B, D = x.shape
@@ -245,6 +281,9 @@ def anderson(
         eye = torch.eye(m, **f64)  # (m, m)
         rhs = torch.zeros(B, m + 1, **f64)  # (B, m+1): (1, 0, ..., 0)
         rhs[:, 0] = 1.0
+        if restart is not None:
+            valid = torch.zeros(B, m, dtype=torch.bool, device=x.device)  # (B, m): slots in the history
+            prev_rel = torch.full((B,), float("inf"), dtype=x.dtype, device=x.device)  # (B,)
 
         def step(k: int, x: Tensor, fx: Tensor, idx: Tensor | None):
             # idx: the rows of the batch being stepped (None: all); their history lives at P[idx] etc.
@@ -258,13 +297,29 @@ def anderson(
             row = torch.bmm(Gh, g[:, :, None])[:, :, 0]  # (b, n)
             GG[rows, slot, :n] = row
             GG[rows, :n, slot] = row
+            if restart is not None:
+                rel = _residuals(x, fx)[0]  # (b,) the residual the solve records for x
+                v = valid[rows] & ~(rel > restart * prev_rel[rows])[:, None]  # (b, m): grown -> cleared
+                v[:, slot] = True
+                valid[rows], prev_rel[rows] = v, rel
             if n == 1:
                 return plain, None
             b = x.shape[0]
             gram = GG[rows, :n, :n].to(torch.float64)  # (b, n, n)
-            reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # (b,)
-            H = border[: n + 1, : n + 1].repeat(b, 1, 1)  # (b, n+1, n+1)
-            H[:, 1:, 1:] += gram + reg[:, None, None] * eye[:n, :n]
+            if restart is None:
+                reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # (b,)
+                H = border[: n + 1, : n + 1].repeat(b, 1, 1)  # (b, n+1, n+1)
+                H[:, 1:, 1:] += gram + reg[:, None, None] * eye[:n, :n]
+            else:
+                # Cleared slots are decoupled: zero rows and columns (border included), 1 on the
+                # diagonal, so that their weight is exactly 0 and the rest solve the reduced system.
+                vn = v[:, :n].to(torch.float64)  # (b, n)
+                gram = gram * vn[:, :, None] * vn[:, None, :]
+                reg = lam * gram.diagonal(dim1=1, dim2=2).sum(dim=1) / vn.sum(dim=1)  # (b,)
+                H = border[: n + 1, : n + 1].repeat(b, 1, 1)  # (b, n+1, n+1)
+                H[:, 0, 1:] *= vn
+                H[:, 1:, 0] *= vn
+                H[:, 1:, 1:] += gram + torch.diag_embed(reg[:, None] * vn + (1.0 - vn))
             # no host sync: failures are reported per sample
             sol, info = torch.linalg.solve_ex(H, rhs[:b, : n + 1])
             alpha = sol[:, 1:]  # (b, n)

@@ -298,6 +298,8 @@ def test_bad_arguments_raise_clear_errors():
         anderson(lambda x: x, x0, max_iter=0)
     with pytest.raises(ValueError, match="m must be"):
         anderson(lambda x: x, x0, m=0)
+    with pytest.raises(ValueError, match="restart"):
+        anderson(lambda x: x, x0, restart=-1.0)
     with pytest.raises(ValueError, match="trace"):
         fixed_point_iter(lambda x: x, x0, max_iter=3, tol=1e-3, trace="yes")
     with pytest.raises(ValueError, match="batch size"):
@@ -371,3 +373,69 @@ def test_compacted_rows_with_a_tuple_state_and_divergent_samples():
     # up before max_iter, and the solve ends with its last sample
     assert int(info_r.evals.sum()) == info_r.row_evals and torch.equal(info_r.evals, info.evals)
     assert int(info.evals.max()) == info.nstep < 400
+
+
+def test_restart_changes_nothing_while_residuals_fall():
+    """On symmetric affine maps Anderson's residual falls at every step here (checked), so no restart
+    fires and the iterates are those of plain Anderson; a factor no growth can reach gives them too."""
+    f = Affine([0.9, 0.95, 0.99], 24, seed=4)
+    kw = dict(m=5, max_iter=15, tol=0.0, min_iter=15, trace="iterates")
+    _, ref = anderson(f, f.x0(), **kw)
+    assert (ref.trace[1:] <= ref.trace[:-1]).all()
+    for factor in (1.0, 1e300):
+        _, got = anderson(f, f.x0(), restart=factor, **kw)
+        torch.testing.assert_close(got.iterates, ref.iterates, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.7])
+def test_restart_takes_the_plain_step_after_a_residual_grows(beta):
+    """After the residual of x_k grows past that of x_{k-1}, the history is cleared: x_{k+1} is the plain
+    step (1 - beta) x_k + beta f(x_k), computed here by hand. The map is affine and strongly non-normal
+    (A = 0.5 I + 1.5 N, N the shift), so residuals grow often before they fall."""
+    D = 16
+    A = 0.5 * torch.eye(D, dtype=F64) + 1.5 * torch.diag(torch.ones(D - 1, dtype=F64), 1)
+    b = torch.randn(3, D, dtype=F64, generator=torch.Generator().manual_seed(0))
+
+    def f(x):
+        return x @ A.T + b
+
+    kw = dict(m=5, beta=beta, max_iter=30, tol=0.0, min_iter=30, trace="iterates")
+    _, info = anderson(f, torch.zeros(3, D, dtype=F64), restart=1.0, **kw)
+    _, ref = anderson(f, torch.zeros(3, D, dtype=F64), **kw)
+    tr, xs = info.trace, info.iterates  # (T, B), (T, B, D)
+    grown = [(k, i) for k in range(1, tr.shape[0] - 1) for i in range(3) if tr[k, i] > tr[k - 1, i]]
+    assert len(grown) >= 5, "the test map must make the residual grow"
+    for k, i in grown:
+        x = xs[k, i : i + 1]
+        fx = x @ A.T + b[i]
+        torch.testing.assert_close(xs[k + 1, i : i + 1], (1 - beta) * x + beta * fx, rtol=1e-12, atol=1e-12)
+    # plain Anderson does not take those plain steps
+    assert not torch.allclose(info.iterates, ref.iterates)
+
+
+@pytest.mark.parametrize("rows", [False, True])
+@pytest.mark.parametrize("solver", ["plain", "anderson"])
+def test_per_sample_budgets_give_each_sample_its_own_solve(solver, rows):
+    """max_iter as a (B,) tensor: every sample's answer, residual and evaluations are those of the
+    sample solved alone with its own integer budget; samples that converge early still stop early."""
+    rhos, budgets = [0.9, 0.99, 0.3, 0.95], [5, 40, 60, 1]
+    f = Affine(rhos, 16, seed=7)
+    kw = dict(tol=1e-6, min_iter=1)
+    x, info = run(
+        solver, _RowsAffine(f) if rows else f, f.x0(), max_iter=torch.tensor(budgets), rows=rows, **kw
+    )
+    assert info.nstep == max(int(e) for e in info.evals) <= max(budgets)
+    for i, b in enumerate(budgets):
+        fi = Affine(rhos, 16, seed=7)
+        fi.A, fi.b = fi.A[i : i + 1], fi.b[i : i + 1]
+        xi, info_i = run(solver, fi, fi.x0(), max_iter=b, **kw)
+        torch.testing.assert_close(x[i : i + 1], xi, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(info.rel_residual[i : i + 1], info_i.rel_residual, rtol=1e-12, atol=0)
+        assert bool(info.converged[i]) == bool(info_i.converged[0])
+        assert int(info.evals[i]) == info_i.nstep
+    # the budgets bind: the rho-0.99 sample stops unconverged at 40, the rho-0.3 one converges before 60
+    assert not info.converged[1] and info.converged[2] and int(info.evals[2]) < 60
+    with pytest.raises(ValueError, match="every sample"):
+        run(solver, f, f.x0(), max_iter=torch.tensor([3, 0, 1, 2]), tol=1e-6)
+    with pytest.raises(ValueError, match="per-sample budgets for a batch"):
+        run(solver, f, f.x0(), max_iter=torch.tensor([3, 2]), tol=1e-6)
