@@ -5,6 +5,8 @@
     python bench/bench_attractor.py fidelity --checkpoint runs/x/checkpoints/last.pt --probe 32
     # (b) the issue's targets with PASS / MISS for a laptop_sudoku Attractor run
     python bench/bench_attractor.py targets runs/x --puzzles 100
+    # (c) the update cost of a run's checkpoint under variants of its config, side by side with TRM
+    python bench/bench_attractor.py cost runs/x --variant min_iter=1 --variant jac_rows=16,jac_every=4
 
 (a) ``fidelity``. On a fixed probe batch (the first ``--probe`` test puzzles) the model is rolled out
 ``--step - 1`` supervision steps (eval mode, as the trainer's evaluation) to a warm-started state, as
@@ -372,6 +374,84 @@ def targets(args) -> dict:
     return results
 
 
+# ----------------------------------------------------------------------------- (c) cost of settings
+
+
+def _parse_variant(text: str) -> dict:
+    """ "min_iter=1,jac_rows=16" -> {"min_iter": 1, "jac_rows": 16} (ints, floats, none, true/false)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, raw = part.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {text!r}: expected key=value[,key=value...]")
+        low = raw.strip().lower()
+        if low in ("none", "null"):
+            value = None
+        elif low in ("true", "false"):
+            value = low == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = raw
+        out[key.strip()] = value
+    return out
+
+
+def cost(args) -> list[dict]:
+    """One training update of a run's checkpoint (training weights) under each variant of its config,
+    timed interleaved with a TRM-tiny update of the same mixer on the same batch and thread count, at a
+    warm state (supervision step ``--step``); a penalty due every jac_every updates is amortised."""
+    path = Path(args.run_dir)
+    ckpt = latest_checkpoint(path) or path if path.is_dir() else path
+    model, task, split, source = load_model(str(ckpt), args.data, ema=False, seed=0)
+    batch = to_batch(split, np.arange(min(args.cost_batch, len(split.inputs))), "cpu")
+    state = warm_state(model, batch, args.step)
+    trm = trm_like(task, model)
+    trm_state = warm_state(trm, batch, args.step)
+    variants = [("as trained", {})] + [(v, _parse_variant(v)) for v in args.variant]
+    for _, over in variants:
+        unknown = [k for k in over if not hasattr(model.config, k)]
+        if unknown:
+            raise SystemExit(f"unknown AttractorConfig field(s) {', '.join(unknown)}")
+    fns, infos = [lambda: update(trm, trm_state, batch)], []
+    for _, over in variants:
+        with config_set(model, **over):
+            c = model.config
+            every = c.jac_every if c.jac_weight > 0 else 1
+            info = update(model, state, batch)["solver"]
+            infos.append((info, every))
+
+        def block(over=over, every=every):
+            with config_set(model, **over):
+                for _ in range(every):
+                    update(model, state, batch)
+            return None
+
+        fns.append(block)
+    times = timed(fns, args.reps)
+    t_trm = times[0]
+    print(
+        f"# update cost at supervision step {args.step}: {source}, batch {batch['inputs'].shape[0]}, "
+        f"{torch.get_num_threads()} thread(s), against {type(trm).__name__}-tiny ({trm.config.mixer}) "
+        f"{t_trm * 1e3:.0f} ms (median of {args.reps}, interleaved)\n"
+    )
+    print("| variant | ms per update (amortised) | x TRM | solve evaluations | converged |")
+    print("|---|---:|---:|---:|---:|")
+    rows = []
+    for (name, _), t, (info, every) in zip(variants, times[1:], infos, strict=True):
+        t /= every
+        rows.append(dict(variant=name, ms=t * 1e3, ratio=t / t_trm, nstep=info.nstep))
+        print(
+            f"| {name} | {t * 1e3:.0f} | {t / t_trm:.2f}x | {info.nstep} | "
+            f"{info.converged.float().mean():.0%} |"
+        )
+    return rows
+
+
 # ----------------------------------------------------------------------------- entry point
 
 last_results = None  # what the last main() call measured (for callers that import the bench)
@@ -398,12 +478,16 @@ def main(argv=None) -> None:
     t.add_argument("--puzzles", type=int, default=100, help="test puzzles for the max_iter grid")
     t.add_argument("--max-iter", type=int, nargs="+", default=[4, 8, 16, 32])
     t.add_argument("--cost-batch", type=int, default=64, help="batch of the cost comparison (training's)")
+    c = sub.add_parser("cost", help="update cost of a run under variants of its config, against TRM")
+    c.add_argument("run_dir", help="a run directory or checkpoint")
+    c.add_argument("--variant", action="append", default=[], help="key=value[,key=value]; repeatable")
+    c.add_argument("--cost-batch", type=int, default=64)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     t0 = time.perf_counter()
     global last_results
-    last_results = fidelity(args) if args.what == "fidelity" else targets(args)
+    last_results = {"fidelity": fidelity, "targets": targets, "cost": cost}[args.what](args)
     print(f"\n({time.perf_counter() - t0:.0f} s, {args.threads} thread(s))")
 
 

@@ -34,6 +34,7 @@ gradient through a no-grad solve.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -65,11 +66,20 @@ class AttractorConfig(TRMConfig):
     n_inner: int = 1  # latent updates per map call (changes conditioning, not the fixed point)
     solver: str = "anderson"  # "anderson", "fixed_point" (damped iteration) or "unroll" (T-1 plain calls)
     max_iter: int = 16  # map evaluations per solve
+    # The budget of a row warm-started from a carried state (None: max_iter for every row). A row that
+    # starts from the initial state (a new puzzle) keeps max_iter: the cold start is where the solve
+    # needs its evaluations, the warm start usually sits near the next fixed point already.
+    max_iter_warm: int | None = None
     tol: float = 1e-3  # relative residual ||F(S) - S|| / ||F(S)|| per sample
     min_iter: int = 2
     anderson_m: int = 5
     anderson_lam: float = 1e-4
     anderson_beta: float = 1.0
+    # Clear a sample's Anderson history when its residual grows past this factor of the previous one
+    # (solvers.anderson's `restart`); None: plain Anderson. On the laptop map's cold start (supervision
+    # step 1 from the initial state) plain Anderson(5) holds some samples on a plateau that plain
+    # iteration leaves (README, "the Attractor").
+    anderson_restart: float | None = None
     grad: str = "phantom"  # "phantom", "neumann", "one_step" or "implicit"
     phantom_k: int = 5
     phantom_tau: float = 0.5
@@ -89,6 +99,10 @@ class AttractorConfig(TRMConfig):
     jac_every: int = 1
     jac_target: float = 0.9
     jac_iters: int = 4
+    # The penalty on the first `jac_rows` rows of the batch only (0: every row). The batch's rows are a
+    # random sample, so the subset's mean is an unbiased estimate of the batch's at a fraction of the
+    # cost (the penalty's double backward is the dearest part of a penalised update).
+    jac_rows: int = 0
     # The damped map S + damping (F(S) - S) (as EqR damps its update): the same fixed points, the
     # Jacobian (1 - damping) I + damping J, so an eigenvalue mu of J becomes 1 - damping + damping mu
     # (damping < 1 pulls negative and large complex eigenvalues towards the unit disc; a real mu > 1
@@ -111,12 +125,16 @@ class AttractorConfig(TRMConfig):
             raise ValueError(f"unknown grad {self.grad!r}: expected one of {', '.join(GRADS)}")
         if self.max_iter < 1 or self.phantom_k < 1:
             raise ValueError("max_iter and phantom_k must be >= 1")
+        if self.max_iter_warm is not None and self.max_iter_warm < 1:
+            raise ValueError(f"max_iter_warm must be >= 1 or null, got {self.max_iter_warm}")
+        if self.anderson_restart is not None and not self.anderson_restart > 0:
+            raise ValueError(f"anderson_restart must be > 0 or null, got {self.anderson_restart}")
         if not 0 < self.phantom_tau <= 1:
             raise ValueError(f"phantom_tau must be in (0, 1], got {self.phantom_tau}")
         if self.jac_reg not in JAC_REGS:
             raise ValueError(f"unknown jac_reg {self.jac_reg!r}: expected one of {', '.join(JAC_REGS)}")
-        if self.jac_weight < 0 or self.jac_every < 1 or self.jac_iters < 1:
-            raise ValueError("jac_weight must be >= 0, jac_every and jac_iters >= 1")
+        if self.jac_weight < 0 or self.jac_every < 1 or self.jac_iters < 1 or self.jac_rows < 0:
+            raise ValueError("jac_weight and jac_rows must be >= 0, jac_every and jac_iters >= 1")
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must be in (0, 1], got {self.damping}")
 
@@ -173,10 +191,22 @@ class Attractor(TRM):
         c = self.config
         with torch.no_grad(), _eval_mode(self):
             common = dict(
-                max_iter=c.max_iter, tol=c.tol, min_iter=c.min_iter, trace=c.solver_trace, rows=c.solver_rows
+                max_iter=self._budgets(s0),
+                tol=c.tol,
+                min_iter=c.min_iter,
+                trace=c.solver_trace,
+                rows=c.solver_rows,
             )
             if c.solver == "anderson":
-                s, info = anderson(F, s0, m=c.anderson_m, lam=c.anderson_lam, beta=c.anderson_beta, **common)
+                s, info = anderson(
+                    F,
+                    s0,
+                    m=c.anderson_m,
+                    lam=c.anderson_lam,
+                    beta=c.anderson_beta,
+                    restart=c.anderson_restart,
+                    **common,
+                )
             elif c.solver == "fixed_point":
                 s, info = fixed_point_iter(F, s0, **common)
             else:  # "unroll": exactly TRM's T - 1 no-grad cycles; residual filled in by forward()
@@ -194,6 +224,21 @@ class Attractor(TRM):
                     row_evals=B * (c.T_cycles - 1),
                 )
         return tuple(s), info
+
+    def cold_rows(self, s0: tuple) -> torch.Tensor:
+        """(B,) bool: the rows of ``s0`` that are the initial state (new puzzles), bit for bit."""
+        cold = torch.ones(s0[0].shape[0], dtype=torch.bool, device=s0[0].device)
+        for t, init in zip(s0, self._inits(), strict=True):
+            cold &= (t == init.to(t.device, t.dtype)).flatten(1).all(dim=1)
+        return cold
+
+    def _budgets(self, s0: tuple):
+        """The solve's max_iter: an int, or (B,) per-row budgets when ``max_iter_warm`` differs."""
+        c = self.config
+        if c.solver == "unroll" or c.max_iter_warm is None or c.max_iter_warm == c.max_iter:
+            return c.max_iter
+        cold = self.cold_rows(s0)
+        return torch.where(cold, c.max_iter, c.max_iter_warm)
 
     def attach_gradient(self, F, s_star: tuple) -> tuple:
         c = self.config
@@ -254,6 +299,10 @@ class Attractor(TRM):
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         s = tuple(t.detach() for t in s_star)
+        if 0 < c.jac_rows < s[0].shape[0]:
+            rows = torch.arange(c.jac_rows, device=s[0].device)
+            s = tuple(t[rows] for t in s)
+            F = functools.partial(F, rows=rows)
         # The penalty differentiates a vector-Jacobian product (double backward), which the fused
         # attention kernels do not support: the plain-math attention computes the same values.
         with sdpa_kernel(SDPBackend.MATH):

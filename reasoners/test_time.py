@@ -162,14 +162,19 @@ def score_rollout(
 
 @contextlib.contextmanager
 def solver_settings(model: nn.Module, max_iter: int, tol: float):
-    """Temporarily set the Attractor's solve budget (read from ``model.config`` at every solve)."""
+    """Temporarily set the Attractor's solve budget (read from ``model.config`` at every solve): ``max_iter``
+    for every row, warm-started ones included (``max_iter_warm`` is lifted meanwhile)."""
     cfg = unwrap(model).config
-    before = (cfg.max_iter, cfg.tol)
+    before = (cfg.max_iter, cfg.tol, getattr(cfg, "max_iter_warm", None))
     cfg.max_iter, cfg.tol = int(max_iter), float(tol)
+    if hasattr(cfg, "max_iter_warm"):
+        cfg.max_iter_warm = None
     try:
         yield
     finally:
-        cfg.max_iter, cfg.tol = before
+        cfg.max_iter, cfg.tol = before[:2]
+        if hasattr(cfg, "max_iter_warm"):
+            cfg.max_iter_warm = before[2]
 
 
 def has_solver_grid(model: nn.Module) -> bool:

@@ -91,3 +91,28 @@ def test_cost_yardstick_is_trm_with_the_attractors_own_mixer(model):
     trm = bench_attractor.trm_like(task, att)
     # equal mixers, hence the same network: the ratio measures the solve and its gradient only
     assert trm.config.mixer == att.config.mixer and count_parameters(trm) == count_parameters(att)
+
+
+def test_cost_times_each_variant_of_the_runs_config(attractor_run, capsys):
+    args = ["--reps", "1", "cost", str(attractor_run), "--cost-batch", "4"]
+    args += ["--variant", "max_iter=1", "--variant", "min_iter=1,max_iter=3,anderson_restart=none"]
+    bench_attractor.main(args)
+    rows = bench_attractor.last_results
+    assert [r["variant"] for r in rows] == [
+        "as trained",
+        "max_iter=1",
+        "min_iter=1,max_iter=3,anderson_restart=none",
+    ]
+    assert rows[1]["nstep"] == 1 and 1 <= rows[2]["nstep"] <= 3  # the variant's solve budget was used
+    assert all(r["ratio"] > 0 for r in rows)
+    assert "| max_iter=1 |" in capsys.readouterr().out
+    assert bench_attractor._parse_variant("a=1,b=0.5,c=null,d=true") == {
+        "a": 1,
+        "b": 0.5,
+        "c": None,
+        "d": True,
+    }
+    with pytest.raises(SystemExit, match="unknown AttractorConfig"):
+        bench_attractor.main(["cost", str(attractor_run), "--variant", "max_iters=3"])
+    with pytest.raises(SystemExit, match="key=value"):
+        bench_attractor.main(["cost", str(attractor_run), "--variant", "max_iter"])

@@ -12,7 +12,7 @@ from _tiny_runs import Oracle
 from reasoners.attractor import Attractor, AttractorConfig
 from reasoners.supervision import initial_carry, rollout, supervision_step, train_step
 from reasoners.trm import TRM, TRMConfig
-from solvers import SolverInfo
+from solvers import SolverInfo, anderson
 
 # A full-width puzzle row: with zero-padded prefix positions (x = 0 there) the map has a continuum of
 # fixed points (any unit-rms y = z), so a contraction test needs x != 0 everywhere.
@@ -72,9 +72,11 @@ def test_reported_residual_equals_fresh_recomputation():
     )
 
 
-def test_solver_reaches_tolerance_and_both_trm_equations_hold():
+@pytest.mark.parametrize("restart", [None, 1.0])
+def test_solver_reaches_tolerance_and_both_trm_equations_hold(restart):
     torch.manual_seed(0)
-    model = contractive(Attractor(AttractorConfig(**TINY, n_inner=1, max_iter=60, tol=1e-5))).train()
+    config = AttractorConfig(**TINY, n_inner=1, max_iter=60, tol=1e-5, anderson_restart=restart)
+    model = contractive(Attractor(config)).train()
     b = batch()
     extras = model(model.initial_state(3), b).extras
     info = extras["solver"]
@@ -88,6 +90,47 @@ def test_solver_reaches_tolerance_and_both_trm_equations_hold():
         y_eq = model.net(y, z, rot)  # y* = net(y* + z*)
     assert ((z_eq - z).norm() / z.norm()).item() < 1e-4
     assert ((y_eq - y).norm() / y.norm()).item() < 1e-4
+
+
+def test_anderson_restart_reaches_the_solver():
+    """anderson_restart is the solver's restart: the reasoner's S* is solvers.anderson's with it, and
+    the restarted and plain solves differ on this (cold-started, untrained) map."""
+    torch.manual_seed(0)
+    model = Attractor(AttractorConfig(**TINY, max_iter=12, tol=0.0, anderson_restart=1.0)).eval()
+    b = batch()
+    s0 = tuple(model.initial_state(3))
+    with torch.no_grad():
+        got = model(model.initial_state(3), b).extras["fixed_point"]
+        F = model.fixed_point_map(model.embed(b["inputs"], b["puzzle_identifiers"]), model.rotary())
+        kw = dict(m=model.config.anderson_m, lam=model.config.anderson_lam, max_iter=12, tol=0.0, min_iter=2)
+        want, _ = anderson(F, s0, restart=1.0, **kw)
+        plain, _ = anderson(F, s0, **kw)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(w, p, rtol=1e-5, atol=1e-6) for w, p in zip(want, plain, strict=True))
+
+
+def test_warm_rows_get_max_iter_warm_and_new_puzzles_max_iter():
+    """max_iter_warm: a row carried from the last step is solved with its budget, a row reset to the
+    initial state with max_iter (tol 0: every row spends its whole budget); the test-time budget
+    (solver_settings) applies to every row."""
+    from reasoners.test_time import solver_settings
+
+    torch.manual_seed(0)
+    model = Attractor(AttractorConfig(**TINY, max_iter=9, max_iter_warm=3, tol=0.0)).eval()
+    b = batch()
+    with torch.no_grad():
+        carried = model(model.initial_state(3), b).state
+        assert not model.cold_rows(tuple(carried)).any()
+        state = model.reset_state(carried, torch.tensor([True, False, False]))
+        assert model.cold_rows(tuple(state)).tolist() == [True, False, False]
+        info = model(state, b).extras["solver"]
+        assert info.evals.tolist() == [9, 3, 3] and info.nstep == 9
+        with solver_settings(model, 5, 0.0):
+            assert model(state, b).extras["solver"].evals.tolist() == [5, 5, 5]
+        assert model.config.max_iter_warm == 3 and model.config.max_iter == 9
+    with pytest.raises(ValueError, match="max_iter_warm"):
+        AttractorConfig(**TINY, max_iter_warm=0)
 
 
 def test_net_runs_in_eval_mode_inside_the_solve_only():
@@ -242,6 +285,7 @@ def test_initial_state_is_a_fixed_buffer():
         ({"grad": "exact"}, "unknown grad"),
         ({"phantom_tau": 0.0}, "phantom_tau"),
         ({"n_heads": 5}, "divide"),
+        ({"anderson_restart": 0.0}, "anderson_restart"),
     ],
 )
 def test_bad_attractor_configs_raise(over, match):
@@ -336,6 +380,40 @@ def test_jacobian_penalty_joins_the_loss_only_when_asked():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.parameters())
     with pytest.raises(ValueError, match="jac_reg"):
         AttractorConfig(**TINY, jac_reg="spectral")
+
+
+@pytest.mark.parametrize("reg", ["hinge", "frobenius"])
+def test_jacobian_penalty_on_a_row_subset_is_the_penalty_of_those_rows(reg):
+    """jac_rows=k: the penalty is solvers' estimate on the first k rows' fixed points alone (the same
+    random probe), and k >= the batch is the whole-batch penalty."""
+    from solvers import contraction_hinge, jacobian_reg
+
+    b = batch()
+    torch.manual_seed(0)
+    kw = dict(**TINY, max_iter=4, jac_weight=0.5, jac_reg=reg, jac_target=0.0)
+    full = Attractor(AttractorConfig(**kw)).train()
+    penalties = {}
+    for rows in (0, 2, 3):
+        model = Attractor(AttractorConfig(**kw, jac_rows=rows)).train()
+        model.load_state_dict(full.state_dict())
+        torch.manual_seed(5)
+        extras = model(model.initial_state(3), b).extras
+        penalties[rows] = extras["jac_penalty"]
+        if rows == 2:
+            x = model.embed(b["inputs"], b["puzzle_identifiers"])[:2]  # a batch of the two rows alone
+            F = model.fixed_point_map(x, model.rotary())
+            s = tuple(t[:2] for t in extras["fixed_point"])
+            torch.manual_seed(5)
+            want = (
+                contraction_hinge(F, s, target=0.0, iters=model.config.jac_iters)
+                if reg == "hinge"
+                else (jacobian_reg(F, s))
+            )
+            torch.testing.assert_close(penalties[2], want.detach(), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(penalties[3], penalties[0], rtol=1e-6, atol=0)
+    assert not torch.allclose(penalties[2], penalties[0])
+    with pytest.raises(ValueError, match="jac_rows"):
+        AttractorConfig(**TINY, jac_rows=-1)
 
 
 # ----------------------------------------------------------------------------- damping
