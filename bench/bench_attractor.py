@@ -7,6 +7,8 @@
     python bench/bench_attractor.py targets runs/x --puzzles 100
     # (c) the update cost of a run's checkpoint under variants of its config, side by side with TRM
     python bench/bench_attractor.py cost runs/x --variant min_iter=1 --variant jac_rows=16,jac_every=4
+    # (d) per supervision step, converged share and evaluations of plain iteration / Anderson / restarts
+    python bench/bench_attractor.py solves runs/x --puzzles 128 --budget 32
 
 (a) ``fidelity``. On a fixed probe batch (the first ``--probe`` test puzzles) the model is rolled out
 ``--step - 1`` supervision steps (eval mode, as the trainer's evaluation) to a warm-started state, as
@@ -452,6 +454,70 @@ def cost(args) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- (d) solver variants
+
+
+def solves(args) -> list[dict]:
+    """Where do a checkpoint's solves need their evaluations? On ``--puzzles`` training (or test)
+    puzzles, supervision steps 1 .. ``--steps`` (each step's start is the carry of the checkpoint's own
+    solve, eval mode, as the trainer's evaluation rolls out), every solver variant solves that step's
+    map from the same start with the same budget; printed per step: converged share and mean
+    evaluations a sample needed. Step 1 starts from the initial state (a new puzzle, cold), the others
+    from the carried state (warm)."""
+    from solvers import anderson, fixed_point_iter
+
+    path = Path(args.run_dir)
+    ckpt = latest_checkpoint(path) or path if path.is_dir() else path
+    model, task, _, source = load_model(str(ckpt), args.data, ema=args.ema, seed=0)
+    root = args.data or str(Path(model_data_dir(ckpt)))
+    ds = load_dataset(root, task.kind, need_train=args.split == "train")
+    split = getattr(ds, args.split)
+    n = min(args.puzzles, len(split.inputs))
+    rows = np.random.default_rng(args.seed).choice(len(split.inputs), n, replace=False)
+    batch = to_batch(split, np.sort(rows), "cpu")
+    c = model.config
+    common = dict(max_iter=args.budget, tol=c.tol, min_iter=c.min_iter, rows=True)
+    variants = {
+        "plain iteration": lambda F, s: fixed_point_iter(F, s, **common),
+        f"Anderson({c.anderson_m})": lambda F, s: anderson(
+            F, s, m=c.anderson_m, lam=c.anderson_lam, **common
+        ),
+        f"Anderson({c.anderson_m}), restarts": lambda F, s: anderson(
+            F, s, m=c.anderson_m, lam=c.anderson_lam, restart=1.0, **common
+        ),
+    }
+    print(
+        f"# solver variants on {source}: {n} {args.split} puzzles, budget {args.budget} evaluations, "
+        f"tol {c.tol:g} (cell: converged share / mean evaluations per sample)\n"
+    )
+    print("| supervision step | start | " + " | ".join(variants) + " |")
+    print("|---:|---|" + "---:|" * len(variants))
+    model.eval()
+    out_rows = []
+    with torch.no_grad():
+        x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
+        F = model.fixed_point_map(x, model.rotary() if model.rotary is not None else None)
+        state = model.initial_state(n, "cpu")
+        for step in range(1, args.steps + 1):
+            cells, rec = [], {"step": step}
+            for name, solve in variants.items():
+                _, info = solve(F, tuple(state))
+                conv, ev = float(info.converged.float().mean()), float(info.evals.float().mean())
+                rec[name] = (conv, ev)
+                cells.append(f"{conv:.1%} / {ev:.1f}")
+            out_rows.append(rec)
+            print(f"| {step} | {'cold' if step == 1 else 'warm'} | " + " | ".join(cells) + " |")
+            state = model(state, batch).state  # the checkpoint's own solve carries the state on
+    return out_rows
+
+
+def model_data_dir(ckpt: Path) -> str:
+    data = (torch.load(ckpt, map_location="cpu", weights_only=False).get("config") or {}).get("data", {})
+    if not data.get("dir"):
+        raise SystemExit(f"{ckpt} names no dataset folder: give --data")
+    return data["dir"]
+
+
 # ----------------------------------------------------------------------------- entry point
 
 last_results = None  # what the last main() call measured (for callers that import the bench)
@@ -482,12 +548,20 @@ def main(argv=None) -> None:
     c.add_argument("run_dir", help="a run directory or checkpoint")
     c.add_argument("--variant", action="append", default=[], help="key=value[,key=value]; repeatable")
     c.add_argument("--cost-batch", type=int, default=64)
+    v = sub.add_parser("solves", help="converged share and evaluations of solver variants, per step")
+    v.add_argument("run_dir", help="a run directory or checkpoint")
+    v.add_argument("--split", choices=["train", "test"], default="train")
+    v.add_argument("--puzzles", type=int, default=128)
+    v.add_argument("--steps", type=int, default=4)
+    v.add_argument("--budget", type=int, default=32, help="max_iter of every variant")
+    v.add_argument("--seed", type=int, default=1, help="which puzzles (a random sample of the split)")
+    v.add_argument("--ema", action="store_true", help="the EMA weights (default: the training weights)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     t0 = time.perf_counter()
     global last_results
-    last_results = {"fidelity": fidelity, "targets": targets, "cost": cost}[args.what](args)
+    last_results = {"fidelity": fidelity, "targets": targets, "cost": cost, "solves": solves}[args.what](args)
     print(f"\n({time.perf_counter() - t0:.0f} s, {args.threads} thread(s))")
 
 

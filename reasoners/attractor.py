@@ -279,6 +279,7 @@ class Attractor(TRM):
             y, z = self.attach_gradient(F, s_star)
         logits, q_logits = self.decode(y)
         extras = {"solver": info, "fixed_point": TRMState(*(t.detach() for t in s_star))}
+        extras["solve_cold"] = self.cold_rows(tuple(state))  # (B,) rows solved from the initial state
         reg = self._jacobian_penalty(F, s_star)
         if reg is not None:
             # the loss is a sum over the batch (the trainer divides by the global batch): scale the

@@ -385,6 +385,7 @@ def _float(text) -> float | None:
 SERIES_KEYS = (
     "solver_converged", "solver_rel_residual", "solver_nstep", "solver_evals_per_sample",
     "solver_iters_p50", "solver_iters_p90", "solver_iters_max",
+    "solver_converged_cold", "solver_converged_warm",
     "eval_rho_median", "eval_rho_q95", "eval_rho_below_1", "eval_warm_start_residual",
     "eval_ema_rho_median", "eval_ema_rho_q95", "eval_ema_rho_below_1", "eval_ema_warm_start_residual",
 )  # fmt: skip

@@ -70,7 +70,8 @@ TRAIN_COLUMNS = (
     "aux_loss",
     "train_exact", "train_cell", "train_steps", "q_halt_accuracy", "halted",
     "solver_rel_residual", "solver_nstep", "solver_evals_per_sample", "solver_converged",
-    "solver_iters_p50", "solver_iters_p90", "solver_iters_max", "grad_norm",
+    "solver_iters_p50", "solver_iters_p90", "solver_iters_max", "solver_converged_cold",
+    "solver_converged_warm", "grad_norm",
     "eval_exact", "eval_valid", "eval_cell", "eval_halt_exact", "eval_halt_valid", "eval_halt_step",
     "eval_rho_median", "eval_rho_q95", "eval_rho_below_1", "eval_warm_start_residual",
     "eval_ema_rho_median", "eval_ema_rho_q95", "eval_ema_rho_below_1", "eval_ema_warm_start_residual",
@@ -361,6 +362,22 @@ def _solver_metrics(extras: dict) -> dict[str, float]:
         "solver_evals_per_sample": float(info.row_evals) / rows,
         "solver_converged": float(info.converged.float().mean()),
         **_iteration_quantiles(info),
+        **_cold_warm_counts(info, extras.get("solve_cold")),
+    }
+
+
+def _cold_warm_counts(info, cold) -> dict[str, float]:
+    """Rows solved from the initial state (new puzzles) and from a carried state, and how many of each
+    converged: summed over the window, so each share is over the rows of its kind (see _train_row)."""
+    if cold is None:
+        return {}
+    cold = cold.to(info.converged.device)
+    conv = info.converged
+    return {
+        "solver_cold_rows": float(cold.sum()),
+        "solver_cold_converged": float((conv & cold).sum()),
+        "solver_warm_rows": float((~cold).sum()),
+        "solver_warm_converged": float((conv & ~cold).sum()),
     }
 
 
@@ -792,6 +809,9 @@ def _train_row(w: dict[str, float], world_size: int, global_batch: int) -> dict:
     ):
         if key in w:
             row[key] = w[key] / (updates * world_size)
+    for kind in ("cold", "warm"):
+        if w.get(f"solver_{kind}_rows", 0.0) > 0:
+            row[f"solver_converged_{kind}"] = w[f"solver_{kind}_converged"] / w[f"solver_{kind}_rows"]
     return row
 
 

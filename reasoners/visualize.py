@@ -653,6 +653,9 @@ def plot_fixed_point_telemetry(
 
     ax = axes[0]
     line(ax, "solver_converged", "converged share", color="C0", marker=".")
+    # new puzzles (solved from the initial state) and carried rows apart, where the run logged them
+    line(ax, "solver_converged_cold", "new puzzles", color="C0", ls="--", lw=0.8)
+    line(ax, "solver_converged_warm", "carried rows", color="C0", ls=":", lw=0.8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("share of samples below tol", color="C0")
     twins = [ax.twinx()]

@@ -116,3 +116,15 @@ def test_cost_times_each_variant_of_the_runs_config(attractor_run, capsys):
         bench_attractor.main(["cost", str(attractor_run), "--variant", "max_iters=3"])
     with pytest.raises(SystemExit, match="key=value"):
         bench_attractor.main(["cost", str(attractor_run), "--variant", "max_iter"])
+
+
+def test_solves_compares_the_solver_variants_per_supervision_step(attractor_run, capsys):
+    args = ["solves", str(attractor_run), "--split", "test", "--puzzles", "4", "--steps", "2", "--budget", "3"]
+    bench_attractor.main(args)
+    rows = bench_attractor.last_results
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        cells = [v for k, v in r.items() if k != "step"]
+        assert len(cells) == 3 and all(0 <= conv <= 1 and 1 <= ev <= 3 for conv, ev in cells)
+    out = capsys.readouterr().out
+    assert "| 1 | cold |" in out and "| 2 | warm |" in out

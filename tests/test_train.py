@@ -317,6 +317,12 @@ def test_short_run_of_every_reasoner_writes_metrics_and_checkpoint(
         for r in train_rows:
             p50, p90, top = (float(r[f"solver_iters_{q}"]) for q in ("p50", "p90", "max"))
             assert 2 <= p50 <= p90 <= top <= float(r["solver_nstep"])
+        # update 1 solves every slot from the initial state (all cold); the next ones carry their slots
+        assert (
+            train_rows[0]["solver_converged_warm"] == ""
+            and 0 <= float(train_rows[0]["solver_converged_cold"]) <= 1
+        )
+        assert all(0 <= float(r["solver_converged_warm"]) <= 1 for r in train_rows[1:])
         # every evaluation probes the map's contraction, with the training and the EMA weights
         for r in eval_rows:
             for prefix in ("eval_", "eval_ema_"):
@@ -516,3 +522,26 @@ def test_two_process_gloo_ddp_equals_one_process(tiny_data, tmp_path):
         for key in ("loss", "eval_exact", "eval_cell"):
             if x[key]:
                 assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-4), key
+
+
+def test_window_gives_cold_and_warm_converged_shares_over_rows_of_their_kind():
+    """Two updates: 8 cold rows (6 converged) then 2 cold (0) + 6 warm (6): the cold share is 6 / 10 over
+    the window's cold rows (not a mean of per-update shares), the warm one 6 / 6; a window without warm
+    rows has no warm share."""
+    from solvers import SolverInfo
+
+    def info(conv):
+        conv = torch.tensor(conv)
+        z = torch.zeros(len(conv))
+        return SolverInfo(rel_residual=z, abs_residual=z, converged=conv, best_step=z.long(), nstep=3)
+
+    first = train_mod._cold_warm_counts(info([True] * 6 + [False] * 2), torch.ones(8, dtype=torch.bool))
+    second = train_mod._cold_warm_counts(
+        info([False] * 2 + [True] * 6), torch.tensor([True] * 2 + [False] * 6)
+    )
+    window = {k: first[k] + second[k] for k in first} | {"updates": 2.0}
+    row = train_mod._train_row(window, world_size=1, global_batch=8)
+    assert row["solver_converged_cold"] == pytest.approx(0.6) and row["solver_converged_warm"] == 1.0
+    row1 = train_mod._train_row(first | {"updates": 1.0}, world_size=1, global_batch=8)
+    assert row1["solver_converged_cold"] == 0.75 and "solver_converged_warm" not in row1
+    assert train_mod._cold_warm_counts(info([True]), None) == {}
