@@ -119,7 +119,8 @@ def test_cost_times_each_variant_of_the_runs_config(attractor_run, capsys):
 
 
 def test_solves_compares_the_solver_variants_per_supervision_step(attractor_run, capsys):
-    args = ["solves", str(attractor_run), "--split", "test", "--puzzles", "4", "--steps", "2", "--budget", "3"]
+    args = ["solves", str(attractor_run), "--split", "test", "--puzzles", "4", "--steps", "2"]
+    args += ["--budget", "3"]
     bench_attractor.main(args)
     rows = bench_attractor.last_results
     assert [r["step"] for r in rows] == [1, 2]
