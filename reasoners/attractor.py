@@ -78,7 +78,7 @@ class AttractorConfig(TRMConfig):
     # Clear a sample's Anderson history when its residual grows past this factor of the previous one
     # (solvers.anderson's `restart`); None: plain Anderson. On the laptop map's cold start (supervision
     # step 1 from the initial state) plain Anderson(5) holds some samples on a plateau that plain
-    # iteration leaves (README, "the Attractor").
+    # iteration leaves (README, "Why the training solves stalled").
     anderson_restart: float | None = None
     grad: str = "phantom"  # "phantom", "neumann", "one_step" or "implicit"
     phantom_k: int = 5
@@ -186,12 +186,13 @@ class Attractor(TRM):
 
         return F
 
-    def solve(self, F, s0: tuple) -> tuple[tuple, SolverInfo]:
-        """S* from S0 with no grad and the network in eval mode."""
+    def solve(self, F, s0: tuple, cold: torch.Tensor | None = None) -> tuple[tuple, SolverInfo]:
+        """S* from S0 with no grad and the network in eval mode; ``cold``: :meth:`cold_rows` of S0 when the
+        caller has it already (computed here when ``max_iter_warm`` needs it)."""
         c = self.config
         with torch.no_grad(), _eval_mode(self):
             common = dict(
-                max_iter=self._budgets(s0),
+                max_iter=self._budgets(s0, cold),
                 tol=c.tol,
                 min_iter=c.min_iter,
                 trace=c.solver_trace,
@@ -232,12 +233,12 @@ class Attractor(TRM):
             cold &= (t == init.to(t.device, t.dtype)).flatten(1).all(dim=1)
         return cold
 
-    def _budgets(self, s0: tuple):
+    def _budgets(self, s0: tuple, cold: torch.Tensor | None = None):
         """The solve's max_iter: an int, or (B,) per-row budgets when ``max_iter_warm`` differs."""
         c = self.config
         if c.solver == "unroll" or c.max_iter_warm is None or c.max_iter_warm == c.max_iter:
             return c.max_iter
-        cold = self.cold_rows(s0)
+        cold = self.cold_rows(s0) if cold is None else cold
         return torch.where(cold, c.max_iter, c.max_iter_warm)
 
     def attach_gradient(self, F, s_star: tuple) -> tuple:
@@ -262,7 +263,8 @@ class Attractor(TRM):
         if not c.warm_start:
             state = self.initial_state(x.shape[0], x.device)
         F = self.fixed_point_map(x, rotary)
-        s_star, info = self.solve(F, tuple(state))
+        cold = self.cold_rows(tuple(state))  # (B,) rows solved from the initial state (new puzzles)
+        s_star, info = self.solve(F, tuple(state), cold)
         if c.solver == "unroll":
             # The residual of S* costs one more F call; the one-step/phantom gradient makes exactly
             # that call, so measure it there instead of paying twice.
@@ -279,7 +281,7 @@ class Attractor(TRM):
             y, z = self.attach_gradient(F, s_star)
         logits, q_logits = self.decode(y)
         extras = {"solver": info, "fixed_point": TRMState(*(t.detach() for t in s_star))}
-        extras["solve_cold"] = self.cold_rows(tuple(state))  # (B,) rows solved from the initial state
+        extras["solve_cold"] = cold
         reg = self._jacobian_penalty(F, s_star)
         if reg is not None:
             # the loss is a sum over the batch (the trainer divides by the global batch): scale the

@@ -87,10 +87,10 @@ _ATTRACTOR = dict(
 # issue 14, README "Why the training solves stalled": a new puzzle's solve starts cold and needs 20-30
 # evaluations (48 allowed, Anderson with restarts, which plain Anderson(5) stalls without); a carried row
 # 16; the hinge (target 0.9) at weight 2.0 on 8 rows every 4 updates (the same weight per update as 0.5
-# on every row every 2, at a fifth of its cost). laptop_sudoku, 2,000 updates, seeds 0 / 1: exact 99.0 /
-# 98.8% (last and halting step), training solves below tol 87.8 / 91.0% after update 500, update cost
-# 1.47 / 1.15x TRM-MLP's; the earlier recipe (16 evaluations, plain Anderson, 0.5 every 2 on every row):
-# 99.2 / 98.2%, 35.7 / 37.9%, 2.65 / 2.80x.
+# on every row every 2; bench cost: a whole update 1.39x TRM-MLP's against 2.55x). laptop_sudoku,
+# 2,000 updates, seeds 0 / 1: exact 99.0 / 98.8% (last and halting step), training solves below tol
+# 87.8 / 91.0% after update 500, update cost 1.47 / 1.15x TRM-MLP's; the earlier recipe (16
+# evaluations, plain Anderson, 0.5 every 2 on every row): 99.2 / 98.2%, 35.7 / 37.9%, 2.65 / 2.80x.
 _ATTRACTOR_LAPTOP = dict(
     phantom_k=2,
     phantom_tau=1.0,
