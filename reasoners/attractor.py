@@ -56,6 +56,7 @@ from solvers import (
 SOLVERS = ("anderson", "fixed_point", "unroll")
 GRADS = ("phantom", "neumann", "one_step", "implicit")
 JAC_REGS = ("hinge", "frobenius")
+JAC_SELECTS = ("first", "worst")
 
 
 @dataclass
@@ -103,6 +104,10 @@ class AttractorConfig(TRMConfig):
     # random sample, so the subset's mean is an unbiased estimate of the batch's at a fraction of the
     # cost (the penalty's double backward is the dearest part of a penalised update).
     jac_rows: int = 0
+    # Which `jac_rows` rows: "first" (a random sample, the unbiased estimate above) or "worst" (the rows
+    # whose solve exited with the largest relative residual: the penalty where the solve struggles, which
+    # on the laptop map is where the Jacobian is near or above 1; a biased, targeted penalty).
+    jac_select: str = "first"
     # The damped map S + damping (F(S) - S) (as EqR damps its update): the same fixed points, the
     # Jacobian (1 - damping) I + damping J, so an eigenvalue mu of J becomes 1 - damping + damping mu
     # (damping < 1 pulls negative and large complex eigenvalues towards the unit disc; a real mu > 1
@@ -137,6 +142,10 @@ class AttractorConfig(TRMConfig):
             raise ValueError("jac_weight and jac_rows must be >= 0, jac_every and jac_iters >= 1")
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must be in (0, 1], got {self.damping}")
+        if self.jac_select not in JAC_SELECTS:
+            raise ValueError(
+                f"unknown jac_select {self.jac_select!r}: expected one of {', '.join(JAC_SELECTS)}"
+            )
 
 
 AttractorState = TRMState
@@ -282,7 +291,7 @@ class Attractor(TRM):
         logits, q_logits = self.decode(y)
         extras = {"solver": info, "fixed_point": TRMState(*(t.detach() for t in s_star))}
         extras["solve_cold"] = cold
-        reg = self._jacobian_penalty(F, s_star)
+        reg = self._jacobian_penalty(F, s_star, info)
         if reg is not None:
             # the loss is a sum over the batch (the trainer divides by the global batch): scale the
             # per-sample mean alike
@@ -290,9 +299,9 @@ class Attractor(TRM):
             extras["jac_penalty"] = reg.detach()
         return StepOutput(TRMState(y.detach(), z.detach()), logits, q_logits, extras)
 
-    def _jacobian_penalty(self, F, s_star: tuple):
+    def _jacobian_penalty(self, F, s_star: tuple, info: SolverInfo | None = None):
         """The configured Jacobian penalty at S* (a scalar with graph), on the training steps it is
-        due, else None."""
+        due, else None; ``info``: the solve's (its residuals choose the rows of ``jac_select="worst"``)."""
         c = self.config
         if not (self.training and torch.is_grad_enabled() and c.jac_weight > 0):
             return None
@@ -303,7 +312,12 @@ class Attractor(TRM):
 
         s = tuple(t.detach() for t in s_star)
         if 0 < c.jac_rows < s[0].shape[0]:
-            rows = torch.arange(c.jac_rows, device=s[0].device)
+            if c.jac_select == "worst" and info is not None:
+                # largest residual first; a stable sort keeps batch order among equal residuals (NaNs last)
+                res = torch.nan_to_num(info.rel_residual.float(), nan=-1.0)
+                rows = torch.sort(-res, stable=True).indices[: c.jac_rows].sort().values
+            else:
+                rows = torch.arange(c.jac_rows, device=s[0].device)
             s = tuple(t[rows] for t in s)
             F = functools.partial(F, rows=rows)
         # The penalty differentiates a vector-Jacobian product (double backward), which the fused

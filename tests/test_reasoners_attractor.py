@@ -416,6 +416,31 @@ def test_jacobian_penalty_on_a_row_subset_is_the_penalty_of_those_rows(reg):
         AttractorConfig(**TINY, jac_rows=-1)
 
 
+def test_jacobian_penalty_on_the_worst_rows_is_the_penalty_of_those_rows():
+    """jac_select="worst": the penalty is solvers' hinge on the jac_rows rows whose solve exited with the
+    largest residual (an oracle that picks them from the reported residuals by hand)."""
+    from solvers import contraction_hinge
+
+    b = batch()
+    torch.manual_seed(0)
+    kw = dict(**TINY, max_iter=2, min_iter=2, jac_weight=0.5, jac_target=0.0, jac_rows=1)
+    model = Attractor(AttractorConfig(**kw, jac_select="worst")).train()
+    torch.manual_seed(5)
+    extras = model(model.initial_state(3), b).extras
+    res = extras["solver"].rel_residual
+    assert len(set(res.tolist())) == 3  # distinct residuals, so "worst" is one row
+    worst = int(res.argmax())
+    assert worst != 0  # else "first" would pick the same row and the test could not tell them apart
+    x = model.embed(b["inputs"], b["puzzle_identifiers"])[worst : worst + 1]
+    F = model.fixed_point_map(x, model.rotary())
+    s = tuple(t[worst : worst + 1] for t in extras["fixed_point"])
+    torch.manual_seed(5)
+    want = contraction_hinge(F, s, target=0.0, iters=model.config.jac_iters)
+    torch.testing.assert_close(extras["jac_penalty"], want.detach(), rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="jac_select"):
+        AttractorConfig(**TINY, jac_select="largest")
+
+
 # ----------------------------------------------------------------------------- damping
 
 
