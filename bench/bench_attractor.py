@@ -9,6 +9,8 @@
     python bench/bench_attractor.py cost runs/x --variant min_iter=1 --variant jac_rows=16,jac_every=4
     # (d) per supervision step, converged share and evaluations of plain iteration / Anderson / restarts
     python bench/bench_attractor.py solves runs/x --puzzles 128 --budget 32
+    # (e) the training solves of new-puzzle and carried rows, resumed from the run's checkpoint
+    python bench/bench_attractor.py carried runs/x --updates 40 --schedule-steps 4000 [--frozen]
 
 (a) ``fidelity``. On a fixed probe batch (the first ``--probe`` test puzzles) the model is rolled out
 ``--step - 1`` supervision steps (eval mode, as the trainer's evaluation) to a warm-started state, as
@@ -511,6 +513,143 @@ def solves(args) -> list[dict]:
     return out_rows
 
 
+# ----------------------------------------------------------------------------- (e) carried rows
+
+
+def carried(args) -> dict:
+    """Which training solves fail, and what would they need? The run's last checkpoint is resumed into
+    the trainer (its own config, optimiser state, sampler and carry; written into a temporary folder,
+    the run is not touched) for ``--updates`` training updates, at the lr its schedule gives when the
+    schedule is ``--schedule-steps`` long (default: the run's own), or with the weights held still
+    (``--frozen``: no optimiser step, no EMA). Per row of every update: a new puzzle (cold: the
+    initial state) or carried (warm); converged within the run's own budget; the relative residual of a
+    warm start whose previous solve had converged. Each row that did not converge is solved again from
+    the same start with a budget of ``--budget`` by the run's solver, plain iteration and plain
+    Anderson, and its spectral radius is estimated at the point the run's solver reaches."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    import reasoners.attractor as attractor_mod
+    import reasoners.train as train_mod
+    from solvers import anderson, fixed_point_iter, spectral_radius
+
+    run_dir = Path(args.run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None or not (run_dir / "config.yaml").is_file():
+        raise SystemExit(f"{run_dir} is not a trainer run directory with a checkpoint and config.yaml")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.trainer.resume = str(ckpt)
+    cfg.trainer.threads = args.threads
+    cfg.trainer.progress = False
+    if args.schedule_steps:
+        cfg.trainer.max_steps = args.schedule_steps
+    tc = train_mod.check_config(cfg)
+    ctx = train_mod.init_distributed("gloo")
+    records: list[dict] = []
+    original = attractor_mod.Attractor.solve
+
+    def recording_solve(self, F, s0, cold=None):
+        s, info = original(self, F, s0, cold)
+        if not self.training:
+            return s, info
+        c = self.config
+        cold = self.cold_rows(s0) if cold is None else cold
+        with torch.no_grad(), attractor_mod._eval_mode(self):
+            start_res, _ = attractor_mod._joint_residual(s0, F(s0))
+            rec = dict(cold=cold.clone(), converged=info.converged.clone(), start_res=start_res)
+            fail = (~info.converged).nonzero().flatten()
+            if len(fail):
+
+                def F_fail(st, rows=None):
+                    return F(st, fail if rows is None else fail[rows])
+
+                sub = tuple(t[fail] for t in s0)
+                common = dict(max_iter=args.budget, tol=c.tol, min_iter=1, rows=True)
+                kw = dict(m=c.anderson_m, lam=c.anderson_lam, beta=c.anderson_beta)
+                end, own = anderson(F_fail, sub, restart=c.anderson_restart, **kw, **common)
+                _, plain = fixed_point_iter(F_fail, sub, **common)
+                _, bare = anderson(F_fail, sub, **kw, **common)
+                with torch.enable_grad():
+                    rho = spectral_radius(F_fail, tuple(t.detach() for t in end), iters=20).float()
+                need = {}
+                for name, i in (("run's solver", own), ("plain iteration", plain), ("Anderson", bare)):
+                    need[name] = torch.where(i.converged, i.evals, torch.full_like(i.evals, args.budget + 1))
+                rec.update(fail=fail, need=need, rho=rho)
+            records.append(rec)
+        return s, info
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = train_mod._setup(cfg, tc, Path(tmp), torch.device("cpu"), ctx)
+        if args.frozen:
+            run.opt.step = lambda *a, **k: None
+            if run.sparse_opt is not None:
+                run.sparse_opt.step = lambda *a, **k: None
+            run.ema = None
+        before = [p.detach().clone() for p in run.core.parameters()]
+        start_step = run.step
+        attractor_mod.Attractor.solve = recording_solve
+        try:
+            window: dict[str, float] = {}
+            lrs = [train_mod._update(run, window) for _ in range(args.updates)]
+        finally:
+            attractor_mod.Attractor.solve = original
+        moved = max(
+            float((p.detach() - b).abs().max()) for p, b in zip(run.core.parameters(), before, strict=True)
+        )
+    out = {"moved": moved, "lr": (min(lrs), max(lrs)), "budget": args.budget}
+    for kind in ("cold", "warm"):
+        rows = conv = 0
+        for r in records:
+            mask = r["cold"] if kind == "cold" else ~r["cold"]
+            rows += int(mask.sum())
+            conv += int((mask & r["converged"]).sum())
+        out[kind] = {"rows": rows, "converged": conv}
+    prev_conv = [
+        r["start_res"][~r["cold"] & p["converged"]] for p, r in zip(records, records[1:], strict=False)
+    ]
+    warm_res = torch.cat(prev_conv) if prev_conv else torch.zeros(0)
+    out["warm_start_residual"] = (
+        (float(warm_res.median()), float(warm_res.quantile(0.9))) if len(warm_res) else (None, None)
+    )
+    print(
+        f"# training solves resumed from {ckpt} (update {start_step}), {args.updates} updates at lr "
+        f"{out['lr'][0]:.2e}-{out['lr'][1]:.2e}{' with the weights held still' if args.frozen else ''} "
+        f"(largest weight change {moved:.2e})\n"
+    )
+    for kind in ("cold", "warm"):
+        o = out[kind]
+        print(f"- {kind} rows: {o['rows']}, converged within the run's budget {o['converged']}")
+    med, q90 = out["warm_start_residual"]
+    if med is not None:
+        print(f"- warm start after a converged solve: relative residual median {med:.2e}, 90th pct {q90:.2e}")
+    cuts = [q for q in (16, 24, 32, 48, 64, 96) if q <= args.budget]
+    print(f"\n| failed rows | count | rho > 1 | needed within {' / '.join(map(str, cuts))} evaluations |")
+    print("|---|---:|---:|---|")
+    for kind in ("cold", "warm"):
+        for name in ("run's solver", "plain iteration", "Anderson"):
+            need, rho = [], []
+            for r in records:
+                if "fail" in r:
+                    sel = r["cold"][r["fail"]] if kind == "cold" else ~r["cold"][r["fail"]]
+                    need.append(r["need"][name][sel])
+                    rho.append(r["rho"][sel])
+            need_t = torch.cat(need) if need else torch.zeros(0, dtype=torch.long)
+            rho_t = torch.cat(rho) if rho else torch.zeros(0)
+            within = [int((need_t <= q).sum()) for q in cuts]
+            out[f"{kind} {name}"] = {
+                "count": len(need_t),
+                "rho_above_1": int((rho_t > 1).sum()),
+                "within": within,
+            }
+            print(
+                f"| {kind}, {name} | {len(need_t)} | {int((rho_t > 1).sum())} | "
+                + " / ".join(map(str, within))
+                + " |"
+            )
+    return out
+
+
 def model_data_dir(ckpt: Path) -> str:
     data = (torch.load(ckpt, map_location="cpu", weights_only=False).get("config") or {}).get("data", {})
     if not data.get("dir"):
@@ -556,12 +695,24 @@ def main(argv=None) -> None:
     v.add_argument("--budget", type=int, default=32, help="max_iter of every variant")
     v.add_argument("--seed", type=int, default=1, help="which puzzles (a random sample of the split)")
     v.add_argument("--ema", action="store_true", help="the EMA weights (default: the training weights)")
+    e = sub.add_parser("carried", help="training solves of new-puzzle and carried rows, resumed")
+    e.add_argument("run_dir", help="a trainer run directory (config.yaml and checkpoints/)")
+    e.add_argument("--updates", type=int, default=40)
+    e.add_argument("--schedule-steps", type=int, default=None, help="the lr schedule's length")
+    e.add_argument("--frozen", action="store_true", help="hold the weights still (no optimiser step)")
+    e.add_argument("--budget", type=int, default=96, help="max_iter of the re-solves of failed rows")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     t0 = time.perf_counter()
     global last_results
-    last_results = {"fidelity": fidelity, "targets": targets, "cost": cost, "solves": solves}[args.what](args)
+    last_results = {
+        "fidelity": fidelity,
+        "targets": targets,
+        "cost": cost,
+        "solves": solves,
+        "carried": carried,
+    }[args.what](args)
     print(f"\n({time.perf_counter() - t0:.0f} s, {args.threads} thread(s))")
 
 

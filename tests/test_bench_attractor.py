@@ -129,3 +129,47 @@ def test_solves_compares_the_solver_variants_per_supervision_step(attractor_run,
         assert len(cells) == 3 and all(0 <= conv <= 1 and 1 <= ev <= 3 for conv, ev in cells)
     out = capsys.readouterr().out
     assert "| 1 | cold |" in out and "| 2 | warm |" in out
+
+
+@pytest.fixture
+def trained_attractor_run(tmp_path, tiny_data):
+    """A real trainer run (4 updates of the tiny Attractor on 4x4 Sudoku), so it can be resumed."""
+    from hydra import compose, initialize_config_module
+
+    from reasoners.train import train
+
+    with initialize_config_module("reasoners.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=laptop_smoke", f"data.dir={tiny_data}", "data.auto_build=false", "model=attractor",
+                "trainer.batch_size=8", "trainer.max_steps=4", "trainer.eval_interval=4",
+                "trainer.eval_max_puzzles=4", "trainer.lr_warmup_steps=1", "trainer.progress=false",
+                "trainer.threads=1", "+model.arch.max_iter=3",
+            ],
+        )  # fmt: skip
+    train(cfg, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_carried_counts_every_training_row_and_holds_the_weights_when_frozen(trained_attractor_run, frozen):
+    run = trained_attractor_run
+    ckpt = run / "checkpoints" / "last.pt"
+    before = ckpt.read_bytes()
+    args = ["carried", str(run), "--updates", "3", "--budget", "16"] + (["--frozen"] if frozen else [])
+    bench_attractor.main(args)
+    out = bench_attractor.last_results
+    assert out["cold"]["rows"] + out["warm"]["rows"] == 3 * 8  # every row of every update, once
+    for kind in ("cold", "warm"):
+        assert 0 <= out[kind]["converged"] <= out[kind]["rows"]
+        failed = out[kind]["rows"] - out[kind]["converged"]
+        for name in ("run's solver", "plain iteration", "Anderson"):
+            row = out[f"{kind} {name}"]
+            assert row["count"] == failed and 0 <= row["rho_above_1"] <= failed
+            assert all(0 <= w <= failed for w in row["within"])
+    # budget 3: some solves fail and are re-solved (the resumed carry is mid-puzzle: warm rows)
+    assert out["warm"]["rows"] > out["warm"]["converged"]
+    assert len(out["warm run's solver"]["within"]) == 1  # the 16-evaluation cut
+    assert (out["moved"] == 0) == frozen  # an optimiser step moves the weights; frozen holds them
+    assert ckpt.read_bytes() == before  # the run itself is not touched
