@@ -539,6 +539,10 @@ def carried(args) -> dict:
     if ckpt is None or not (run_dir / "config.yaml").is_file():
         raise SystemExit(f"{run_dir} is not a trainer run directory with a checkpoint and config.yaml")
     cfg = OmegaConf.load(run_dir / "config.yaml")
+    # the checkpoint's own model config, every field: the trainer builds from the preset plus the run's
+    # overrides, and a preset changed since the run would otherwise change the solve being measured
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("model_config") or {}
+    cfg.model.arch = OmegaConf.merge(cfg.model.get("arch") or {}, saved)
     cfg.trainer.resume = str(ckpt)
     cfg.trainer.threads = args.threads
     cfg.trainer.progress = False
@@ -597,7 +601,12 @@ def carried(args) -> dict:
         moved = max(
             float((p.detach() - b).abs().max()) for p, b in zip(run.core.parameters(), before, strict=True)
         )
-    out = {"moved": moved, "lr": (min(lrs), max(lrs)), "budget": args.budget}
+    out = {
+        "moved": moved,
+        "lr": (min(lrs), max(lrs)),
+        "budget": args.budget,
+        "max_iter": run.core.config.max_iter,
+    }
     for kind in ("cold", "warm"):
         rows = conv = 0
         for r in records:

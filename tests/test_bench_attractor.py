@@ -173,3 +173,17 @@ def test_carried_counts_every_training_row_and_holds_the_weights_when_frozen(tra
     assert len(out["warm run's solver"]["within"]) == 1  # the 16-evaluation cut
     assert (out["moved"] == 0) == frozen  # an optimiser step moves the weights; frozen holds them
     assert ckpt.read_bytes() == before  # the run itself is not touched
+
+
+def test_carried_measures_the_checkpoints_own_solver_config(trained_attractor_run):
+    """The run's config.yaml may no longer name a value (a preset changed since): the checkpoint's model
+    config is what is measured (max_iter 3 here, against the preset's 16)."""
+    from omegaconf import OmegaConf
+
+    cfg_path = trained_attractor_run / "config.yaml"
+    cfg = OmegaConf.load(cfg_path)
+    assert cfg.model.arch.max_iter == 3
+    del cfg.model.arch["max_iter"]
+    cfg_path.write_text(OmegaConf.to_yaml(cfg))
+    bench_attractor.main(["carried", str(trained_attractor_run), "--updates", "1", "--budget", "4"])
+    assert bench_attractor.last_results["max_iter"] == 3
