@@ -84,9 +84,10 @@ _ATTRACTOR = dict(
     phantom_tau=0.5,
 )
 
-# issue 14, README "Why the training solves stalled" and "The carried rows": every solve gets 48
-# evaluations (a new puzzle's cold solve needs 20-30; a carried row after an optimiser update often 17-48,
-# so a separate budget of 16 for carried rows failed a third to a half of them), Anderson with restarts
+# issue 14, README "Why the training solves stalled" and "A seed no choice saw, and the carried rows":
+# every solve gets 48 evaluations (a new puzzle's cold solve needs 20-30; a carried row that failed its
+# last solve, or whose weights moved since, often 17-48, so a separate budget of 16 for carried rows
+# failed about half of them; bench_attractor carried), Anderson with restarts
 # (plain Anderson(5) stalls on the cold plateau), the hinge (target 0.9) at weight 2.0 on 8 rows every 2
 # updates. laptop_sudoku, 2,000 updates, seeds 0 / 3 (both used in the choice): exact 99.0 / 98.6% (last
 # and halting step), training solves below tol 95.7 / 96.5% after update 500, rho < 1 share at update 1000
