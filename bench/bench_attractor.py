@@ -539,10 +539,8 @@ def carried(args) -> dict:
     if ckpt is None or not (run_dir / "config.yaml").is_file():
         raise SystemExit(f"{run_dir} is not a trainer run directory with a checkpoint and config.yaml")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    # the checkpoint's own model config, every field: the trainer builds from the preset plus the run's
-    # overrides, and a preset changed since the run would otherwise change the solve being measured
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("model_config") or {}
-    cfg.model.arch = OmegaConf.merge(cfg.model.get("arch") or {}, saved)
+    # the solve measured is the checkpoint's own: the trainer's resume keeps its model_config wherever
+    # the run's overrides are silent (a preset changed since the run cannot change it)
     cfg.trainer.resume = str(ckpt)
     cfg.trainer.threads = args.threads
     cfg.trainer.progress = False

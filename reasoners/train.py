@@ -49,7 +49,7 @@ from reasoners.checkpoint import latest_checkpoint, load_checkpoint, save_checkp
 from reasoners.data import Dataset, TrainSampler, ensure_dataset, eval_rows, load_dataset, to_batch
 from reasoners.device import pick_device
 from reasoners.optim import EMA, SparseSignSGD, build_optimizer, lr_at
-from reasoners.presets import build, count_parameters
+from reasoners.presets import MODELS, count_parameters, preset_config
 from reasoners.supervision import (
     Carry,
     act_loss,
@@ -465,9 +465,16 @@ def _setup(cfg: DictConfig, tc: TrainerConfig, out_dir: Path, device: torch.devi
     torch.manual_seed(tc.seed)
     arch = cfg.model.get("arch")
     arch = OmegaConf.to_container(arch, resolve=True) if arch is not None else {}
-    core = build(
-        cfg.model.name, cfg.size.name, data.task.preset_puzzle, **{**data.task.model_overrides(), **arch}
-    )
+    explicit = {**data.task.model_overrides(), **arch}
+    config = preset_config(cfg.model.name, cfg.size.name, data.task.preset_puzzle, **explicit)
+    ckpt_path = _resolve_resume(tc.resume, out_dir)
+    ckpt = load_checkpoint(ckpt_path, map_location=device) if ckpt_path is not None else None
+    if ckpt is not None:
+        _check_resumable(ckpt, ckpt_path, cfg.model.name, data.task)
+        config, notes = resumed_model_config(config, ckpt.get("model_config"), set(explicit))
+        for note in notes if ctx.is_main else ():
+            log.warning("resume from %s: %s", ckpt_path, note)
+    core = MODELS[cfg.model.name][0](config)
     core.to(device).train()
     opt = build_optimizer(
         tc.optimizer, core.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay
@@ -486,9 +493,8 @@ def _setup(cfg: DictConfig, tc: TrainerConfig, out_dir: Path, device: torch.devi
         explore_gen=explore_gen,
         sampler=TrainSampler(data.train, tc.batch_size, tc.seed, ctx.rank, ctx.world_size),
     )  # fmt: skip
-    ckpt_path = _resolve_resume(tc.resume, out_dir)
-    if ckpt_path is not None:
-        _resume(run, ckpt_path)
+    if ckpt is not None:
+        _resume(run, ckpt, ckpt_path)
     run.model = torch.compile(core) if tc.compile else core
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -508,15 +514,58 @@ def _load_data(cfg: DictConfig, ctx: Dist) -> Dataset:
     return load_dataset(root, cfg.data.puzzle, side=cfg.data.get("side"))
 
 
-def _resume(run: _Run, ckpt_path: Path) -> None:
-    """Load weights, EMA, optimisers, sampler position, RNG states and the carry of a checkpoint."""
-    ckpt = load_checkpoint(ckpt_path, map_location=run.device)
-    task = dataclasses.asdict(run.data.task)
-    if ckpt["model_name"] != run.cfg.model.name or ckpt["task"] != task:
+def _check_resumable(ckpt: dict, ckpt_path: Path, model_name: str, task: Task) -> None:
+    """A clear error when a checkpoint trained another reasoner or on another task."""
+    task_dict = dataclasses.asdict(task)
+    if ckpt["model_name"] != model_name or ckpt["task"] != task_dict:
         raise ValueError(
             f"cannot resume from {ckpt_path}: it trained {ckpt['model_name']} on {ckpt['task']}, this "
-            f"config is {run.cfg.model.name} on {task}"
+            f"config is {model_name} on {task_dict}"
         )
+
+
+def _same(a, b) -> bool:
+    """Config values equal up to list/tuple (a checkpoint keeps tuples, Hydra gives lists)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def resumed_model_config(config, saved: dict | None, explicit: set[str]):
+    """The reasoner config a resumed run continues with, and one note per field that it takes from
+    elsewhere than today's preset.
+
+    ``config`` is what the command builds today (preset plus ``explicit``, the fields the command or
+    task sets); ``saved`` the checkpoint's ``model_config``. The run continues as it was trained: every
+    field the command does not set keeps the checkpoint's value, so a preset changed since the run was
+    started cannot silently change its solver, and a field the command does set wins (noted when it
+    differs from the checkpoint's). A field the checkpoint lacks (added since) keeps today's value, and
+    a field it has that the config no longer knows is dropped; both are noted. ``saved`` None (a
+    checkpoint written before it was stored): ``config`` unchanged, with a note."""
+    if saved is None:
+        return config, ["the checkpoint has no model_config: the reasoner is built from today's preset"]
+    today = dataclasses.asdict(config)
+    merged, notes = dict(today), []
+    for name, now in today.items():
+        if name not in saved:
+            notes.append(f"{name}={now!r} (not in the checkpoint, which predates it)")
+        elif _same(saved[name], now):
+            continue
+        elif name in explicit:
+            notes.append(f"{name} changed by the command: {saved[name]!r} -> {now!r}")
+        else:
+            merged[name] = saved[name]
+            notes.append(
+                f"{name}={saved[name]!r} kept from the checkpoint (the preset now gives {now!r}; set "
+                f"model.arch.{name} to change it)"
+            )
+    for name in sorted(set(saved) - set(today)):
+        notes.append(f"{name}={saved[name]!r} dropped (no longer a field of {type(config).__name__})")
+    return type(config)(**merged), notes
+
+
+def _resume(run: _Run, ckpt: dict, ckpt_path: Path) -> None:
+    """Load weights, EMA, optimisers, sampler position, RNG states and the carry of a checkpoint."""
     run.core.load_state_dict(ckpt["model"])
     run.opt.load_state_dict(ckpt["optimizer"])
     if run.sparse_opt is not None and ckpt.get("sparse_optimizer") is not None:

@@ -5,7 +5,9 @@ checkpoints; resume is exact; a non-finite loss stops the run and keeps the last
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -409,6 +411,54 @@ def test_resume_continues_the_run_exactly(tiny_data, tmp_path, model, torch_one_
             if x[key]:
                 assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-4, abs=1e-6), key
     assert any(r["halted"] and float(r["halted"]) > 0 for r in ra)
+
+
+def test_resume_keeps_the_checkpoints_model_config_where_the_command_is_silent(
+    tiny_data, tmp_path, torch_one_thread, caplog
+):
+    """A run resumed by a command that no longer sets a field (as after a preset change) continues
+    with the checkpoint's value, so it ends on the uninterrupted run's weights; a field the command sets
+    wins, and both are logged."""
+    common = ["model=trm", "trainer.max_steps=6", "trainer.eval_interval=3", "trainer.lr=3e-3"]
+    setting = "+model.arch.halt_max_steps=3"  # the preset gives 16
+    straight = tmp_path / "straight"
+    train_mod.train(_cfg(tiny_data, *common, setting), straight)
+    split = tmp_path / "split"
+    train_mod.train(_cfg(tiny_data, *common, setting, "trainer.stop_at_step=3"), split)
+    with caplog.at_level(logging.WARNING, logger="reasoners.train"):
+        train_mod.train(_cfg(tiny_data, *common, "trainer.resume=auto"), split)
+    assert "halt_max_steps=3 kept from the checkpoint (the preset now gives 16" in caplog.text
+    assert load_checkpoint(split / "checkpoints" / "last.pt")["model_config"]["halt_max_steps"] == 3
+    a, b = _weights(straight / "checkpoints" / "last.pt"), _weights(split / "checkpoints" / "last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+    caplog.clear()
+    more = [
+        *common[:1],
+        "trainer.max_steps=7",
+        *common[2:],
+        "trainer.resume=auto",
+        "+model.arch.halt_max_steps=5",
+    ]
+    with caplog.at_level(logging.WARNING, logger="reasoners.train"):
+        train_mod.train(_cfg(tiny_data, *more), split)
+    assert "halt_max_steps changed by the command: 3 -> 5" in caplog.text
+    assert load_checkpoint(split / "checkpoints" / "last.pt")["model_config"]["halt_max_steps"] == 5
+
+
+def test_resumed_model_config_notes_fields_added_and_dropped_since_the_checkpoint():
+    config = build("trm", "tiny", "sudoku").config
+    saved = {**dataclasses.asdict(config), "retired_field": 1}
+    del saved["halt_max_steps"]
+    saved["n_inner"] = config.n_inner + 1
+    merged, notes = train_mod.resumed_model_config(config, saved, explicit=set())
+    assert merged.n_inner == config.n_inner + 1 and merged.halt_max_steps == config.halt_max_steps
+    assert len(notes) == 3
+    assert any("halt_max_steps" in n and "predates" in n for n in notes)
+    assert any("retired_field=1 dropped" in n for n in notes)
+    same, none = train_mod.resumed_model_config(config, dataclasses.asdict(config), explicit={"n_inner"})
+    assert same == config and none == []
 
 
 def test_train_calls_count_the_updates_between_log_rows(tiny_data, tmp_path, torch_one_thread):
