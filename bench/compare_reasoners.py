@@ -15,8 +15,11 @@ trainer.max_steps=U trainer.threads=1 trainer.progress=false <axis values> <extr
 ``OUT/runs/<model>[-<axis values>]-lr<LR>-s<S>``, up to ``--jobs`` at once, each on one thread (so runs
 side by side get the same share of the machine). The budget is in updates, so the same command gives
 the same weights on any machine (wall time is reported beside, as measured here). A run whose
-``summary.json`` exists is kept: running the command again finishes an interrupted sweep. A run that
-fails is reported (its log is ``OUT/logs/<name>.log``) and the others go on.
+``summary.json`` says it trained the whole budget is kept, and every run starts with
+``trainer.resume=auto`` (after it, ``trainer.resume=null`` in the extra overrides restarts from scratch), so
+running the command again finishes an interrupted sweep: a run stopped part way (killed, or by
+``trainer.stop_at_step``) continues from its last checkpoint, exactly as if it had not stopped. A run that
+fails is reported (its log, appended to on every start, is ``OUT/logs/<name>.log``) and the others go on.
 
 The report (``OUT/sweep.md``, ``sweep.csv``, ``chosen.json``, ``sweep.png``): per *recipe* (model, axis
 values, lr) the mean and range over its seeds of exact accuracy (read as ``reasoners.compare`` reads
@@ -84,7 +87,8 @@ class Job:
         return [
             f"experiment={experiment}", f"model={self.model}", f"trainer.lr={self.lr:g}",
             f"trainer.seed={self.seed}", f"trainer.max_steps={updates}", "trainer.threads=1",
-            "trainer.progress=false", *(f"{k}={v}" for k, v in self.axes), *extra, f"hydra.run.dir={run_dir}",
+            "trainer.progress=false", "trainer.resume=auto", *(f"{k}={v}" for k, v in self.axes), *extra,
+            f"hydra.run.dir={run_dir}",
         ]  # fmt: skip
 
 
@@ -102,13 +106,22 @@ def plan(
     return [Job(m, c, lr, s) for m in models for c in combos for lr in lrs for s in seeds]
 
 
+def _finished(run_dir: Path, updates: int) -> bool:
+    """Whether a run's ``summary.json`` says it trained ``updates`` updates (a run stopped earlier, or
+    with an unreadable summary, is resumed)."""
+    try:
+        return int(json.loads((run_dir / "summary.json").read_text())["steps"]) >= updates
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def run_all(
     jobs: list[Job], out: Path, experiment: str, updates: int, extra: list[str], n_parallel: int, log=print
 ) -> dict[str, int]:
     """Train every job that has no ``summary.json`` yet, ``n_parallel`` at a time; returns the exit code of
     every job started (0 = finished)."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs if not (out / "runs" / j.name / "summary.json").is_file()]
+    todo = [j for j in jobs if not _finished(out / "runs" / j.name, updates)]
     if len(todo) < len(jobs):
         log(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished: kept")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
@@ -123,7 +136,7 @@ def run_all(
                 "reasoners.train",
                 *job.overrides(experiment, updates, out / "runs" / job.name, extra),
             ]
-            handle = open(out / "logs" / f"{job.name}.log", "w")  # noqa: SIM115 - closed when it ends
+            handle = open(out / "logs" / f"{job.name}.log", "a")  # noqa: SIM115 - closed when it ends
             running.append(
                 (
                     job,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.image import imread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,36 @@ def test_sweep_trains_every_recipe_and_aggregates_its_seeds(tiny_data, tmp_path,
     assert bench.main(args + _extra(tiny_data)) == 0
     assert "4 of 4 runs already finished: kept" in capsys.readouterr().out
     assert {n: (out / "runs" / n / "summary.json").stat().st_mtime_ns for n in names} == before
+
+
+@pytest.mark.slow
+def test_a_run_stopped_part_way_is_resumed_to_the_uninterrupted_runs_weights(tiny_data, tmp_path, capsys):
+    """A sweep whose run stopped before its budget (here by ``trainer.stop_at_step``, as a killed run
+    would) is not counted as finished: the command again resumes it from its checkpoint, and it ends on
+    the weights of the same recipe run straight through."""
+
+    def args(out):
+        return ["--experiment", "laptop_smoke", "--models", "trm", "--lrs", "3e-3", "--seeds", "0",
+                "--updates", "4", "--jobs", "1", "--out", str(out)]  # fmt: skip
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert bench.main(args(straight) + _extra(tiny_data)) == 0
+    assert bench.main(args(split) + _extra(tiny_data) + ["trainer.stop_at_step=2"]) == 0
+    run = split / "runs" / "trm-lr0.003-s0"
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+    capsys.readouterr()
+    assert bench.main(args(split) + _extra(tiny_data)) == 0
+    assert "already finished" not in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    assert "resumed from" in (split / "logs" / "trm-lr0.003-s0.log").read_text()
+    a = torch.load(straight / "runs" / "trm-lr0.003-s0" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6, msg=k)
+    # a third call keeps it
+    capsys.readouterr()
+    assert bench.main(args(split) + _extra(tiny_data)) == 0
+    assert "1 of 1 runs already finished: kept" in capsys.readouterr().out
 
 
 def _rows(run: Path) -> list[dict]:
