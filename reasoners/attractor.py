@@ -81,6 +81,9 @@ class AttractorConfig(TRMConfig):
     # step 1 from the initial state) plain Anderson(5) holds some samples on a plateau that plain
     # iteration leaves (README, "Why the training solves stalled").
     anderson_restart: float | None = None
+    # Freeze a row whose best residual has not improved for this many evaluations (solvers' `stall`);
+    # None: off. One stuck row otherwise runs the solve to max_iter alone (issue 14's cost target).
+    solver_stall: int | None = None
     grad: str = "phantom"  # "phantom", "neumann", "one_step" or "implicit"
     phantom_k: int = 5
     phantom_tau: float = 0.5
@@ -132,6 +135,8 @@ class AttractorConfig(TRMConfig):
             raise ValueError("max_iter and phantom_k must be >= 1")
         if self.max_iter_warm is not None and self.max_iter_warm < 1:
             raise ValueError(f"max_iter_warm must be >= 1 or null, got {self.max_iter_warm}")
+        if self.solver_stall is not None and self.solver_stall < 1:
+            raise ValueError(f"solver_stall must be >= 1 or null, got {self.solver_stall}")
         if self.anderson_restart is not None and not self.anderson_restart > 0:
             raise ValueError(f"anderson_restart must be > 0 or null, got {self.anderson_restart}")
         if not 0 < self.phantom_tau <= 1:
@@ -206,6 +211,7 @@ class Attractor(TRM):
                 min_iter=c.min_iter,
                 trace=c.solver_trace,
                 rows=c.solver_rows,
+                stall=c.solver_stall,
             )
             if c.solver == "anderson":
                 s, info = anderson(

@@ -32,6 +32,8 @@ Both solvers:
   what it would be if solved alone, and stop when no sample is active or after `max_iter` evaluations;
   `max_iter` may be a (B,) integer tensor of per-sample budgets: a sample whose budget is spent is frozen
   at its best iterate like a converged one (and flagged by its residual), the others go on;
+  `stall` (off by default): a sample whose best residual has not improved for `stall` evaluations (after
+  `min_iter`) is frozen the same way, so one stuck sample does not run the solve to `max_iter` alone;
 - with `rows=True`, evaluate f only on the samples still active: f is then called as `f(state, rows)`
   with the active samples' state and `rows`, a (b,) int64 tensor of their indices in the batch (sorted),
   so that f can select the matching rows of whatever it closes over. Each sample's iterates, answer and
@@ -109,7 +111,9 @@ def _evaluate(f, x: Tensor, spec: Spec, idx: Tensor | None) -> Tensor:
     return call_flat(lambda s: f(s, idx), x[idx], spec.rows(idx.numel()))
 
 
-def _solve(f, x0: State, stepper_factory, *, max_iter, tol: float, min_iter: int, trace, rows) -> tuple:
+def _solve(
+    f, x0: State, stepper_factory, *, max_iter, tol: float, min_iter: int, trace, rows, stall=None
+) -> tuple:
     budget = None  # (B,) per-sample evaluation budgets, when max_iter is a tensor
     if isinstance(max_iter, Tensor):
         budget = max_iter.to(torch.long)
@@ -122,6 +126,8 @@ def _solve(f, x0: State, stepper_factory, *, max_iter, tol: float, min_iter: int
             raise ValueError(f"max_iter must be >= 1 for every sample, got {int(budget.min())}")
     elif max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if stall is not None and not (isinstance(stall, int) and stall >= 1):
+        raise ValueError(f"stall must be an integer >= 1 or None, got {stall!r}")
     if trace not in (False, True, "iterates"):
         raise ValueError(f"trace must be False, True or 'iterates', got {trace!r}")
     spec: Spec = spec_of(x0)
@@ -171,6 +177,8 @@ def _solve(f, x0: State, stepper_factory, *, max_iter, tol: float, min_iter: int
             done = diverged | (converged if k + 1 >= min_iter else torch.zeros_like(converged))
             if budget is not None:
                 done = done | (budget <= k + 1)
+            if stall is not None and k + 1 >= min_iter:
+                done = done | (k - best_step >= stall)  # no new best in the last `stall` evaluations
             active = ~done
             evals = torch.where(done & (evals == 0), k + 1, evals)
             if k + 1 == max_iter or not bool(active.any()):
@@ -230,6 +238,7 @@ def fixed_point_iter(
     tau: float = 1.0,
     trace=False,
     rows=False,
+    stall: int | None = None,
 ) -> tuple[State, SolverInfo]:
     """Damped fixed-point iteration x_{k+1} = (1 - tau) x_k + tau f(x_k). Returns (x, SolverInfo)."""
 
@@ -240,7 +249,9 @@ def fixed_point_iter(
 
         return step
 
-    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows)
+    return _solve(
+        f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows, stall=stall
+    )
 
 
 def anderson(
@@ -256,6 +267,7 @@ def anderson(
     trace=False,
     rows: bool = False,
     restart: float | None = None,
+    stall: int | None = None,
 ) -> tuple[State, SolverInfo]:
     """Anderson acceleration with memory m, relative regulariser lam, mixing beta and optional restarts
     (a sample's history is cleared when its relative residual grows past ``restart`` times the previous
@@ -330,4 +342,6 @@ def anderson(
 
         return step
 
-    return _solve(f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows)
+    return _solve(
+        f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows, stall=stall
+    )

@@ -110,6 +110,23 @@ def test_anderson_restart_reaches_the_solver():
     assert any(not torch.allclose(w, p, rtol=1e-5, atol=1e-6) for w, p in zip(want, plain, strict=True))
 
 
+def test_solver_stall_reaches_the_solver():
+    """solver_stall is the solver's stall: with a tolerance no float32 solve reaches (tol 0) every row
+    stops solver_stall evaluations after its best residual, where without it every row runs to
+    max_iter."""
+    b = batch()
+    evals = {}
+    for stall in (None, 3):
+        torch.manual_seed(0)
+        model = Attractor(AttractorConfig(**TINY, max_iter=120, tol=0.0, solver_stall=stall)).eval()
+        with torch.no_grad():
+            info = model(model.initial_state(3), b).extras["solver"]
+        evals[stall] = info.evals
+        if stall is not None:
+            assert (info.evals == info.best_step + stall + 1).all()
+    assert (evals[None] == 120).all() and int(evals[3].max()) < 120
+
+
 def test_warm_rows_get_max_iter_warm_and_new_puzzles_max_iter():
     """max_iter_warm: a row carried from the last step is solved with its budget, a row reset to the
     initial state with max_iter (tol 0: every row spends its whole budget); the test-time budget
@@ -286,6 +303,7 @@ def test_initial_state_is_a_fixed_buffer():
         ({"phantom_tau": 0.0}, "phantom_tau"),
         ({"n_heads": 5}, "divide"),
         ({"anderson_restart": 0.0}, "anderson_restart"),
+        ({"solver_stall": 0}, "solver_stall"),
     ],
 )
 def test_bad_attractor_configs_raise(over, match):

@@ -439,3 +439,36 @@ def test_per_sample_budgets_give_each_sample_its_own_solve(solver, rows):
         run(solver, f, f.x0(), max_iter=torch.tensor([3, 0, 1, 2]), tol=1e-6)
     with pytest.raises(ValueError, match="per-sample budgets for a batch"):
         run(solver, f, f.x0(), max_iter=torch.tensor([3, 2]), tol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_stall_freezes_a_stuck_sample_at_its_best_and_leaves_the_others_alone(rows):
+    """``stall=s``: a sample with no new best residual for s evaluations is frozen at its best iterate.
+    On an expansive affine map (rho 1.5) plain iteration's residual soon grows for good, so it stops s
+    evaluations after its best, unconverged, at that iterate; the contractive samples (whose residual
+    falls every step) get exactly the answers, residuals and evaluations of the solve without ``stall``."""
+    rhos = [0.5, 1.5, 0.8]
+    f = Affine(rhos, 12, seed=3)
+    kw = dict(max_iter=200, tol=1e-8, min_iter=1, rows=rows)
+    g = _RowsAffine(f) if rows else f
+    ref_x, ref = fixed_point_iter(g, f.x0(), **kw)
+    x, info = fixed_point_iter(_RowsAffine(f) if rows else f, f.x0(), stall=3, trace="iterates", **kw)
+    best = int(info.best_step[1])
+    assert int(info.evals[1]) == best + 4 and not info.converged[1]
+    assert (info.trace[best + 1 : best + 4, 1] >= info.trace[best, 1]).all()  # three without a new best
+    torch.testing.assert_close(x[1], info.iterates[best, 1], rtol=0, atol=0)
+    fresh = f(x)
+    rel = (fresh - x).norm(dim=1) / fresh.norm(dim=1)
+    torch.testing.assert_close(info.rel_residual, rel, rtol=1e-12, atol=0)  # honest at the frozen iterate
+    for i in (0, 2):
+        assert info.converged[i]
+        torch.testing.assert_close(x[i], ref_x[i], rtol=0, atol=0)
+        assert int(info.evals[i]) == int(ref.evals[i])
+    # without stall the stuck sample runs until it is declared divergent or the budget ends
+    assert int(ref.evals[1]) > 4
+    # Anderson: the stuck sample also stops early, the others still converge
+    _, a = anderson(f, f.x0(), stall=3, **{**kw, "rows": False})
+    assert int(a.evals[1]) <= int(a.best_step[1]) + 4 < 200 and bool(a.converged[0] & a.converged[2])
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="stall must be"):
+            fixed_point_iter(f, f.x0(), max_iter=5, tol=1e-6, stall=bad)
