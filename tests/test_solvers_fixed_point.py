@@ -462,7 +462,7 @@ def test_stall_freezes_a_stuck_sample_at_its_best_and_leaves_the_others_alone(ro
     torch.testing.assert_close(info.rel_residual, rel, rtol=1e-12, atol=0)  # honest at the frozen iterate
     for i in (0, 2):
         assert info.converged[i]
-        torch.testing.assert_close(x[i], ref_x[i], rtol=0, atol=0)
+        torch.testing.assert_close(x[i], ref_x[i], rtol=1e-12, atol=1e-12)  # row compaction may reorder sums
         assert int(info.evals[i]) == int(ref.evals[i])
     # without stall the stuck sample runs until it is declared divergent or the budget ends
     assert int(ref.evals[1]) > 4
