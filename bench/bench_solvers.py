@@ -11,6 +11,11 @@
    of the distinct storages autograd saves for backward (deterministic, any device), and on CUDA also as
    the peak of torch.cuda.max_memory_allocated over the whole step, above what was allocated before.
 
+3. A straggler: with ``rows=True`` a batch whose rows have all converged but one should cost, per further
+   iteration, what that row costs solved alone (the ratio is 1 at best). One slow row (an affine map
+   with rho 0.999, never converging within the budget) among B - 1 that converge at once, Anderson with
+   restarts, D the laptop Attractor's state size; per-iteration time = (time at max_iter 48 - at 2) / 46.
+
 Timings are the best of a few repeats; on a shared CPU they are noisy, the step counts are not.
 """
 
@@ -201,6 +206,36 @@ def bench_memory(device, quick):
     return rows, (B, L, d)
 
 
+def bench_straggler(device, quick: bool, repeats: int) -> list[str]:
+    """Per-iteration cost of one active row in a batch of B (``rows=True``) against that row alone."""
+    D = 2 * 37 * 64  # the laptop Attractor-MLP's (y, z) state: 2 x (36 cells + 1 prefix) x d 64
+    gen = torch.Generator().manual_seed(0)
+    rows_out = ["| batch | per further iteration, one row active in the batch | the row alone | ratio |"]
+    rows_out.append("|---:|---:|---:|---:|")
+    for B in (16, 64) if quick else (16, 64, 256):
+        target = torch.randn(B, D, generator=gen).to(device)
+        x0 = torch.randn(B, D, generator=gen).to(device)
+
+        def f(x, rows=None, target=target):
+            r = torch.arange(target.shape[0], device=device) if rows is None else rows
+            out = target[r].clone()  # every row but row 0 is at its fixed point after one step
+            slow = r == 0
+            out[slow] = 0.999 * x[slow]
+            return out
+
+        def solve(x0, f, n):
+            return lambda: anderson(f, x0, max_iter=n, tol=1e-3, min_iter=1, rows=True, restart=1.0)
+
+        one = x0[:1].clone()
+        per = []
+        for start, fn in ((x0, f), (one, lambda x, rows=None: 0.999 * x)):
+            _, t_long = timed(solve(start, fn, 48), device, repeats)
+            _, t_short = timed(solve(start, fn, 2), device, repeats)
+            per.append((t_long - t_short) / 46)
+        rows_out.append(f"| {B} | {per[0] * 1e3:.3f} ms | {per[1] * 1e3:.3f} ms | {per[0] / per[1]:.2f} |")
+    return rows_out
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -226,6 +261,8 @@ def main():
         f"\n## Memory of one training step on the TRM-block map (B={B}, L={L}, d={d}) vs forward max_iter\n"
     )
     print("\n".join(rows))
+    print("\n## One straggler: a batch with one active row against that row alone (Anderson, restarts)\n")
+    print("\n".join(bench_straggler(device, args.quick, args.repeats)))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ Both solvers:
   `max_iter` may be a (B,) integer tensor of per-sample budgets: a sample whose budget is spent is frozen
   at its best iterate like a converged one (and flagged by its residual), the others go on;
   `stall` (off by default): a sample whose best residual has not improved for `stall` evaluations (after
-  `min_iter`) is frozen the same way, so one stuck sample does not run the solve to `max_iter` alone;
+  `min_iter`) is frozen the same way, so one stuck sample does not run the solve to `max_iter` alone
+  (a (B,) integer tensor gives each sample its own; a value above `max_iter` never fires);
 - with `rows=True`, evaluate f only on the samples still active: f is then called as `f(state, rows)`
   with the active samples' state and `rows`, a (b,) int64 tensor of their indices in the batch (sorted),
   so that f can select the matching rows of whatever it closes over. Each sample's iterates, answer and
@@ -104,11 +105,11 @@ def _residuals(x: Tensor, fx: Tensor) -> tuple[Tensor, Tensor]:
 Stepper = Callable[[int, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
 
 
-def _evaluate(f, x: Tensor, spec: Spec, idx: Tensor | None) -> Tensor:
-    """f at the rows ``idx`` of x (every row when idx is None), (b, D) in x's dtype."""
+def _evaluate(f, x_rows: Tensor, spec: Spec, idx: Tensor | None) -> Tensor:
+    """f at ``x_rows``, the rows ``idx`` of the batch (every row when idx is None), (b, D) in x's dtype."""
     if idx is None:
-        return call_flat(f, x, spec)
-    return call_flat(lambda s: f(s, idx), x[idx], spec.rows(idx.numel()))
+        return call_flat(f, x_rows, spec)
+    return call_flat(lambda s: f(s, idx), x_rows, spec.rows(idx.numel()))
 
 
 def _solve(
@@ -126,8 +127,13 @@ def _solve(
             raise ValueError(f"max_iter must be >= 1 for every sample, got {int(budget.min())}")
     elif max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    if stall is not None and not (isinstance(stall, int) and stall >= 1):
-        raise ValueError(f"stall must be an integer >= 1 or None, got {stall!r}")
+    if isinstance(stall, Tensor):
+        if stall.ndim != 1 or stall.numel() == 0 or stall.is_floating_point():
+            raise ValueError(f"a stall tensor must be (B,) per-sample integers, got {stall!r}")
+        if int(stall.min()) < 1:
+            raise ValueError(f"stall must be >= 1 for every sample, got {int(stall.min())}")
+    elif stall is not None and not (isinstance(stall, int) and stall >= 1):
+        raise ValueError(f"stall must be an integer >= 1, a (B,) tensor of them, or None, got {stall!r}")
     if trace not in (False, True, "iterates"):
         raise ValueError(f"trace must be False, True or 'iterates', got {trace!r}")
     spec: Spec = spec_of(x0)
@@ -139,6 +145,10 @@ def _solve(
             if budget.numel() != B:
                 raise ValueError(f"max_iter has {budget.numel()} per-sample budgets for a batch of {B}")
             budget = budget.to(x.device)
+        if isinstance(stall, Tensor):
+            if stall.numel() != B:
+                raise ValueError(f"stall has {stall.numel()} per-sample values for a batch of {B}")
+            stall = stall.to(x.device, torch.long)
         step = stepper_factory(x)
         best_x = x.clone()  # (B, D)
         best_rel = torch.full((B,), float("inf"), dtype=dtype, device=x.device)
@@ -153,9 +163,10 @@ def _solve(
         iterates: list[Tensor] = []
         nstep = row_evals = 0
         for k in range(max_iter):
-            fx = _evaluate(f, x, spec, idx)  # (b, D), promoted to the state dtype
+            x_rows = x if idx is None else x[idx]  # (b, D) the rows evaluated
+            fx = _evaluate(f, x_rows, spec, idx)  # (b, D), promoted to the state dtype
             nstep, row_evals = k + 1, row_evals + fx.shape[0]
-            rel, abs_ = _residuals(x if idx is None else x[idx], fx)
+            rel, abs_ = _residuals(x_rows, fx)
             if idx is not None:  # frozen rows sit at their best iterate: their residuals are the best ones
                 rel, abs_ = best_rel.index_put((idx,), rel), best_abs.index_put((idx,), abs_)
             if trace:
@@ -167,7 +178,11 @@ def _solve(
                 runaway_abs = (DIVERGENCE_FACTOR * abs_).clamp(max=torch.finfo(abs_.dtype).max)
             # Frozen samples are re-evaluated at their best iterate, which never beats itself.
             better = rel < best_rel
-            best_x = torch.where(better[:, None], x, best_x)
+            if idx is None:
+                best_x = torch.where(better[:, None], x, best_x)
+            else:  # only evaluated rows can improve: copy those rows, not the whole (B, D) batch
+                better_rows = better[idx]
+                best_x[idx[better_rows]] = x_rows[better_rows]
             best_rel = torch.where(better, rel, best_rel)
             best_abs = torch.where(better, abs_, best_abs)
             best_step = torch.where(better, k, best_step)
@@ -213,9 +228,11 @@ def _advance(step, k: int, x: Tensor, fx: Tensor, idx: Tensor | None, active: Te
         fallback = None if fallback is None else fallback & active
         return torch.where(active[:, None], x_next, best_x), None, fallback
     keep = active[idx]  # (b,) which of the evaluated rows go on
-    idx_next = idx[keep]
+    idx_next, idx_done = idx[keep], idx[~keep]
     x_next, fallback = step(k, x[idx_next], fx[keep], idx_next)
-    x = best_x.clone()
+    # In place, row by row (x is the solve's own buffer): a row done now sits at its best iterate, an
+    # active row takes its next iterate, rows frozen earlier are at their best already.
+    x[idx_done] = best_x[idx_done]
     x[idx_next] = x_next
     return x, idx_next, fallback
 
@@ -238,7 +255,7 @@ def fixed_point_iter(
     tau: float = 1.0,
     trace=False,
     rows=False,
-    stall: int | None = None,
+    stall: int | Tensor | None = None,
 ) -> tuple[State, SolverInfo]:
     """Damped fixed-point iteration x_{k+1} = (1 - tau) x_k + tau f(x_k). Returns (x, SolverInfo)."""
 
@@ -267,7 +284,7 @@ def anderson(
     trace=False,
     rows: bool = False,
     restart: float | None = None,
-    stall: int | None = None,
+    stall: int | Tensor | None = None,
 ) -> tuple[State, SolverInfo]:
     """Anderson acceleration with memory m, relative regulariser lam, mixing beta and optional restarts
     (a sample's history is cleared when its relative residual grows past ``restart`` times the previous
