@@ -54,6 +54,7 @@ from solvers import (
 )
 
 SOLVERS = ("anderson", "fixed_point", "unroll")
+STALL_ROWS = ("all", "warm")
 GRADS = ("phantom", "neumann", "one_step", "implicit")
 JAC_REGS = ("hinge", "frobenius")
 JAC_SELECTS = ("first", "worst")
@@ -84,6 +85,10 @@ class AttractorConfig(TRMConfig):
     # Freeze a row whose best residual has not improved for this many evaluations (solvers' `stall`);
     # None: off. One stuck row otherwise runs the solve to max_iter alone (issue 14's cost target).
     solver_stall: int | None = None
+    # Which rows the stall exit applies to: "all", or "warm" (rows carried from a previous step only; a
+    # new puzzle's cold solve keeps its whole budget). Trained on every row the exit froze the cold
+    # solves of early training on their plateau and the run stopped learning (README, "A stall exit").
+    solver_stall_rows: str = "all"
     grad: str = "phantom"  # "phantom", "neumann", "one_step" or "implicit"
     phantom_k: int = 5
     phantom_tau: float = 0.5
@@ -137,6 +142,10 @@ class AttractorConfig(TRMConfig):
             raise ValueError(f"max_iter_warm must be >= 1 or null, got {self.max_iter_warm}")
         if self.solver_stall is not None and self.solver_stall < 1:
             raise ValueError(f"solver_stall must be >= 1 or null, got {self.solver_stall}")
+        if self.solver_stall_rows not in STALL_ROWS:
+            raise ValueError(
+                f"unknown solver_stall_rows {self.solver_stall_rows!r}: expected one of {', '.join(STALL_ROWS)}"
+            )
         if self.anderson_restart is not None and not self.anderson_restart > 0:
             raise ValueError(f"anderson_restart must be > 0 or null, got {self.anderson_restart}")
         if not 0 < self.phantom_tau <= 1:
@@ -211,7 +220,7 @@ class Attractor(TRM):
                 min_iter=c.min_iter,
                 trace=c.solver_trace,
                 rows=c.solver_rows,
-                stall=c.solver_stall,
+                stall=self._stall(s0, cold),
             )
             if c.solver == "anderson":
                 s, info = anderson(
@@ -255,6 +264,15 @@ class Attractor(TRM):
             return c.max_iter
         cold = self.cold_rows(s0) if cold is None else cold
         return torch.where(cold, c.max_iter, c.max_iter_warm)
+
+    def _stall(self, s0: tuple, cold: torch.Tensor | None = None):
+        """The solve's stall: None, an int, or (B,) per-row values when only warm rows may stall (a cold
+        row gets max_iter + 1, which never fires)."""
+        c = self.config
+        if c.solver_stall is None or c.solver_stall_rows == "all":
+            return c.solver_stall
+        cold = self.cold_rows(s0) if cold is None else cold
+        return torch.where(cold, c.max_iter + 1, c.solver_stall)
 
     def attach_gradient(self, F, s_star: tuple) -> tuple:
         c = self.config

@@ -127,6 +127,24 @@ def test_solver_stall_reaches_the_solver():
     assert (evals[None] == 120).all() and int(evals[3].max()) < 120
 
 
+def test_solver_stall_rows_warm_spares_the_new_puzzles():
+    """solver_stall_rows="warm": a row carried from the last step stops solver_stall evaluations after
+    its best, a row reset to the initial state (a new puzzle) keeps its whole budget (tol 0: it runs
+    to max_iter), and the carried rows stop where solver_stall on every row stops them."""
+    torch.manual_seed(0)
+    model = Attractor(AttractorConfig(**TINY, max_iter=60, tol=0.0, solver_stall=3)).eval()
+    b = batch()
+    with torch.no_grad():
+        carried = model(model.initial_state(3), b).state
+        state = model.reset_state(carried, torch.tensor([True, False, False]))
+        every = model(state, b).extras["solver"]
+        model.config.solver_stall_rows = "warm"
+        warm = model(state, b).extras["solver"]
+    assert int(every.evals[0]) < 60 and int(warm.evals[0]) == 60  # the cold row is spared
+    assert warm.evals[1:].tolist() == every.evals[1:].tolist()
+    assert (warm.evals[1:] == warm.best_step[1:] + 4).all()
+
+
 def test_warm_rows_get_max_iter_warm_and_new_puzzles_max_iter():
     """max_iter_warm: a row carried from the last step is solved with its budget, a row reset to the
     initial state with max_iter (tol 0: every row spends its whole budget); the test-time budget
@@ -304,6 +322,7 @@ def test_initial_state_is_a_fixed_buffer():
         ({"n_heads": 5}, "divide"),
         ({"anderson_restart": 0.0}, "anderson_restart"),
         ({"solver_stall": 0}, "solver_stall"),
+        ({"solver_stall_rows": "cold"}, "solver_stall_rows"),
     ],
 )
 def test_bad_attractor_configs_raise(over, match):

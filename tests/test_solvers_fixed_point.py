@@ -472,3 +472,23 @@ def test_stall_freezes_a_stuck_sample_at_its_best_and_leaves_the_others_alone(ro
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="stall must be"):
             fixed_point_iter(f, f.x0(), max_iter=5, tol=1e-6, stall=bad)
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_per_sample_stall_stops_only_the_samples_it_is_given_to(rows):
+    """A (B,) ``stall`` tensor: two expansive samples, one with stall 3 and one with a value above
+    max_iter (never fires). The first stops 3 evaluations after its best, as with ``stall=3``; the second
+    runs as in the solve without ``stall``; the contractive one is unchanged."""
+    f = Affine([0.5, 1.5, 1.5], 12, seed=1)
+    kw = dict(max_iter=60, tol=1e-8, min_iter=1, rows=rows)
+    g = _RowsAffine(f) if rows else f
+    _, ref = fixed_point_iter(g, f.x0(), **kw)
+    _, every = fixed_point_iter(g, f.x0(), stall=3, **kw)
+    x, info = fixed_point_iter(g, f.x0(), stall=torch.tensor([3, 3, 61]), **kw)
+    assert int(info.evals[1]) == int(every.evals[1]) == int(info.best_step[1]) + 4
+    assert int(info.evals[2]) == int(ref.evals[2]) and int(info.best_step[2]) == int(ref.best_step[2])
+    assert int(every.evals[2]) < int(ref.evals[2])  # which stall=3 stops earlier
+    assert int(info.evals[0]) == int(ref.evals[0]) and bool(info.converged[0])
+    for bad in (torch.tensor([3, 0, 3]), torch.tensor([3.0, 3.0, 3.0]), torch.tensor([3, 3])):
+        with pytest.raises(ValueError, match="stall"):
+            fixed_point_iter(f, f.x0(), max_iter=5, tol=1e-6, stall=bad)
