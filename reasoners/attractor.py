@@ -144,7 +144,8 @@ class AttractorConfig(TRMConfig):
             raise ValueError(f"solver_stall must be >= 1 or null, got {self.solver_stall}")
         if self.solver_stall_rows not in STALL_ROWS:
             raise ValueError(
-                f"unknown solver_stall_rows {self.solver_stall_rows!r}: expected one of {', '.join(STALL_ROWS)}"
+                f"unknown solver_stall_rows {self.solver_stall_rows!r}: expected one of "
+                f"{', '.join(STALL_ROWS)}"
             )
         if self.anderson_restart is not None and not self.anderson_restart > 0:
             raise ValueError(f"anderson_restart must be > 0 or null, got {self.anderson_restart}")
