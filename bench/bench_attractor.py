@@ -673,7 +673,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--step", type=int, default=3, help="supervision step whose update is measured")
-    p.add_argument("--reps", type=int, default=3, help="timed repeats per update (median)")
+    p.add_argument("--reps", type=int, default=25, help="timed repeats per update (median)")
     p.add_argument("--data", default=None, help="dataset folder (default: the checkpoint's)")
     sub = p.add_subparsers(dest="what", required=True)
     f = sub.add_parser("fidelity", help="phantom-gradient cosine to the implicit gradient, and its cost")
