@@ -128,7 +128,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "7m": dict(_BIG_NET, n_layers=2, T_cycles=3, n_inner=6, mixer="mlp", positions="none"),
     },
     "attractor": {
-        "tiny": dict(**_TINY_NET, **_ATTRACTOR, n_layers=2, prefix_len=1, puzzle_dim=64),
+        # tiny: puzzle_dim unset is d_model, the full width of its one prefix position at any width
+        "tiny": dict(**_TINY_NET, **_ATTRACTOR, n_layers=2, prefix_len=1),
         "7m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=2, prefix_len=16, puzzle_dim=16 * 512),
         "27m": dict(**_BIG_NET, **_ATTRACTOR, n_layers=8, prefix_len=16, puzzle_dim=16 * 512),
     },
@@ -142,8 +143,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             **_TINY_NET,
             **_ATTRACTOR,
             n_layers=2,
-            prefix_len=1,
-            puzzle_dim=64,
+            prefix_len=1,  # puzzle_dim unset: d_model, full width at any width (a --axis d_model sweep)
             mixer="mlp",
             positions="none",
         )
