@@ -86,6 +86,25 @@ def test_tiny_preset_trains_one_step_on_cpu(model):
     assert all(s.grad_fn is None for s in carry.state)
 
 
+@pytest.mark.parametrize("model", list(PRESETS))
+@pytest.mark.parametrize("d", [32, 128])
+def test_tiny_presets_build_at_other_widths(model, d):
+    """The scaling study's width axis (``+model.arch.d_model=d``) builds every tiny preset; a puzzle row
+    set by the preset is the full width of the prefix at that width."""
+    torch.manual_seed(0)
+    net = build(model, "tiny", "sudoku", d_model=d)
+    assert net.config.d_model == d
+    with torch.no_grad():
+        out = net(
+            net.initial_state(2),
+            {
+                "inputs": torch.ones(2, 81, dtype=torch.int32),
+                "puzzle_identifiers": torch.zeros(2, dtype=torch.int32),
+            },
+        )
+    assert out.logits.shape == (2, 81, 11) and torch.isfinite(out.logits).all()
+
+
 def test_presets_reject_unknown_names_and_fields():
     with pytest.raises(ValueError, match="unknown model"):
         preset_config("gpt", "7m")
