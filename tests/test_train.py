@@ -140,7 +140,7 @@ LAPTOP_LRS = {
     "trm": 2e-3,
     "trm_mlp": 4e-3,
     "attractor": 2e-3,
-    "attractor_mlp": 4e-3,
+    "attractor_mlp": 2e-3,
     "eqr": 4e-3,
 }
 
