@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from reasoners.attractor import Attractor, contraction_probe  # noqa: E402
 from reasoners.checkpoint import latest_checkpoint, load_reasoner  # noqa: E402
 from reasoners.data import load_dataset, to_batch  # noqa: E402
+from reasoners.device import restored_cpu_settings  # noqa: E402
 from reasoners.presets import build  # noqa: E402
 from reasoners.supervision import Carry, act_loss, rollout  # noqa: E402
 from reasoners.test_time import attractor_grid  # noqa: E402
@@ -709,18 +710,19 @@ def main(argv=None) -> None:
     e.add_argument("--frozen", action="store_true", help="hold the weights still (no optimiser step)")
     e.add_argument("--budget", type=int, default=96, help="max_iter of the re-solves of failed rows")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-    t0 = time.perf_counter()
-    global last_results
-    last_results = {
-        "fidelity": fidelity,
-        "targets": targets,
-        "cost": cost,
-        "solves": solves,
-        "carried": carried,
-    }[args.what](args)
-    print(f"\n({time.perf_counter() - t0:.0f} s, {args.threads} thread(s))")
+    with restored_cpu_settings():  # called in-process by the tests: leave their settings as they were
+        torch.set_num_threads(args.threads)
+        torch.set_flush_denormal(True)
+        t0 = time.perf_counter()
+        global last_results
+        last_results = {
+            "fidelity": fidelity,
+            "targets": targets,
+            "cost": cost,
+            "solves": solves,
+            "carried": carried,
+        }[args.what](args)
+        print(f"\n({time.perf_counter() - t0:.0f} s, {args.threads} thread(s))")
 
 
 if __name__ == "__main__":

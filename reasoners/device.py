@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -22,3 +24,22 @@ def pick_device(prefer: str | None = None) -> tuple[torch.device, str]:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps"), "gloo"
     return torch.device("cpu"), "gloo"
+
+
+def flushes_denormals() -> bool:
+    """Whether this CPU thread flushes subnormal floats to zero now (torch has no getter for it)."""
+    tiny = torch.tensor(torch.finfo(torch.float32).tiny, dtype=torch.float32)
+    return bool((tiny / 2) == 0)
+
+
+@contextlib.contextmanager
+def restored_cpu_settings():
+    """Give back torch's thread count and subnormal handling on exit: the trainer and the benches set
+    both process-wide, and a caller that runs them in its own process (a notebook, the tests) keeps its
+    own (hypothesis, for one, refuses to draw floats once subnormals are flushed)."""
+    threads, flushing = torch.get_num_threads(), flushes_denormals()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(flushing)

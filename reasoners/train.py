@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from data_gen.format import atomic_write_json, atomic_write_text
 from reasoners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from reasoners.data import Dataset, TrainSampler, ensure_dataset, eval_rows, load_dataset, to_batch
-from reasoners.device import pick_device
+from reasoners.device import pick_device, restored_cpu_settings
 from reasoners.optim import EMA, SparseSignSGD, build_optimizer, lr_at
 from reasoners.presets import MODELS, count_parameters, preset_config
 from reasoners.supervision import (
@@ -407,7 +407,8 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         if device.type == "cuda" and ctx.world_size > 1:
             device = torch.device("cuda", ctx.local_rank)
             torch.cuda.set_device(device)
-        return _train(_setup(cfg, tc, Path(out_dir), device, ctx))
+        with restored_cpu_settings():  # _setup sets threads and flushes denormals process-wide
+            return _train(_setup(cfg, tc, Path(out_dir), device, ctx))
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()

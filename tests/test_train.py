@@ -595,3 +595,19 @@ def test_window_gives_cold_and_warm_converged_shares_over_rows_of_their_kind():
     row1 = train_mod._train_row(first | {"updates": 1.0}, world_size=1, global_batch=8)
     assert row1["solver_converged_cold"] == 0.75 and "solver_converged_warm" not in row1
     assert train_mod._cold_warm_counts(info([True]), None) == {}
+
+
+def test_training_in_process_gives_back_the_callers_threads_and_denormal_handling(tiny_data, tmp_path):
+    """The trainer sets threads and flushes subnormal floats while it runs (denormals slow tiny models);
+    called in-process (a notebook, a test) it restores both, so later code (hypothesis's subnormal
+    floats, a caller's thread count) sees the settings it had."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(False)
+    try:
+        train_mod.train(_cfg(tiny_data, "trainer.max_steps=1", "trainer.threads=1"), tmp_path / "run")
+        assert torch.get_num_threads() == 2
+        tiny = torch.tensor(torch.finfo(torch.float32).tiny)
+        assert float(tiny / 2) > 0  # a subnormal survives: not flushed any more
+    finally:
+        torch.set_num_threads(before)
