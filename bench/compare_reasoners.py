@@ -9,6 +9,9 @@ budgets in updates; accuracy against updates, wall time and training compute; a 
         --axis +model.arch.d_model=32,64,128 --out runs/compare/scaling
     # extra Hydra overrides for every run go after --; --report-only re-reads a finished sweep
     python bench/compare_reasoners.py --report-only --out runs/compare/laptop_sudoku
+    # one report (and figure) of several sweeps' runs, written to --out
+    python bench/compare_reasoners.py --report-only --axis +model.arch.d_model=32 --out runs/figure \\
+        --include runs/compare/laptop_sudoku --include runs/compare/scaling
 
 Every run is ``python -m reasoners.train experiment=E model=M trainer.lr=LR trainer.seed=S
 trainer.max_steps=U trainer.threads=1 trainer.progress=false <axis values> <extra>`` into
@@ -338,8 +341,16 @@ def plot(groups: list[list[Run]], rows: list[dict]) -> bytes:
     return buf.getvalue()
 
 
-def report(out: Path, axes: list[str], select: str, failed: list[str], log=print) -> dict:
-    groups = seed_groups(load_runs([out / "runs"], log=log))
+def report(
+    out: Path, axes: list[str], select: str, failed: list[str], log=print, include: list[Path] = ()
+) -> dict:
+    """The report of the runs under ``out/runs`` and under each ``include`` folder (another sweep's
+    folder, its ``runs/`` read, or any folder of runs), written to ``out``; a run found twice counts once."""
+    dirs = [out / "runs"] if (out / "runs").is_dir() or not include else []
+    for d in map(Path, include):
+        dirs.append(d / "runs" if (d / "runs").is_dir() else d)
+    groups = seed_groups(load_runs(dirs, log=log))
+    out.mkdir(parents=True, exist_ok=True)
     rows = recipe_rows(groups, axes, select)
     md = markdown(rows, select, failed)
     atomic_write_text(out / "sweep.md", md)
@@ -406,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select", choices=SELECT, default="worst")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--report-only", action="store_true", help="no training: report the runs under --out")
+    p.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="another sweep folder whose runs join the report (repeatable: one figure of several sweeps)",
+    )
     args = p.parse_args(argv)
     failed = []
     if not args.report_only:
@@ -413,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         codes = run_all(jobs, args.out, args.experiment, args.updates, extra, args.jobs)
         failed = [name for name, code in codes.items() if code != 0]
     try:
-        result = report(args.out, [k for k, _ in args.axis], args.select, failed)
+        result = report(args.out, [k for k, _ in args.axis], args.select, failed, include=args.include)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -146,3 +146,31 @@ def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     assert bench.main(["--report-only", "--out", str(tmp_path)]) == 2
     assert "no runs under" in capsys.readouterr().err
+
+
+def test_include_reports_several_sweeps_as_one_and_counts_a_run_once(tmp_path, torch_one_thread):
+    """Seeds of one recipe trained into two sweep folders are one recipe of the joint report (mean and
+    range over both); a folder included twice, or also under --out, adds no run twice."""
+    from _tiny_runs import make_run, sudoku4_dataset
+
+    data = tmp_path / "data"
+    sudoku4_dataset(data, n=6)
+    exact = {0: 0.5, 1: 0.7, 3: 0.9}
+    for seed, e in exact.items():
+        folder = tmp_path / ("a" if seed == 0 else "b") / "runs" / f"trm-lr0.002-s{seed}"
+        make_run(folder, "trm", data, steps=40, final=(e, e, 0.95))
+        (folder / "config.yaml").write_text(
+            f"model:\n  name: trm\nsize:\n  name: tiny\ntrainer:\n  lr: 0.002\n  seed: {seed}\n"
+        )
+    out = tmp_path / "joint"
+    include = [tmp_path / "a", tmp_path / "b", tmp_path / "b" / "runs"]
+    result = bench.report(out, [], "last", [], log=lambda s: None, include=include)
+    (row,) = result["rows"]
+    assert row["n"] == 3 and row["seeds"] == "0 1 3"
+    assert row["exact_mean"] == pytest.approx(np.mean(list(exact.values())))
+    assert (row["exact_min"], row["exact_max"]) == (0.5, 0.9)
+    assert (out / "sweep.md").is_file() and imread(out / "sweep.png").shape[1] > 1000
+    # the same through the command line, with --out holding nothing of its own
+    cli = ["--report-only", "--select", "last", "--out", str(out)]
+    assert bench.main(cli + ["--include", str(tmp_path / "a"), "--include", str(tmp_path / "b")]) == 0
+    assert json.loads((out / "chosen.json").read_text())["chosen"][0]["seeds"] == "0 1 3"
