@@ -89,6 +89,11 @@ class AttractorConfig(TRMConfig):
     # new puzzle's cold solve keeps its whole budget). Trained on every row the exit froze the cold
     # solves of early training on their plateau and the run stopped learning (README, "A stall exit").
     solver_stall_rows: str = "all"
+    # The stall exit only for a row whose best relative residual is already at or below this (None: at
+    # any residual). The rows it is for sit in the ghost of a fixed point a few times tol from it, where
+    # Anderson stagnates and plain iteration leaves only after ~50 evaluations (README, "The stuck row");
+    # a row far from any fixed point (the early-training solves) keeps its budget.
+    solver_stall_below: float | None = None
     grad: str = "phantom"  # "phantom", "neumann", "one_step" or "implicit"
     phantom_k: int = 5
     phantom_tau: float = 0.5
@@ -142,6 +147,8 @@ class AttractorConfig(TRMConfig):
             raise ValueError(f"max_iter_warm must be >= 1 or null, got {self.max_iter_warm}")
         if self.solver_stall is not None and self.solver_stall < 1:
             raise ValueError(f"solver_stall must be >= 1 or null, got {self.solver_stall}")
+        if self.solver_stall_below is not None and not self.solver_stall_below > 0:
+            raise ValueError(f"solver_stall_below must be > 0 or null, got {self.solver_stall_below}")
         if self.solver_stall_rows not in STALL_ROWS:
             raise ValueError(
                 f"unknown solver_stall_rows {self.solver_stall_rows!r}: expected one of "
@@ -223,6 +230,8 @@ class Attractor(TRM):
                 rows=c.solver_rows,
                 stall=self._stall(s0, cold),
             )
+            if c.solver_stall_below is not None:  # only passed when set: the solvers' default path else
+                common["stall_below"] = c.solver_stall_below
             if c.solver == "anderson":
                 s, info = anderson(
                     F,

@@ -35,6 +35,8 @@ Both solvers:
   `stall` (off by default): a sample whose best residual has not improved for `stall` evaluations (after
   `min_iter`) is frozen the same way, so one stuck sample does not run the solve to `max_iter` alone
   (a (B,) integer tensor gives each sample its own; a value above `max_iter` never fires);
+  `stall_below` (with `stall`): the exit fires only for a sample whose best relative residual is at or
+  below this value, so a sample still far from any fixed point keeps iterating (None: at any residual);
 - with `rows=True`, evaluate f only on the samples still active: f is then called as `f(state, rows)`
   with the active samples' state and `rows`, a (b,) int64 tensor of their indices in the batch (sorted),
   so that f can select the matching rows of whatever it closes over. Each sample's iterates, answer and
@@ -113,7 +115,17 @@ def _evaluate(f, x_rows: Tensor, spec: Spec, idx: Tensor | None) -> Tensor:
 
 
 def _solve(
-    f, x0: State, stepper_factory, *, max_iter, tol: float, min_iter: int, trace, rows, stall=None
+    f,
+    x0: State,
+    stepper_factory,
+    *,
+    max_iter,
+    tol: float,
+    min_iter: int,
+    trace,
+    rows,
+    stall=None,
+    stall_below: float | None = None,
 ) -> tuple:
     budget = None  # (B,) per-sample evaluation budgets, when max_iter is a tensor
     if isinstance(max_iter, Tensor):
@@ -134,6 +146,8 @@ def _solve(
             raise ValueError(f"stall must be >= 1 for every sample, got {int(stall.min())}")
     elif stall is not None and not (isinstance(stall, int) and stall >= 1):
         raise ValueError(f"stall must be an integer >= 1, a (B,) tensor of them, or None, got {stall!r}")
+    if stall_below is not None and not (isinstance(stall_below, int | float) and stall_below > 0):
+        raise ValueError(f"stall_below must be a residual > 0 or None, got {stall_below!r}")
     if trace not in (False, True, "iterates"):
         raise ValueError(f"trace must be False, True or 'iterates', got {trace!r}")
     spec: Spec = spec_of(x0)
@@ -193,7 +207,10 @@ def _solve(
             if budget is not None:
                 done = done | (budget <= k + 1)
             if stall is not None and k + 1 >= min_iter:
-                done = done | (k - best_step >= stall)  # no new best in the last `stall` evaluations
+                stalled = k - best_step >= stall  # no new best in the last `stall` evaluations
+                if stall_below is not None:  # ... and already near a fixed point
+                    stalled = stalled & (best_rel <= stall_below)
+                done = done | stalled
             active = ~done
             evals = torch.where(done & (evals == 0), k + 1, evals)
             if k + 1 == max_iter or not bool(active.any()):
@@ -256,6 +273,7 @@ def fixed_point_iter(
     trace=False,
     rows=False,
     stall: int | Tensor | None = None,
+    stall_below: float | None = None,
 ) -> tuple[State, SolverInfo]:
     """Damped fixed-point iteration x_{k+1} = (1 - tau) x_k + tau f(x_k). Returns (x, SolverInfo)."""
 
@@ -267,7 +285,16 @@ def fixed_point_iter(
         return step
 
     return _solve(
-        f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows, stall=stall
+        f,
+        x0,
+        factory,
+        max_iter=max_iter,
+        tol=tol,
+        min_iter=min_iter,
+        trace=trace,
+        rows=rows,
+        stall=stall,
+        stall_below=stall_below,
     )
 
 
@@ -285,6 +312,7 @@ def anderson(
     rows: bool = False,
     restart: float | None = None,
     stall: int | Tensor | None = None,
+    stall_below: float | None = None,
 ) -> tuple[State, SolverInfo]:
     """Anderson acceleration with memory m, relative regulariser lam, mixing beta and optional restarts
     (a sample's history is cleared when its relative residual grows past ``restart`` times the previous
@@ -360,5 +388,14 @@ def anderson(
         return step
 
     return _solve(
-        f, x0, factory, max_iter=max_iter, tol=tol, min_iter=min_iter, trace=trace, rows=rows, stall=stall
+        f,
+        x0,
+        factory,
+        max_iter=max_iter,
+        tol=tol,
+        min_iter=min_iter,
+        trace=trace,
+        rows=rows,
+        stall=stall,
+        stall_below=stall_below,
     )

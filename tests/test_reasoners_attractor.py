@@ -127,6 +127,23 @@ def test_solver_stall_reaches_the_solver():
     assert (evals[None] == 120).all() and int(evals[3].max()) < 120
 
 
+def test_solver_stall_below_reaches_the_solver():
+    """solver_stall_below: the stall exit only for rows whose best residual is at or below it. Below
+    every row's best residual (tol 0, so none is reached) no row stops early, as without the exit;
+    above every row's, each row stops solver_stall evaluations after its best, as with the exit alone."""
+    b = batch()
+    infos = {}
+    for below in (None, 1e-30, 1e30):
+        torch.manual_seed(0)
+        config = AttractorConfig(**TINY, max_iter=120, tol=0.0, solver_stall=3, solver_stall_below=below)
+        model = Attractor(config).eval()
+        with torch.no_grad():
+            infos[below] = model(model.initial_state(3), b).extras["solver"]
+    assert float(infos[None].rel_residual.min()) > 1e-30
+    assert (infos[1e-30].evals == 120).all()
+    assert torch.equal(infos[1e30].evals, infos[None].evals) and int(infos[None].evals.max()) < 120
+
+
 def test_solver_stall_rows_warm_spares_the_new_puzzles():
     """solver_stall_rows="warm": a row carried from the last step stops solver_stall evaluations after
     its best, a row reset to the initial state (a new puzzle) keeps its whole budget (tol 0: it runs
@@ -324,6 +341,7 @@ def test_initial_state_is_a_fixed_buffer():
         ({"anderson_restart": 0.0}, "anderson_restart"),
         ({"solver_stall": 0}, "solver_stall"),
         ({"solver_stall_rows": "cold"}, "solver_stall_rows"),
+        ({"solver_stall_below": 0.0}, "solver_stall_below"),
     ],
 )
 def test_bad_attractor_configs_raise(over, match):

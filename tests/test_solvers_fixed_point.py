@@ -492,3 +492,30 @@ def test_per_sample_stall_stops_only_the_samples_it_is_given_to(rows):
     for bad in (torch.tensor([3, 0, 3]), torch.tensor([3.0, 3.0, 3.0]), torch.tensor([3, 3])):
         with pytest.raises(ValueError, match="stall"):
             fixed_point_iter(f, f.x0(), max_iter=5, tol=1e-6, stall=bad)
+
+
+def test_stall_below_spares_the_samples_still_far_from_a_fixed_point():
+    """``stall_below=r``: the stall exit fires only for a sample whose best residual is at or below r.
+    Two expansive samples (plain iteration's residual grows), one started near its fixed point and one
+    far from it: with r between their best residuals the near one stops as with ``stall`` alone and the
+    far one runs as without ``stall``; r above both is ``stall`` alone."""
+    f = Affine([0.5, 1.5, 1.5], 12, seed=1)
+    x0 = f.x0().clone()
+    x0[1] = f.x_star[1] + 1e-4 * torch.randn(12, generator=torch.Generator().manual_seed(0), dtype=x0.dtype)
+    kw = dict(max_iter=60, tol=1e-8, min_iter=1)
+    _, ref = fixed_point_iter(f, x0, **kw)
+    _, stall = fixed_point_iter(f, x0, stall=3, **kw)
+    near, far = float(stall.rel_residual[1]), float(stall.rel_residual[2])
+    assert 1e-8 < near < far / 100, "the test needs two clearly different best residuals, above tol"
+    _, info = fixed_point_iter(f, x0, stall=3, stall_below=(near * far) ** 0.5, **kw)
+    assert int(info.evals[1]) == int(stall.evals[1]) == int(stall.best_step[1]) + 4 < int(ref.evals[1])
+    assert int(stall.evals[2]) < int(ref.evals[2])  # stall alone stops the far one too ...
+    assert int(info.evals[2]) == int(ref.evals[2])  # ... stall_below lets it run as without stall
+    assert int(info.best_step[2]) == int(ref.best_step[2])
+    assert bool(info.converged[0]) and int(info.evals[0]) == int(ref.evals[0])
+    _, loose = fixed_point_iter(f, x0, stall=3, stall_below=10 * far, **kw)
+    assert torch.equal(loose.evals, stall.evals)
+    for solver in ("plain", "anderson"):
+        for bad in (0.0, -1e-3, "1e-3"):
+            with pytest.raises(ValueError, match="stall_below"):
+                run(solver, f, x0, stall=3, stall_below=bad, **kw)
