@@ -11,6 +11,8 @@
     python bench/bench_attractor.py solves runs/x --puzzles 128 --budget 32
     # (e) the training solves of new-puzzle and carried rows, resumed from the run's checkpoint
     python bench/bench_attractor.py carried runs/x --updates 40 --schedule-steps 4000 [--frozen]
+    # (f) the cost batch's unconverged rows: residual traces, and rho where plain iteration lands
+    python bench/bench_attractor.py stuck runs/x --dense
 
 (a) ``fidelity``. On a fixed probe batch (the first ``--probe`` test puzzles) the model is rolled out
 ``--step - 1`` supervision steps (eval mode, as the trainer's evaluation) to a warm-started state, as
@@ -658,6 +660,99 @@ def carried(args) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- (f) the stuck rows
+
+
+def _flat_map(F, state: tuple):
+    """F as a map on one flat vector (the joint (y, z) of one row), and that state flattened."""
+    shapes, sizes = [t.shape for t in state], [t.numel() for t in state]
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(v, sizes)
+        return torch.cat(
+            [t.flatten() for t in F(tuple(p.reshape(sh) for p, sh in zip(parts, shapes, strict=True)))]
+        )
+
+    return f, torch.cat([t.flatten() for t in state]).detach()
+
+
+def stuck(args) -> list[dict]:
+    """The rows of the cost batch whose solve does not converge, and why. The timed update's batch (the
+    first ``--cost-batch`` test puzzles, the state entering supervision step ``--step``, training
+    weights) is solved as the run solves it; each row that ends above tol is solved alone from the same
+    warm start by plain iteration for ``--budget`` evaluations (its residual trace: where it starts, how
+    far it grows before it falls, when it reaches tol), by Anderson with restarts (the run's solver) and
+    by plain Anderson; at the point plain iteration reaches, the spectral radius of the map's Jacobian is
+    estimated by the probe's power method (20 iterations) and, with ``--dense``, read from the
+    eigenvalues of the dense Jacobian (numpy), an instrument independent of the power method."""
+    from solvers import anderson, fixed_point_iter, spectral_radius
+
+    path = Path(args.run_dir)
+    ckpt = latest_checkpoint(path) or path if path.is_dir() else path
+    model, task, split, source = load_model(str(ckpt), args.data, ema=False, seed=0)
+    batch = to_batch(split, np.arange(min(args.cost_batch, len(split.inputs))), "cpu")
+    state = warm_state(model, batch, args.step)
+    c = model.config
+    model.eval()
+    with torch.no_grad():
+        x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
+        F = model.fixed_point_map(x, model.rotary() if model.rotary is not None else None)
+        _, info = model.solve(F, tuple(state))
+    bad = (~info.converged).nonzero().flatten().tolist()
+    print(
+        f"# unconverged rows of the cost batch: {source}, supervision step {args.step}, "
+        f"{batch['inputs'].shape[0]} test puzzles, the run's solve (max_iter {c.max_iter}, tol {c.tol:g}): "
+        f"{len(bad)} row(s) {bad}\n"
+    )
+    head = (
+        "| row | run's solve: evaluations, residual | plain iteration: start residual, peak (at evaluation), "
+    )
+    head += (
+        f"below tol after | Anderson with restarts: below tol after | plain Anderson: best in {args.budget} "
+    )
+    head += "| rho there: power method (20) | rho there: dense eigenvalues |"
+    print(head)
+    print("|---:|---|---|---:|---:|---:|---:|")
+    out = []
+    for r in bad:
+        Fr = model.fixed_point_map(
+            x[r : r + 1].detach(), model.rotary() if model.rotary is not None else None
+        )
+        s0 = tuple(t[r : r + 1] for t in state)
+        kw = dict(max_iter=args.budget, tol=c.tol, min_iter=1)
+        with torch.no_grad():
+            plain_x, plain = fixed_point_iter(Fr, s0, trace=True, **kw)
+            _, restarted = anderson(Fr, s0, m=c.anderson_m, lam=c.anderson_lam, restart=1.0, **kw)
+            _, pure = anderson(Fr, s0, m=c.anderson_m, lam=c.anderson_lam, **kw)
+        tr = plain.trace[:, 0]
+        peak = int(tr.argmax())
+        with torch.enable_grad():
+            rho_pm = float(spectral_radius(Fr, tuple(plain_x), iters=20))
+        rho_dense = None
+        if args.dense:
+            f, v = _flat_map(Fr, tuple(plain_x))
+            J = torch.autograd.functional.jacobian(f, v, vectorize=True)
+            rho_dense = float(np.abs(np.linalg.eigvals(J.double().numpy())).max())
+
+        def when(i):
+            return f"{int(i.evals[0])}" if bool(i.converged[0]) else f"not in {args.budget}"
+
+        rec = dict(
+            row=r, run_evals=int(info.evals[r]), run_residual=float(info.rel_residual[r]),
+            start=float(tr[0]), peak=float(tr[peak]), peak_at=peak + 1, plain=when(plain),
+            restarted=when(restarted), anderson_best=float(pure.rel_residual[0]), rho_power=rho_pm,
+            rho_dense=rho_dense,
+        )  # fmt: skip
+        out.append(rec)
+        dense = "-" if rho_dense is None else f"{rho_dense:.3f}"
+        print(
+            f"| {r} | {rec['run_evals']}, {rec['run_residual']:.1e} | {rec['start']:.1e}, {rec['peak']:.1e} "
+            f"({rec['peak_at']}), {rec['plain']} | {rec['restarted']} | {rec['anderson_best']:.1e} | "
+            f"{rho_pm:.3f} | {dense} |"
+        )
+    return out
+
+
 def model_data_dir(ckpt: Path) -> str:
     data = (torch.load(ckpt, map_location="cpu", weights_only=False).get("config") or {}).get("data", {})
     if not data.get("dir"):
@@ -709,6 +804,11 @@ def main(argv=None) -> None:
     e.add_argument("--schedule-steps", type=int, default=None, help="the lr schedule's length")
     e.add_argument("--frozen", action="store_true", help="hold the weights still (no optimiser step)")
     e.add_argument("--budget", type=int, default=96, help="max_iter of the re-solves of failed rows")
+    k = sub.add_parser("stuck", help="the cost batch's unconverged rows: their residual traces and rho")
+    k.add_argument("run_dir", help="a run directory or checkpoint")
+    k.add_argument("--cost-batch", type=int, default=64)
+    k.add_argument("--budget", type=int, default=200, help="evaluations of each re-solve")
+    k.add_argument("--dense", action="store_true", help="also rho from the dense Jacobian's eigenvalues")
     args = p.parse_args(argv)
     with restored_cpu_settings():  # called in-process by the tests: leave their settings as they were
         torch.set_num_threads(args.threads)
@@ -721,6 +821,7 @@ def main(argv=None) -> None:
             "cost": cost,
             "solves": solves,
             "carried": carried,
+            "stuck": stuck,
         }[args.what](args)
         print(f"\n({time.perf_counter() - t0:.0f} s, {args.threads} thread(s))")
 

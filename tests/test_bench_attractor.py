@@ -187,3 +187,47 @@ def test_carried_measures_the_checkpoints_own_solver_config(trained_attractor_ru
     cfg_path.write_text(OmegaConf.to_yaml(cfg))
     bench_attractor.main(["carried", str(trained_attractor_run), "--updates", "1", "--budget", "4"])
     assert bench_attractor.last_results["max_iter"] == 3
+
+
+def test_stuck_lists_the_unconverged_rows_with_their_traces_and_a_dense_rho(attractor_run, capsys):
+    """``stuck``: the rows it reports are those the run's own solve leaves above tol on the cost batch;
+    each re-solve starts at that row's warm start (its first residual is a fresh one there), and the
+    dense radius is the largest |eigenvalue| of a Jacobian built independently (forward mode)."""
+    import numpy as np
+    import torch
+
+    from reasoners.attractor import _joint_residual
+    from reasoners.data import to_batch
+
+    bench_attractor.main(["--step", "2", "stuck", str(attractor_run), "--cost-batch", "1", "--budget", "12",
+                          "--dense"])  # fmt: skip
+    rows = bench_attractor.last_results
+    model, _, split, _ = bench_attractor.load_model(str(attractor_run), None, ema=False, seed=0)
+    batch = to_batch(split, np.arange(1), "cpu")
+    state = bench_attractor.warm_state(model, batch, 2)
+    with torch.no_grad():
+        x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
+        F = model.fixed_point_map(x, model.rotary() if model.rotary is not None else None)
+        _, info = model.solve(F, tuple(state))
+        fresh, _ = _joint_residual(tuple(state), F(tuple(state)))
+    assert [r["row"] for r in rows] == (~info.converged).nonzero().flatten().tolist()
+    assert rows, "the tiny untrained map should leave some row unconverged"
+    from solvers import fixed_point_iter
+
+    for rec in rows:
+        r = rec["row"]
+        assert rec["start"] == pytest.approx(float(fresh[r]), rel=1e-5)
+        assert rec["peak"] >= rec["start"] and rec["run_residual"] > model.config.tol
+        Fr = model.fixed_point_map(x[r : r + 1], model.rotary() if model.rotary is not None else None)
+        with torch.no_grad():
+            end, _ = fixed_point_iter(Fr, tuple(t[r : r + 1] for t in state), max_iter=12,
+                                      tol=model.config.tol, min_iter=1)  # fmt: skip
+        f, v = bench_attractor._flat_map(Fr, tuple(end))
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.MATH):  # forward-mode AD has no fused-attention rule
+            J = torch.func.jacfwd(f)(v)
+        assert rec["rho_dense"] == pytest.approx(
+            float(np.abs(np.linalg.eigvals(J.detach().double().numpy())).max()), rel=1e-4
+        )
+    assert "| row |" in capsys.readouterr().out
