@@ -284,18 +284,8 @@ def fixed_point_iter(
 
         return step
 
-    return _solve(
-        f,
-        x0,
-        factory,
-        max_iter=max_iter,
-        tol=tol,
-        min_iter=min_iter,
-        trace=trace,
-        rows=rows,
-        stall=stall,
-        stall_below=stall_below,
-    )
+    exits = dict(max_iter=max_iter, tol=tol, min_iter=min_iter, stall=stall, stall_below=stall_below)
+    return _solve(f, x0, factory, trace=trace, rows=rows, **exits)
 
 
 def anderson(
@@ -387,15 +377,5 @@ def anderson(
 
         return step
 
-    return _solve(
-        f,
-        x0,
-        factory,
-        max_iter=max_iter,
-        tol=tol,
-        min_iter=min_iter,
-        trace=trace,
-        rows=rows,
-        stall=stall,
-        stall_below=stall_below,
-    )
+    exits = dict(max_iter=max_iter, tol=tol, min_iter=min_iter, stall=stall, stall_below=stall_below)
+    return _solve(f, x0, factory, trace=trace, rows=rows, **exits)
