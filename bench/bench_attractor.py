@@ -411,51 +411,68 @@ def _parse_variant(text: str) -> dict:
 def cost(args) -> list[dict]:
     """One training update of a run's checkpoint (training weights) under each variant of its config,
     timed interleaved with a TRM-tiny update of the same mixer on the same batch and thread count, at a
-    warm state (supervision step ``--step``); a penalty due every jac_every updates is amortised."""
+    warm state (supervision step ``--step``); a penalty due every jac_every updates is amortised. With
+    ``--batches N`` the same on N consecutive batches of test puzzles (the first is the targets' batch),
+    each batch its own interleaved comparison, then the median and range of the ratio over them: one
+    batch's figure is set by its slowest row."""
     path = Path(args.run_dir)
     ckpt = latest_checkpoint(path) or path if path.is_dir() else path
     model, task, split, source = load_model(str(ckpt), args.data, ema=False, seed=0)
-    batch = to_batch(split, np.arange(min(args.cost_batch, len(split.inputs))), "cpu")
-    state = warm_state(model, batch, args.step)
     trm = trm_like(task, model)
-    trm_state = warm_state(trm, batch, args.step)
     variants = [("as trained", {})] + [(v, _parse_variant(v)) for v in args.variant]
     for _, over in variants:
         unknown = [k for k in over if not hasattr(model.config, k)]
         if unknown:
             raise SystemExit(f"unknown AttractorConfig field(s) {', '.join(unknown)}")
-    fns, infos = [lambda: update(trm, trm_state, batch)], []
-    for _, over in variants:
-        with config_set(model, **over):
-            c = model.config
-            every = c.jac_every if c.jac_weight > 0 else 1
-            info = update(model, state, batch)["solver"]
-            infos.append((info, every))
-
-        def block(over=over, every=every):
-            with config_set(model, **over):
-                for _ in range(every):
-                    update(model, state, batch)
-            return None
-
-        fns.append(block)
-    times = timed(fns, args.reps)
-    t_trm = times[0]
-    print(
-        f"# update cost at supervision step {args.step}: {source}, batch {batch['inputs'].shape[0]}, "
-        f"{torch.get_num_threads()} thread(s), against {type(trm).__name__}-tiny ({trm.config.mixer}) "
-        f"{t_trm * 1e3:.0f} ms (median of {args.reps}, interleaved)\n"
-    )
-    print("| variant | ms per update (amortised) | x TRM | solve evaluations | converged |")
-    print("|---|---:|---:|---:|---:|")
+    size = min(args.cost_batch, len(split.inputs))
+    n_batches = min(args.batches, len(split.inputs) // size)
+    if n_batches < args.batches:
+        print(f"note: the test split holds {n_batches} batch(es) of {size}, not {args.batches}")
     rows = []
-    for (name, _), t, (info, every) in zip(variants, times[1:], infos, strict=True):
-        t /= every
-        rows.append(dict(variant=name, ms=t * 1e3, ratio=t / t_trm, nstep=info.nstep))
-        print(
-            f"| {name} | {t * 1e3:.0f} | {t / t_trm:.2f}x | {info.nstep} | "
-            f"{info.converged.float().mean():.0%} |"
-        )
+    for b in range(n_batches):
+        batch = to_batch(split, np.arange(b * size, (b + 1) * size), "cpu")
+        state = warm_state(model, batch, args.step)
+        trm_state = warm_state(trm, batch, args.step)
+        fns, infos = [lambda trm_state=trm_state, batch=batch: update(trm, trm_state, batch)], []
+        for _, over in variants:
+            with config_set(model, **over):
+                c = model.config
+                every = c.jac_every if c.jac_weight > 0 else 1
+                info = update(model, state, batch)["solver"]
+                infos.append((info, every))
+
+            def block(over=over, every=every, state=state, batch=batch):
+                with config_set(model, **over):
+                    for _ in range(every):
+                        update(model, state, batch)
+                return None
+
+            fns.append(block)
+        times = timed(fns, args.reps)
+        t_trm = times[0]
+        if b == 0:
+            print(
+                f"# update cost at supervision step {args.step}: {source}, batch {size}, "
+                f"{torch.get_num_threads()} thread(s), against {type(trm).__name__}-tiny "
+                f"({trm.config.mixer}) {t_trm * 1e3:.0f} ms (median of {args.reps}, interleaved)\n"
+            )
+            print("| test puzzles | variant | ms per update (amortised) | x TRM | solve evaluations ", end="")
+            print("| converged |")
+            print("|---|---|---:|---:|---:|---:|")
+        for (name, _), t, (info, every) in zip(variants, times[1:], infos, strict=True):
+            t /= every
+            rows.append(dict(variant=name, batch=b, ms=t * 1e3, ratio=t / t_trm, nstep=info.nstep))
+            print(
+                f"| {b * size}-{(b + 1) * size - 1} | {name} | {t * 1e3:.0f} | {t / t_trm:.2f}x | "
+                f"{info.nstep} | {info.converged.float().mean():.0%} |"
+            )
+    if n_batches > 1:
+        print(f"\nover the {n_batches} batches (x TRM): ", end="")
+        summary = []
+        for name, _ in variants:
+            r = sorted(x["ratio"] for x in rows if x["variant"] == name)
+            summary.append(f"{name}: median {statistics.median(r):.2f}x ({r[0]:.2f}-{r[-1]:.2f})")
+        print("; ".join(summary))
     return rows
 
 
@@ -790,6 +807,7 @@ def main(argv=None) -> None:
     c.add_argument("run_dir", help="a run directory or checkpoint")
     c.add_argument("--variant", action="append", default=[], help="key=value[,key=value]; repeatable")
     c.add_argument("--cost-batch", type=int, default=64)
+    c.add_argument("--batches", type=int, default=1, help="consecutive batches of test puzzles timed")
     v = sub.add_parser("solves", help="converged share and evaluations of solver variants, per step")
     v.add_argument("run_dir", help="a run directory or checkpoint")
     v.add_argument("--split", choices=["train", "test"], default="train")

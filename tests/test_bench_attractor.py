@@ -106,6 +106,16 @@ def test_cost_times_each_variant_of_the_runs_config(attractor_run, capsys):
     assert rows[1]["nstep"] == 1 and 1 <= rows[2]["nstep"] <= 3  # the variant's solve budget was used
     assert all(r["ratio"] > 0 for r in rows)
     assert "| max_iter=1 |" in capsys.readouterr().out
+    # --batches: every variant on each of the consecutive batches, each its own comparison
+    bench_attractor.main(["--reps", "1", "cost", str(attractor_run), "--cost-batch", "2", "--batches", "3",
+                          "--variant", "max_iter=1"])  # fmt: skip
+    rows = bench_attractor.last_results
+    assert [(r["batch"], r["variant"]) for r in rows] == [
+        (b, v) for b in range(3) for v in ("as trained", "max_iter=1")
+    ]
+    assert all(r["nstep"] == 1 for r in rows if r["variant"] == "max_iter=1")
+    out = capsys.readouterr().out
+    assert "| 4-5 | max_iter=1 |" in out and "over the 3 batches (x TRM): as trained: median" in out
     assert bench_attractor._parse_variant("a=1,b=0.5,c=null,d=true") == {
         "a": 1,
         "b": 0.5,
