@@ -300,15 +300,21 @@ def plot(groups: list[list[Run]], rows: list[dict]) -> bytes:
         ("wall_s", "training time (min)", 1 / 60),
         ("calls", "forward network calls of training", 1.0),
     )
-    for i, (row, group) in enumerate(chosen):
+    # one colour per reasoner in every panel; its sizes by line style, smallest solid
+    models = list(dict.fromkeys(r["model"] for r, _ in chosen))
+    sizes = {m: sorted({r["parameters"] for r, _ in chosen if r["model"] == m}) for m in models}
+    styles = ("-", "--", ":", "-.")
+    for row, group in chosen:
         label = f"{row['model']} {row['axes']} lr {row['lr']:g} ({row['n']} seeds)".replace("  ", " ")
+        color = f"C{models.index(row['model']) % 10}"
+        style = styles[sizes[row["model"]].index(row["parameters"]) % len(styles)]
         for ax, (field, _, scale) in zip(axes, fields, strict=False):
             xs, mean, lo, hi = _mean_curve(group, field)
             if not xs:
                 continue
             xs = [x * scale for x in xs]
-            ax.plot(xs, mean, ".-", color=f"C{i % 10}", label=label)
-            ax.fill_between(xs, lo, hi, color=f"C{i % 10}", alpha=0.2, linewidth=0)
+            ax.plot(xs, mean, marker=".", linestyle=style, color=color, label=label)
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
     for ax, (field, xlabel, _) in zip(axes, fields, strict=False):
         ax.set(xlabel=xlabel, ylabel="exact accuracy (trainer's eval, last step)", ylim=(-0.02, 1.02))
         if field == "calls":
@@ -321,7 +327,7 @@ def plot(groups: list[list[Run]], rows: list[dict]) -> bytes:
         axes[0].legend(fontsize="x-small")
     if scaling:
         ax = axes[3]
-        for i, model in enumerate(dict.fromkeys(r["model"] for r, _ in chosen)):
+        for i, model in enumerate(models):
             pts = sorted((r["parameters"], r) for r, _ in chosen if r["model"] == model)
             x = [p for p, _ in pts]
             mean = [r["exact_mean"] for _, r in pts]
@@ -333,7 +339,7 @@ def plot(groups: list[list[Run]], rows: list[dict]) -> bytes:
         ax.set(
             xscale="log", xlabel="parameters", ylabel="final exact accuracy (last step)", ylim=(-0.02, 1.02)
         )
-        ax.set_title("by size (each at its chosen lr; min-max over seeds)")
+        ax.set_title("by size (chosen lr; min-max over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     buf = io.BytesIO()
