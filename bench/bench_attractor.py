@@ -700,7 +700,7 @@ def stuck(args) -> list[dict]:
     warm start by plain iteration for ``--budget`` evaluations (its residual trace: where it starts, how
     far it grows before it falls, when it reaches tol), by Anderson with restarts (the run's solver) and
     by plain Anderson; at the point plain iteration reaches, the spectral radius of the map's Jacobian is
-    estimated by the probe's power method (20 iterations) and, with ``--dense``, read from the
+    estimated by the probe's power method (20 iterations, seeded) and, with ``--dense``, read from the
     eigenvalues of the dense Jacobian (numpy), an instrument independent of the power method."""
     from solvers import anderson, fixed_point_iter, spectral_radius
 
@@ -711,10 +711,10 @@ def stuck(args) -> list[dict]:
     state = warm_state(model, batch, args.step)
     c = model.config
     model.eval()
+    rotary = model.rotary() if model.rotary is not None else None
     with torch.no_grad():
         x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
-        F = model.fixed_point_map(x, model.rotary() if model.rotary is not None else None)
-        _, info = model.solve(F, tuple(state))
+        _, info = model.solve(model.fixed_point_map(x, rotary), tuple(state))
     bad = (~info.converged).nonzero().flatten().tolist()
     print(
         f"# unconverged rows of the cost batch: {source}, supervision step {args.step}, "
@@ -732,9 +732,7 @@ def stuck(args) -> list[dict]:
     print("|---:|---|---|---:|---:|---:|---:|")
     out = []
     for r in bad:
-        Fr = model.fixed_point_map(
-            x[r : r + 1].detach(), model.rotary() if model.rotary is not None else None
-        )
+        Fr = model.fixed_point_map(x[r : r + 1], rotary)
         s0 = tuple(t[r : r + 1] for t in state)
         kw = dict(max_iter=args.budget, tol=c.tol, min_iter=1)
         with torch.no_grad():
@@ -743,6 +741,7 @@ def stuck(args) -> list[dict]:
             _, pure = anderson(Fr, s0, m=c.anderson_m, lam=c.anderson_lam, **kw)
         tr = plain.trace[:, 0]
         peak = int(tr.argmax())
+        torch.manual_seed(r)  # the power method's random start: the same figure on every run
         with torch.enable_grad():
             rho_pm = float(spectral_radius(Fr, tuple(plain_x), iters=20))
         rho_dense = None
