@@ -91,8 +91,9 @@ class AttractorConfig(TRMConfig):
     solver_stall_rows: str = "all"
     # The stall exit only for a row whose best relative residual is already at or below this (None: at
     # any residual). The rows it is for sit in the ghost of a fixed point a few times tol from it, where
-    # Anderson stagnates and plain iteration leaves only after ~50 evaluations (README, "The stuck row");
-    # a row far from any fixed point (the early-training solves) keeps its budget.
+    # Anderson stagnates and plain iteration leaves only after ~50 evaluations (README, "The stuck row
+    # is the ghost of a fixed point"); a row far from any fixed point (the early-training solves) keeps
+    # its budget.
     solver_stall_below: float | None = None
     grad: str = "phantom"  # "phantom", "neumann", "one_step" or "implicit"
     phantom_k: int = 5
